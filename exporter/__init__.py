@@ -1,0 +1,1 @@
+"""The pipeline's numbers for Prometheus, notifications, Grafana sync and reports."""

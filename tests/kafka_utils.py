@@ -1,0 +1,90 @@
+"""Reading topics back in tests: the only way to know what really reached the broker."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass
+
+from confluent_kafka import Consumer, TopicPartition
+
+from txmon.config import KafkaSettings
+
+
+@dataclass(frozen=True)
+class Record:
+    key: bytes | None
+    value: bytes | None
+    partition: int
+    offset: int
+    headers: tuple = ()
+
+
+def end_offsets(settings: KafkaSettings, topic: str) -> dict[int, int]:
+    consumer = Consumer(settings.confluent(**{"group.id": f"probe-{uuid.uuid4()}"}))
+    try:
+        meta = consumer.list_topics(topic, timeout=10).topics[topic]
+        out = {}
+        for p in meta.partitions:
+            _, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
+            out[p] = high
+        return out
+    finally:
+        consumer.close()
+
+
+def consume_all(
+    settings: KafkaSettings,
+    topic: str,
+    *,
+    expected: int | None = None,
+    timeout: float = 60.0,
+    idle: float = 3.0,
+) -> list[Record]:
+    """Everything in `topic` from the beginning up to its end offsets at call time,
+    or until `expected` records arrived (waiting up to `timeout` for them)."""
+    consumer = Consumer(
+        settings.confluent(
+            **{
+                "group.id": f"test-{uuid.uuid4()}",
+                "auto.offset.reset": "earliest",
+                "enable.auto.commit": False,
+                "enable.partition.eof": False,
+            }
+        )
+    )
+    records: list[Record] = []
+    try:
+        consumer.subscribe([topic])
+        deadline = time.monotonic() + timeout
+        last = time.monotonic()
+        ends = None
+        while time.monotonic() < deadline:
+            batch = consumer.consume(10000, timeout=0.5)
+            for msg in batch:
+                if msg.error():
+                    continue
+                records.append(
+                    Record(msg.key(), msg.value(), msg.partition(), msg.offset(),
+                           tuple(msg.headers() or ()))
+                )
+            if batch:
+                last = time.monotonic()
+            if expected is not None:
+                if len(records) >= expected and time.monotonic() - last > 0.5:
+                    break
+                continue
+            if ends is None:
+                ends = end_offsets(settings, topic)
+            seen: dict[int, int] = {}
+            for r in records:
+                seen[r.partition] = max(seen.get(r.partition, -1), r.offset + 1)
+            if all(seen.get(p, 0) >= end for p, end in ends.items()) and (
+                time.monotonic() - last > 0.2 or not batch
+            ):
+                break
+            if not batch and time.monotonic() - last > idle and not any(ends.values()):
+                break
+        return records
+    finally:
+        consumer.close()

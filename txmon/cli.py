@@ -1,0 +1,53 @@
+"""The `txmon` command. Each package registers its own subcommands; heavy imports wait
+until a subcommand runs, so `txmon --help` stays instant."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
+import logging
+import sys
+
+from txmon import __version__
+from txmon.errors import UserError
+
+COMMAND_MODULES = (
+    "txmon.broker.cli",
+    "producer.cli",
+    "processor.cli",
+    "exporter.cli",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="txmon", description="Real-time transaction monitoring on Kafka."
+    )
+    parser.add_argument("--version", action="version", version=f"txmon {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        if importlib.util.find_spec(name) is None:  # TODO(skeleton): drop once all exist
+            continue
+        importlib.import_module(name).register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        return int(args.func(args) or 0)
+    except UserError as exc:
+        print(f"txmon {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

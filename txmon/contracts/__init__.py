@@ -1,0 +1,33 @@
+"""The contracts every component shares: topics, statuses, event schemas, metric names.
+
+Import from here, never redefine: a producer and a consumer that agree by copy drift apart.
+"""
+
+from txmon.contracts.events import (
+    STATUSES,
+    Alert,
+    DeadLetter,
+    DeadLetterReason,
+    Status,
+    Transaction,
+    WindowCount,
+    decode_transaction,
+    encode,
+    message_key,
+)
+from txmon.contracts.topics import Topics, topics
+
+__all__ = [
+    "STATUSES",
+    "Alert",
+    "DeadLetter",
+    "DeadLetterReason",
+    "Status",
+    "Topics",
+    "Transaction",
+    "WindowCount",
+    "decode_transaction",
+    "encode",
+    "message_key",
+    "topics",
+]

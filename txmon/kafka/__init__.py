@@ -1,0 +1,1 @@
+"""Thin confluent-kafka helpers shared by the producer, the processor and the exporter."""
