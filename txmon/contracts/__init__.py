@@ -3,6 +3,7 @@
 Import from here, never redefine: a producer and a consumer that agree by copy drift apart.
 """
 
+from txmon.contracts import metrics
 from txmon.contracts.events import (
     STATUSES,
     Alert,
@@ -29,5 +30,6 @@ __all__ = [
     "decode_transaction",
     "encode",
     "message_key",
+    "metrics",
     "topics",
 ]

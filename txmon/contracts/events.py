@@ -41,6 +41,11 @@ class WindowCount(msgspec.Struct, kw_only=True):
     counts: dict[str, int]
     total: int
     late: int = 0
+    #: The detector's score of this window and its threshold (None while warming up):
+    #: the exporter's score gauge and the dashboards need every window's score, not only
+    #: the anomalous ones carried by alerts.
+    score: float | None = None
+    threshold: float | None = None
 
 
 class Alert(msgspec.Struct, kw_only=True):
