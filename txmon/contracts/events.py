@@ -70,6 +70,23 @@ class Alert(msgspec.Struct, kw_only=True):
     model_version: str
 
 
+class IncidentLabel(msgspec.Struct, kw_only=True):
+    """Ground truth for one injected incident, written by the simulator (JSON lines).
+
+    Detection is scored against these: `statuses` are the statuses whose rate was changed,
+    `[start, end)` the event-time span, `kind` the rate profile (spike, ramp, burst, outage)
+    and `factor` the multiplier reached (below 1 for an outage).
+    """
+
+    id: str
+    kind: Literal["spike", "ramp", "burst", "outage"]
+    statuses: list[str]
+    start: datetime
+    end: datetime
+    factor: float
+    spec: str = ""
+
+
 class DeadLetterReason(enum.StrEnum):
     MALFORMED_JSON = "malformed_json"
     MISSING_FIELD = "missing_field"
