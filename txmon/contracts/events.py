@@ -48,6 +48,20 @@ class WindowCount(msgspec.Struct, kw_only=True):
     threshold: float | None = None
 
 
+class WindowPartial(msgspec.Struct, kw_only=True):
+    """Internal: one source partition's closed windows and how far it has closed.
+
+    `windows` maps window start (ms) to the status counts in STATUSES order plus, last,
+    the late events charged to that window. Sent with the same content again after a
+    crash, so the merge overwrites rather than adds.
+    """
+
+    partition: int
+    closed_until: int | None
+    idle: bool = False
+    windows: dict[int, list[int]] = {}
+
+
 class Alert(msgspec.Struct, kw_only=True):
     """One step of an incident on the alerts topic, keyed by `id`.
 

@@ -64,6 +64,14 @@ EXPORTER_KAFKA_ERRORS_TOTAL = "txmon_exporter_kafka_errors_total"
 #: gauge: 1 when the exporter's last Kafka round trip succeeded, else 0.
 EXPORTER_KAFKA_UP = "txmon_exporter_kafka_up"
 
+# --- the processor's own numbers (served by `txmon process` itself) ---
+#: counter {outcome}: transactions read by the worker: counted, late or dead_letter.
+PROCESSOR_EVENTS_TOTAL = "txmon_processor_events_total"
+#: gauge {partition}: event-time watermark of each source partition this worker owns.
+PROCESSOR_WATERMARK = "txmon_processor_watermark_timestamp_seconds"
+#: counter: closed minutes this worker emitted (merge stage).
+PROCESSOR_WINDOWS_EMITTED_TOTAL = "txmon_processor_windows_emitted_total"
+
 #: Every name above, for the tests that check rules and dashboards use only known names.
 ALL = tuple(
     value for key, value in dict(globals()).items() if key.isupper() and key != "PREFIX"
