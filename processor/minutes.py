@@ -1,0 +1,100 @@
+"""The merge stage's logic: partial windows in, one scored minute and its alerts out.
+
+Runs off the event loop (in an executor) because scoring calls scikit-learn. Its state
+is one record: merged partials, the incident tracker, the warm-up history and the
+offset of the last partial applied, stored together so they can never disagree.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from processor.detector import Detector, Verdict
+from processor.incidents import IncidentTracker
+from processor.windows import LATE, WINDOW_MS, MinuteMerger, minute_id, to_datetime
+from txmon.contracts import STATUSES, Alert, WindowCount, WindowPartial
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class MinuteState:
+    merger: MinuteMerger
+    incidents: IncidentTracker
+    last_offset: int = -1
+    warmup: list[tuple[int, list[int]]] = field(default_factory=list)
+
+
+@dataclass
+class ClosedMinute:
+    window: WindowCount
+    alerts: list[Alert]
+
+
+class Minutes:
+    """Holds the detector (not part of the state: it is loaded, or re-fitted from the
+    warm-up history, which is) and closes minutes."""
+
+    def __init__(self, model_path: str | None, warmup_windows: int):
+        self.model_path = Path(model_path) if model_path else None
+        self.warmup_windows = warmup_windows
+        self.detector: Detector | None = None
+        self._model_mtime: float | None = None
+        self.reload_model()
+
+    def reload_model(self) -> bool:
+        """Load the model file if it changed: `txmon train` can replace it under a
+        running worker. Returns True when a new model was loaded."""
+        if self.model_path is None or not self.model_path.exists():
+            return False
+        mtime = os.stat(self.model_path).st_mtime
+        if mtime == self._model_mtime:
+            return False
+        self.detector = Detector.load(self.model_path)
+        self._model_mtime = mtime
+        log.info("loaded model %s from %s", self.detector.version, self.model_path)
+        return True
+
+    def _detector_for(self, state: MinuteState) -> Detector | None:
+        if self._model_mtime is not None:
+            return self.detector
+        if self.detector is None and len(state.warmup) >= self.warmup_windows:
+            self.detector = Detector.fit(state.warmup, source="warm-up")
+            log.info("warm-up model fitted on %d windows", len(state.warmup))
+        return self.detector
+
+    def apply(self, state: MinuteState, offset: int, partial: WindowPartial) -> list[ClosedMinute]:
+        state.merger.apply(partial.partition, partial.closed_until, partial.idle, partial.windows)
+        out = []
+        for start, counts in state.merger.close():
+            detector = self._detector_for(state)
+            if detector is None:
+                state.warmup.append((start, counts))
+                verdict = None
+            else:
+                verdict = detector.score(start, counts)
+            alerts = (
+                state.incidents.step(start, counts, verdict, detector.version)
+                if verdict is not None
+                else []
+            )
+            out.append(ClosedMinute(window_count(start, counts, verdict), alerts))
+        state.last_offset = offset
+        return out
+
+
+def window_count(start: int, counts: list[int], verdict: Verdict | None) -> WindowCount:
+    by_status = {s: counts[i] for i, s in enumerate(STATUSES)}
+    return WindowCount(
+        id=minute_id(start),
+        start=to_datetime(start),
+        end=to_datetime(start + WINDOW_MS),
+        counts=by_status,
+        total=sum(by_status.values()),
+        late=counts[LATE],
+        score=None if verdict is None else round(verdict.score, 4),
+        threshold=None if verdict is None else round(verdict.threshold, 4),
+    )

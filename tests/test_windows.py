@@ -1,0 +1,137 @@
+"""Pure window logic: assignment, watermark, lateness, idle closing, merging."""
+
+from processor.windows import (
+    LATE,
+    WINDOW_MS,
+    MinuteMerger,
+    PartitionWindows,
+    minute_id,
+    window_start,
+)
+
+M = WINDOW_MS
+T0 = 1_700_000_040_000  # a minute boundary
+assert T0 % M == 0
+
+
+def status(counts, i=0):
+    return counts[i]
+
+
+def test_window_start_is_floor_to_minute():
+    assert window_start(T0) == T0
+    assert window_start(T0 + M - 1) == T0
+    assert window_start(T0 + M) == T0 + M
+    assert minute_id(T0) == "2023-11-14T22:14Z"
+
+
+def test_window_closes_when_watermark_passes_its_end():
+    w = PartitionWindows(lateness_ms=10_000)
+    w.add(0, T0 + 5_000, 0)
+    w.add(1, T0 + M + 9_000, 0)  # watermark T0+M-1s: first window still open
+    assert w.drain_closed() == {}
+    w.add(2, T0 + M + 10_000, 1)  # watermark reaches T0+M: first window closes
+    closed = w.drain_closed()
+    assert list(closed) == [T0]
+    assert closed[T0][0] == 1 and sum(closed[T0]) == 1
+
+
+def test_event_within_lateness_counts_later_is_late():
+    w = PartitionWindows(lateness_ms=10_000)
+    w.add(0, T0 + M + 5_000, 0)
+    assert w.add(1, T0 + 59_000, 2)  # 6 s late, window still open: counted
+    w.add(2, T0 + M + 10_000, 0)  # closes [T0, T0+M)
+    assert not w.add(3, T0 + 30_000, 2)  # its window is closed: late
+    closed = w.drain_closed()
+    assert closed[T0][2] == 1
+    w.add(4, T0 + 2 * M + 10_000, 0)  # closes the second window, which carries the late
+    assert w.drain_closed()[T0 + M][LATE] == 1
+
+
+def test_offsets_already_applied_are_recognised():
+    w = PartitionWindows(lateness_ms=0)
+    w.add(41, T0, 0)
+    assert w.seen(41) and w.seen(3) and not w.seen(42)
+
+
+def test_decisions_do_not_depend_on_batching():
+    events = [(i, T0 + (i * 7919) % (5 * M), i % 7) for i in range(2000)]
+    a = PartitionWindows(lateness_ms=10_000)
+    for off, ts, s in events:
+        a.add(off, ts, s)
+    b = PartitionWindows(lateness_ms=10_000)
+    out_b = {}
+    for off, ts, s in events:
+        b.add(off, ts, s)
+        if off % 97 == 0:
+            out_b.update(b.drain_closed())
+    out_b.update(b.drain_closed())
+    assert a.drain_closed() == out_b
+    assert a.open == b.open
+
+
+def test_idle_partition_closes_its_last_minute():
+    w = PartitionWindows(lateness_ms=10_000)
+    w.add(0, T0 + 30_000, 0)
+    assert w.drain_closed() == {}
+    w.advance_idle(20_000)  # wm = T0+40s: not yet
+    assert w.drain_closed() == {}
+    w.advance_idle(41_000)  # wm = T0+61s
+    assert list(w.drain_closed()) == [T0]
+    assert not w.add(1, T0 + 31_000, 0)  # late once closed by the clock
+
+
+def test_merge_waits_for_every_active_partition_and_fills_empty_minutes():
+    mm = MinuteMerger(partitions=2)
+    mm.apply(0, T0 + 3 * M, False, {T0: [1, 0, 0, 0, 0, 0, 0, 0]})
+    assert mm.close() == []  # partition 1 has not reported
+    mm.apply(1, T0 + 2 * M, False, {T0 + M: [0, 2, 0, 0, 0, 0, 0, 1]})
+    out = mm.close()
+    assert [s for s, _ in out] == [T0, T0 + M]
+    assert out[0][1][0] == 1 and out[1][1][1] == 2 and out[1][1][LATE] == 1
+    mm.apply(1, T0 + 4 * M, False, {})
+    out = mm.close()
+    assert [s for s, _ in out] == [T0 + 2 * M]  # empty minute, emitted as zeros
+    assert sum(out[0][1]) == 0
+
+
+def test_merge_is_idempotent_for_resent_partials():
+    def run(resend):
+        mm = MinuteMerger(partitions=1)
+        msgs = [(T0 + M, {T0: [3, 1, 0, 0, 0, 0, 0, 0]}), (T0 + 2 * M, {T0 + M: [5] + [0] * 7})]
+        out = []
+        for cu, w in msgs:
+            mm.apply(0, cu, False, w)
+            if resend:
+                mm.apply(0, cu, False, w)
+            out += mm.close()
+        return out
+
+    assert run(False) == run(True)
+
+
+def test_idle_partitions_do_not_hold_minutes_back():
+    mm = MinuteMerger(partitions=2)
+    mm.apply(1, None, True, {})
+    mm.apply(0, T0 + M, False, {T0: [1] + [0] * 7})
+    assert [s for s, _ in mm.close()] == [T0]
+
+
+def test_partial_for_a_reported_minute_becomes_late():
+    mm = MinuteMerger(partitions=2)
+    mm.apply(1, None, True, {})
+    mm.apply(0, T0 + M, False, {T0: [1] + [0] * 7})
+    mm.close()
+    mm.apply(1, T0 + 2 * M, False, {T0: [4] + [0] * 7})  # woke up with an old minute
+    mm.apply(0, T0 + 2 * M, False, {})
+    out = mm.close()
+    assert out[0][0] == T0 + M and out[0][1][LATE] == 4
+
+
+def test_huge_gap_is_not_filled_minute_by_minute():
+    mm = MinuteMerger(partitions=1, max_empty_minutes=10)
+    far = T0 + 10_000 * M
+    mm.apply(0, far + M, False, {T0: [1] + [0] * 7, far: [2] + [0] * 7})
+    out = mm.close()
+    assert [s for s, _ in out] == [T0, far]
+    assert mm.skipped_minutes == 9_999
