@@ -1,0 +1,218 @@
+"""The exporter's Kafka edge: reads window-counts, alerts and dead-letter into the metrics.
+
+Every start reads the three topics from the beginning (window-counts and alerts are
+compacted and keyed by deterministic ids), so counters, open incidents and freshness are a
+function of the topics' content: restarting the exporter neither resets nor double counts
+them. Partitions are assigned, not subscribed, so a broker restart or a group rebalance
+never rewinds us; librdkafka reconnects by itself and we only count the errors meanwhile.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    TIMESTAMP_NOT_AVAILABLE,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    TopicPartition,
+)
+
+from exporter.metrics import PipelineMetrics
+from txmon.config import KafkaSettings
+from txmon.contracts import Topics
+from txmon.errors import UserError
+from txmon.kafka.admin import ensure_topics, pipeline_topics
+
+log = logging.getLogger(__name__)
+
+DEFAULT_GROUP = "txmon-exporter"
+METADATA_REFRESH_S = 30.0
+_QUIET_ERRORS = {KafkaError._PARTITION_EOF}
+
+
+class TopicReader:
+    """Feeds `metrics` from the pipeline's output topics until `stop` is set."""
+
+    def __init__(self, settings: KafkaSettings, names: Topics, metrics: PipelineMetrics,
+                 stop: threading.Event, group: str = DEFAULT_GROUP, retry_s: float = 2.0):
+        self.settings, self.names, self.metrics, self.stop = settings, names, metrics, stop
+        self.group, self.retry_s = group, retry_s
+        self.kinds = {names.window_counts: "window-counts", names.alerts: "alerts",
+                      names.dead_letter: "dead-letter"}
+        self._next: dict[tuple[str, int], int] = {}
+        self._assigned: set[tuple[str, int]] = set()
+        self.ready = threading.Event()
+
+    def _on_error(self, err: KafkaError) -> None:
+        # Broker down, connection refused...: librdkafka retries on its own.
+        self.metrics.kafka_error(err.name().lstrip("_").lower() or "client")
+        log.warning("kafka: %s", err)
+
+    def _wait_for_topics(self) -> None:
+        while not self.stop.is_set():
+            try:
+                specs = [s for s in pipeline_topics(self.names) if s.name in self.kinds]
+                ensure_topics(self.settings, specs, timeout=10)
+                self.metrics.kafka_ok()
+                return
+            except UserError as exc:
+                self.metrics.kafka_error("connect")
+                log.warning("waiting for Kafka: %s", exc)
+                self.stop.wait(self.retry_s)
+
+    def _assign_new(self, consumer: Consumer) -> None:
+        try:
+            meta = consumer.list_topics(timeout=10)
+        except KafkaException as exc:
+            self.metrics.kafka_error("metadata")
+            log.warning("metadata refresh failed: %s", exc)
+            return
+        new = []
+        for topic in self.kinds:
+            tmeta = meta.topics.get(topic)
+            if tmeta is None or tmeta.error is not None:
+                continue
+            for p in tmeta.partitions:
+                if (topic, p) not in self._assigned:
+                    new.append(TopicPartition(topic, p, OFFSET_BEGINNING))
+                    self._assigned.add((topic, p))
+        if new:
+            consumer.incremental_assign(new)
+            log.info("reading %s", ", ".join(f"{tp.topic}[{tp.partition}]" for tp in new))
+
+    def run(self) -> None:
+        self._wait_for_topics()
+        if self.stop.is_set():
+            return
+        consumer = Consumer(self.settings.confluent(**{
+            "group.id": self.group,
+            "enable.auto.commit": True,
+            "enable.partition.eof": False,
+            "auto.offset.reset": "earliest",
+            "error_cb": self._on_error,
+        }))
+        try:
+            self._assign_new(consumer)
+            self.ready.set()
+            refreshed = time.monotonic()
+            while not self.stop.is_set():
+                if time.monotonic() - refreshed > METADATA_REFRESH_S:
+                    self._assign_new(consumer)
+                    refreshed = time.monotonic()
+                try:
+                    batch = consumer.consume(1000, timeout=0.5)
+                except KafkaException as exc:
+                    self.metrics.kafka_error("consume")
+                    log.warning("consume failed: %s", exc)
+                    self.stop.wait(self.retry_s)
+                    continue
+                for msg in batch:
+                    self._handle(msg)
+        finally:
+            consumer.close()
+
+    def _handle(self, msg) -> None:
+        err = msg.error()
+        if err is not None:
+            if err.code() not in _QUIET_ERRORS:
+                self.metrics.kafka_error(err.name().lstrip("_").lower() or "message")
+                log.warning("kafka message error: %s", err)
+            return
+        self.metrics.kafka_ok()
+        key = (msg.topic(), msg.partition())
+        if msg.offset() < self._next.get(key, 0):
+            return  # already applied (a refetch after a reconnect)
+        self._next[key] = msg.offset() + 1
+        ts_type, ts_ms = msg.timestamp()
+        emitted = ts_ms / 1000.0 if ts_type != TIMESTAMP_NOT_AVAILABLE else None
+        self.metrics.apply_record(self.kinds[msg.topic()], msg.value(), emitted)
+
+
+def run_exporter(settings: KafkaSettings, names: Topics, *, host: str, port: int,
+                 group: str, processor_group: str, lag_interval: float,
+                 stop: threading.Event | None = None) -> int:
+    """Serve /metrics and keep it fed until SIGTERM/SIGINT (or `stop`)."""
+    import signal
+
+    from exporter.lag import LagPoller
+    from exporter.metrics import start_metrics_server
+
+    stop = stop or threading.Event()
+    metrics = PipelineMetrics()
+    try:
+        server, _ = start_metrics_server(port, host, metrics.registry)
+    except OSError as exc:
+        raise UserError(f"cannot serve metrics on {host}:{port}: {exc.strerror}") from None
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: stop.set())
+    log.info("exporter serving http://%s:%d/metrics (topics %s, %s, %s; lag of %s)", host,
+             port, names.window_counts, names.alerts, names.dead_letter, processor_group)
+    lag = LagPoller(settings, metrics, processor_group, names.transactions, lag_interval, stop)
+    lag.start()
+    try:
+        TopicReader(settings, names, metrics, stop, group).run()
+    finally:
+        stop.set()
+        server.shutdown()
+        lag.join(timeout=5)
+    return 0
+
+
+def read_topic(settings: KafkaSettings, topic: str, kind: type, *, timeout: float = 60.0,
+               on_bad=None) -> list:
+    """Every decodable record of `topic` from the beginning to its end at call time.
+
+    For the report and the Grafana sync: a snapshot, not a stream. Undecodable records
+    are passed to `on_bad(value, exc)` (counted by the caller), never fatal."""
+    import uuid
+
+    import msgspec
+
+    decoder = msgspec.json.Decoder(kind)
+    consumer = Consumer(settings.confluent(**{
+        "group.id": f"txmon-read-{uuid.uuid4()}", "enable.auto.commit": False,
+        "enable.partition.eof": True, "auto.offset.reset": "earliest"}))
+    out: list = []
+    try:
+        meta = consumer.list_topics(topic, timeout=timeout).topics.get(topic)
+        if meta is None or meta.error is not None:
+            raise UserError(f"topic {topic} does not exist on {settings.bootstrap}")
+        ends: dict[int, int] = {}
+        for p in meta.partitions:
+            low, high = consumer.get_watermark_offsets(TopicPartition(topic, p),
+                                                       timeout=timeout)
+            if high > low:
+                ends[p] = high
+        if not ends:
+            return out
+        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in ends])
+        deadline = time.monotonic() + timeout
+        pending = dict(ends)
+        while pending and time.monotonic() < deadline:
+            for msg in consumer.consume(1000, timeout=0.5):
+                if msg.error() is not None:
+                    if msg.error().code() == KafkaError._PARTITION_EOF:
+                        pending.pop(msg.partition(), None)
+                    continue
+                if msg.offset() + 1 >= ends.get(msg.partition(), 0):
+                    pending.pop(msg.partition(), None)
+                if msg.value() is None:
+                    continue
+                try:
+                    out.append(decoder.decode(msg.value()))
+                except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+                    if on_bad is not None:
+                        on_bad(msg.value(), exc)
+        if pending:
+            raise UserError(f"timed out reading {topic} from {settings.bootstrap}")
+        return out
+    except KafkaException as exc:
+        raise UserError(f"cannot read {topic} from {settings.bootstrap}: {exc}") from None
+    finally:
+        consumer.close()

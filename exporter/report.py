@@ -1,0 +1,132 @@
+"""`txmon report`: the day at a glance, as a PNG, for someone without Grafana.
+
+Per-status counts per closed minute from the window-counts topic (each window id once),
+incidents from the alerts topic shaded, every alert marked where it fired.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+from exporter.incidents import fold_incidents
+from txmon.contracts import STATUSES, Alert, WindowCount
+
+PROBLEM_STATUSES = ("denied", "reversed", "failed", "backend_reversed")
+GROUP_COLOURS = ("tab:red", "tab:orange", "tab:purple", "tab:brown", "tab:pink", "tab:olive")
+
+
+def parse_time(text: str) -> datetime:
+    """ISO 8601; without a zone it means UTC, like every event time in txmon."""
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError:
+        from txmon.errors import UserError
+
+        raise UserError(f"not an ISO 8601 time: {text!r} (e.g. 2026-03-02T14:00)") from None
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def select_windows(windows: list[WindowCount], start: datetime | None, end: datetime | None,
+                   ) -> list[WindowCount]:
+    """Each window id once (re-emissions are identical), inside [start, end), by time."""
+    unique: dict[str, WindowCount] = {}
+    for wc in windows:
+        ws = _utc(wc.start)
+        if (start is None or ws >= start) and (end is None or ws < end):
+            unique.setdefault(wc.id, wc)
+    return sorted(unique.values(), key=lambda w: w.start)
+
+
+def _utc(dt: datetime) -> datetime:
+    return dt.replace(tzinfo=UTC) if dt.tzinfo is None else dt.astimezone(UTC)
+
+
+def render(windows: list[WindowCount], alerts: list[Alert], out: Path, *,
+           start: datetime | None = None, end: datetime | None = None,
+           title: str | None = None) -> dict:
+    """Draw the figure into `out`; returns what it drew (for the CLI's summary and tests)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.dates as mdates
+    import matplotlib.pyplot as plt
+
+    windows = select_windows(windows, start, end)
+    if not windows:
+        from txmon.errors import UserError
+
+        raise UserError("no closed windows in the requested period")
+    t0 = start or _utc(windows[0].start)
+    t1 = end or _utc(windows[-1].end)
+    incidents = [i for i in fold_incidents(alerts)
+                 if _utc(i.start) < t1 and (i.end is None or _utc(i.end) > t0)]
+    in_range = [a for a in {a.id: a for a in alerts}.values()
+                if t0 <= _utc(a.window_start) < t1]
+
+    times = [_utc(w.start) for w in windows]
+    series = {s: [w.counts.get(s, 0) for w in windows] for s in STATUSES}
+    scored = [(t, w.score, w.threshold) for t, w in zip(times, windows, strict=True)
+              if w.score is not None]
+
+    rows = 3 if scored else 2
+    fig, axes = plt.subplots(rows, 1, figsize=(15, 3.2 * rows + 1), sharex=True,
+                             gridspec_kw={"height_ratios": [1, 1.4, 0.8][:rows]})
+    top, mid = axes[0], axes[1]
+    top.plot(times, series["approved"], color="tab:green", lw=0.8, label="approved")
+    top.set_ylabel("approved / min")
+    for status in STATUSES:
+        if status == "approved" or not any(series[status]):
+            continue
+        style = {"lw": 1.0 if status in PROBLEM_STATUSES else 0.6,
+                 "alpha": 1.0 if status in PROBLEM_STATUSES else 0.6}
+        mid.plot(times, series[status], label=status, **style)
+    mid.set_ylabel("other statuses / min")
+
+    colours = {}
+    for inc in incidents:
+        colour = colours.setdefault(inc.group, GROUP_COLOURS[len(colours) % len(GROUP_COLOURS)])
+        stop = _utc(inc.end) if inc.end is not None else t1
+        for ax in axes:
+            ax.axvspan(_utc(inc.start), stop, color=colour, alpha=0.12, lw=0)
+        mid.annotate(f"{inc.group} ({inc.severity})", xy=(_utc(inc.start), 1.0),
+                     xycoords=("data", "axes fraction"), xytext=(2, -12),
+                     textcoords="offset points", fontsize=8, color=colour)
+    marks = {"open": ("v", "tab:red"), "update": (".", "tab:red"),
+             "resolved": ("^", "tab:green")}
+    for event, (marker, colour) in marks.items():
+        xs = [_utc(a.window_start) for a in in_range if a.event == event]
+        ys = [sum(a.observed.get(s, 0) for s in a.statuses) for a in in_range
+              if a.event == event]
+        if xs:
+            mid.scatter(xs, ys, marker=marker, color=colour, s=28, zorder=5,
+                        label=f"alert: {event}")
+    if scored:
+        ax = axes[2]
+        ax.plot([t for t, _, _ in scored], [s for _, s, _ in scored], lw=0.8,
+                color="tab:blue", label="detector score")
+        if any(th is not None for _, _, th in scored):
+            ax.plot([t for t, _, th in scored if th is not None],
+                    [th for _, _, th in scored if th is not None], lw=1, ls="--",
+                    color="tab:red", label="threshold")
+        ax.set_ylabel("score")
+        ax.legend(loc="upper left", fontsize=8)
+
+    for ax in axes:
+        ax.grid(alpha=0.3)
+        ax.set_xlim(t0, t1)
+    top.legend(loc="upper left", fontsize=8)
+    mid.legend(loc="upper left", fontsize=8, ncol=4)
+    axes[-1].xaxis.set_major_formatter(mdates.DateFormatter("%H:%M", tz=UTC))
+    axes[-1].set_xlabel("UTC (window start)")
+    total = sum(w.total for w in windows)
+    fig.suptitle(title or f"txmon: transactions per minute, {t0:%Y-%m-%d %H:%M} to "
+                 f"{t1:%Y-%m-%d %H:%M} UTC: {total:,} transactions, "
+                 f"{len(incidents)} incident(s), {len(in_range)} alert record(s)")
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return {"windows": len(windows), "transactions": total, "incidents": len(incidents),
+            "alerts": len(in_range), "out": str(out)}
+
