@@ -1,0 +1,287 @@
+"""`txmon produce` (simulated stream) and `txmon replay` (recorded files)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+
+from txmon.errors import UserError
+
+_FILE_DATE = re.compile(r"^(.*)@(\d{4}-\d{2}-\d{2})$")
+
+
+def _speed(text: str) -> float | None:
+    if text.strip().lower() == "max":
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError("speed is a number > 0 or 'max'") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError("speed is a number > 0 or 'max'")
+    return value
+
+
+def _date(text: str) -> date:
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"bad date {text!r}: use YYYY-MM-DD") from None
+
+
+def _start(text: str) -> datetime:
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"bad start {text!r}: use 2026-03-02T00:00") from None
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--topic", help="transactions topic (default: TXMON_TOPIC_TRANSACTIONS "
+                   "or 'transactions')")
+    p.add_argument("--report", type=Path, metavar="FILE",
+                   help="also write the totals as JSON to FILE")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "produce",
+        help="stream simulated transactions (daily shape, status mix, incidents)",
+        description="Poisson arrivals shaped like a reference day, with injected incidents "
+        "labelled for scoring. Without --start the clock is real time (event time = now).",
+    )
+    p.add_argument("--rate", type=float, default=10.0,
+                   help="mean transactions/s at the busiest hour (default 10, about the "
+                   "reference days)")
+    end = p.add_mutually_exclusive_group()
+    end.add_argument("--duration", help="how much event time to produce, e.g. 90s, 15m, 24h "
+                     "(default: until interrupted)")
+    end.add_argument("--count", type=int, help="stop after this many transactions")
+    p.add_argument("--seed", type=int, help="same seed and start, same events (default: random,"
+                   " printed)")
+    p.add_argument("--start", type=_start, help="simulated clock start, e.g. 2026-03-02T00:00 "
+                   "(UTC unless a zone is given; default: now)")
+    p.add_argument("--speed", type=_speed, default=1.0,
+                   help="event time per wall time: 1 = real time, 60 = a minute per second, "
+                   "max = as fast as possible (default 1)")
+    p.add_argument("--incident", action="append", default=[], metavar="SPEC",
+                   help="STATUS[,STATUS]:xFACTOR:DURATION[:spike|ramp|burst][@OFFSET], e.g. "
+                   "failed:x20:15m or denied:x8:20m:ramp@1h (repeatable)")
+    p.add_argument("--outage", action="append", default=[], metavar="SPEC",
+                   help="DURATION[:FACTOR][@OFFSET]: approvals × FACTOR (default 0), e.g. "
+                   "10m@1h or 10m:0.2 (repeatable)")
+    p.add_argument("--labels", type=Path, metavar="FILE",
+                   help="append one JSON line per injected incident (default: "
+                   "$TXMON_STATE_DIR/labels.jsonl)")
+    _common(p)
+    p.set_defaults(func=run_produce)
+
+    r = sub.add_parser(
+        "replay",
+        help="replay recorded transactions or per-minute counts from CSV files",
+        description="Formats (by header): time,status,F1 (reference, per minute, 'HHh MM'); "
+        "timestamp,status,count (per minute); timestamp,status[,id,amount,terminal_id] (one "
+        "transaction a row). Every file is validated before anything is sent.",
+    )
+    r.add_argument("files", nargs="+", metavar="FILE[@DATE]",
+                   help="CSV file; @YYYY-MM-DD sets the date of a reference-format file")
+    r.add_argument("--date", type=_date,
+                   help="date of the first reference-format file without @DATE; the next "
+                   "ones get the following days (default 2026-03-02)")
+    r.add_argument("--speed", type=_speed, default=None,
+                   help="1 = real time, 60 = a minute per second, max (default max)")
+    r.add_argument("--skip-bad", action="store_true",
+                   help="send bad rows to the dead-letter topic and replay the rest "
+                   "(default: stop at the first bad row)")
+    _common(r)
+    r.set_defaults(func=run_replay)
+
+
+def _print_totals(title: str, totals: dict[str, int], out=sys.stdout) -> None:
+    print(title, file=out)
+    for status, n in totals.items():
+        print(f"  {status:<17}{n:>12,}", file=out)
+    print(f"  {'total':<17}{sum(totals.values()):>12,}", file=out)
+
+
+def _finish(publisher, totals: dict[str, int], report: Path | None, extra: dict) -> int:
+    failed = publisher.close()
+    _print_totals("sent" if not failed else "handed to Kafka", totals)
+    if report:
+        report.parent.mkdir(parents=True, exist_ok=True)
+        report.write_text(json.dumps({"totals": totals, "total": sum(totals.values()),
+                                      "failed": failed, **extra}, default=str) + "\n")
+    if failed:
+        print(f"error: {failed} of {publisher.sent} deliveries failed "
+              f"(first: {publisher.first_error})", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _progress(args, total: int | None, desc: str):
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit="msg", unit_scale=True, desc=desc, disable=args.no_progress,
+                smoothing=0.1, dynamic_ncols=True, file=sys.stderr)
+
+
+def run_produce(args) -> int:
+    import secrets
+
+    import numpy as np
+
+    from producer.incidents import parse_duration, parse_incident, parse_outage
+    from producer.publish import Publisher
+    from producer.simulate import Scenario, generate
+    from producer.stream import Pacer, send_paced
+    from txmon.config import KafkaSettings, state_dir
+    from txmon.contracts import STATUSES, encode, topics
+    from txmon.kafka.admin import ensure_topics, pipeline_topics
+
+    if args.rate <= 0:
+        raise UserError("--rate must be > 0")
+    if args.count is not None and args.count < 0:
+        raise UserError("--count must be >= 0")
+    incidents = [parse_incident(s) for s in args.incident] + [parse_outage(s) for s in args.outage]
+    duration = parse_duration(args.duration) if args.duration else None
+    seed = args.seed if args.seed is not None else secrets.randbelow(2**31)
+    start = args.start or datetime.now(UTC)
+    scenario = Scenario(start=start, rate=args.rate, seed=seed, duration=duration,
+                        incidents=tuple(incidents))
+    print(f"seed {seed}, start {scenario.start.isoformat()}, rate {args.rate}/s at peak, "
+          f"speed {args.speed or 'max'}", file=sys.stderr)
+
+    names = topics()
+    topic = args.topic or names.transactions
+    settings = KafkaSettings.from_env()
+    ensure_topics(settings, pipeline_topics(names))
+    publisher = Publisher(settings, topic)
+
+    labels_path = args.labels or state_dir() / "labels.jsonl"
+    pending = sorted(scenario.labels(), key=lambda label: label.start)
+    if pending:
+        labels_path.parent.mkdir(parents=True, exist_ok=True)
+        print(f"incident labels -> {labels_path}", file=sys.stderr)
+
+    def write_due_labels(now_ms: int | None) -> None:
+        while pending and (now_ms is None or pending[0].start.timestamp() * 1000 <= now_ms):
+            with labels_path.open("ab") as f:
+                f.write(encode(pending.pop(0)) + b"\n")
+
+    counts = np.zeros(len(STATUSES), dtype=np.int64)
+    bar = _progress(args, args.count, "produce")
+
+    def on_sent(batch, lo, hi):
+        nonlocal counts
+        counts += np.bincount(batch.status[lo:hi], minlength=len(STATUSES))
+        bar.update(hi - lo)
+        write_due_labels(int(batch.ts_ms[hi - 1]))
+
+    interrupted = False
+    anchor = int(scenario.start.timestamp() * 1000) if args.start is None else None
+    try:
+        write_due_labels(int(scenario.start.timestamp() * 1000))
+        send_paced(generate(scenario, args.count), publisher.send, Pacer(args.speed,
+                   anchor_ms=anchor), lambda b: b.encode(), on_sent)
+        if duration is not None:
+            end_ms = int((scenario.start + timedelta(seconds=duration)).timestamp() * 1000)
+            write_due_labels(end_ms - 1)
+    except KeyboardInterrupt:
+        interrupted = True
+    finally:
+        bar.close()
+    totals = {s: int(c) for s, c in zip(STATUSES, counts, strict=True)}
+    code = _finish(publisher, totals, args.report, {"seed": seed, "topic": topic,
+                                                    "start": scenario.start})
+    return 130 if interrupted and code == 0 else code
+
+
+def _file_dates(specs: list[str], first: date) -> list[tuple[Path, date | None]]:
+    out = []
+    for spec in specs:
+        match = _FILE_DATE.match(spec)
+        out.append((Path(match[1]), date.fromisoformat(match[2])) if match else (Path(spec), None))
+    return out
+
+
+def run_replay(args) -> int:
+    import numpy as np
+
+    from producer import replay
+    from producer.publish import Publisher
+    from producer.stream import Pacer, send_paced
+    from txmon.config import KafkaSettings
+    from txmon.contracts import STATUSES, DeadLetter, DeadLetterReason, topics
+    from txmon.kafka.admin import ensure_topics, pipeline_topics
+
+    first = args.date or replay.DEFAULT_DATE
+    parsed = []
+    next_day = first
+    for path, explicit in _file_dates(args.files, first):
+        if path.is_dir() or not path.exists():
+            raise UserError(f"{path}: no such file")
+        with path.open("rb") as f:
+            header = f.readline().decode("utf-8-sig", "replace").strip()
+        day = explicit
+        if explicit is None and replay.detect_format(header.split(",")) == replay.REFERENCE:
+            day, next_day = next_day, next_day + timedelta(days=1)
+        p = replay.parse(path, day, skip_bad=args.skip_bad)
+        parsed.append(p)
+        where = f", date {p.date}" if p.date else ""
+        bad = f", {len(p.bad)} bad rows" if p.bad else ""
+        print(f"{path}: {p.format}{where}, {p.events:,} transactions{bad}", file=sys.stderr)
+
+    names = topics()
+    topic = args.topic or names.transactions
+    settings = KafkaSettings.from_env()
+    ensure_topics(settings, pipeline_topics(names))
+    publisher = Publisher(settings, topic, dead_letter_topic=names.dead_letter)
+
+    bad_rows = [b for p in parsed for b in p.bad]
+    for bad in bad_rows:
+        publisher.dead_letter(
+            DeadLetter(reason=DeadLetterReason.BAD_ROW, detail=str(bad), source="replay",
+                       payload_b64=DeadLetter.wrap(bad.raw)),
+            key=f"{bad.path}:{bad.line}".encode(),
+        )
+    if bad_rows:
+        print(f"{len(bad_rows)} bad rows sent to {names.dead_letter}:", file=sys.stderr)
+        for bad in bad_rows[:20]:
+            print(f"  {bad}", file=sys.stderr)
+        if len(bad_rows) > 20:
+            print(f"  ... and {len(bad_rows) - 20} more", file=sys.stderr)
+
+    counts = np.zeros(len(STATUSES), dtype=np.int64)
+    bar = _progress(args, sum(p.events for p in parsed), "replay")
+
+    def on_sent(batch, lo, hi):
+        nonlocal counts
+        counts += np.bincount(batch.status[lo:hi], minlength=len(STATUSES))
+        bar.update(hi - lo)
+
+    pacer = Pacer(args.speed)
+    interrupted = False
+    try:
+        for p in parsed:
+            send_paced(replay.batches(p), publisher.send, pacer,
+                       lambda b: (b.keys, b.values), on_sent)
+    except KeyboardInterrupt:
+        interrupted = True
+    finally:
+        bar.close()
+    totals = {s: int(c) for s, c in zip(STATUSES, counts, strict=True)}
+    expected = {s: sum(p.totals()[s] for p in parsed) for s in STATUSES}
+    code = _finish(publisher, totals, args.report,
+                   {"topic": topic, "bad_rows": len(bad_rows), "files": [
+                       {"path": str(p.path), "format": p.format, "date": p.date,
+                        "totals": p.totals()} for p in parsed]})
+    if not interrupted and totals != expected:
+        print(f"error: sent {totals} but the files sum to {expected}", file=sys.stderr)
+        return 1
+    return 130 if interrupted and code == 0 else code

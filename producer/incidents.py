@@ -1,0 +1,163 @@
+"""Injected incidents: their command-line spelling, their effect on rates, their labels.
+
+Spelling (offsets are from the start of the stream, event time):
+
+    --incident STATUS[,STATUS...]:xFACTOR:DURATION[:KIND][@OFFSET]
+        failed:x20:15m                 failed ×20 for 15 minutes, from 5 minutes in
+        denied:x8:20m:ramp@1h          denied rising linearly ×1 → ×8 over 20 min, from 1 h
+        reversed,backend_reversed:x30:3m:burst@2h30m
+    --outage DURATION[:FACTOR][@OFFSET]
+        10m@1h                         approvals collapse to 0 for 10 minutes, from 1 h
+        10m:0.2                        approvals fall to 20 % (a partial outage)
+
+Kinds: `spike` (default) multiplies the status rate by FACTOR for the whole duration;
+`ramp` rises linearly from ×1 to ×FACTOR across it (a slow degradation) and then stops;
+`burst` is a spike of at most BURST_MAX_SECONDS (a short, sharp incident, labelled apart
+so that scores can be reported per kind). An outage multiplies the approved rate by
+FACTOR (default 0): the other statuses keep their rates, as in the reference day where
+approvals fell at 17h. Several incidents multiply.
+
+A multiplier acts on the status's normal rate: ×20 of a status that hardly occurs at
+night is still hardly anything, which is what real low-volume incidents look like.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import numpy as np
+
+from txmon.contracts import STATUSES, IncidentLabel
+from txmon.errors import UserError
+
+#: Where an incident without @OFFSET starts: late enough for a few normal minutes first.
+DEFAULT_OFFSET_SECONDS = 300
+BURST_MAX_SECONDS = 300
+KINDS = ("spike", "ramp", "burst")
+
+_DURATION = re.compile(r"^(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+(?:\.\d+)?)s)?$")
+
+
+def parse_duration(text: str) -> float:
+    """`90s`, `15m`, `2h30m`, `1d`, or a plain number of seconds → seconds."""
+    text = text.strip().lower()
+    try:
+        value = float(text)
+    except ValueError:
+        match = _DURATION.match(text)
+        if not text or not match or not any(match.groups()):
+            raise UserError(f"bad duration {text!r}: use e.g. 90s, 15m, 2h30m") from None
+        d, h, m, s = match.groups()
+        value = int(d or 0) * 86400 + int(h or 0) * 3600 + int(m or 0) * 60 + float(s or 0)
+    if value < 0:
+        raise UserError(f"bad duration {text!r}: negative")
+    return value
+
+
+@dataclass(frozen=True)
+class Incident:
+    """A change of some statuses' rates over [offset, offset + duration) seconds."""
+
+    statuses: tuple[str, ...]
+    kind: str
+    factor: float
+    duration: float
+    offset: float = DEFAULT_OFFSET_SECONDS
+    spec: str = ""
+
+    def profile(self, t: np.ndarray) -> np.ndarray:
+        """Rate multiplier at seconds `t` since the stream start (1 outside the incident)."""
+        t = np.asarray(t, dtype=np.float64)
+        inside = (t >= self.offset) & (t < self.offset + self.duration)
+        if self.kind == "ramp":
+            frac = (t - self.offset) / self.duration
+            level = 1.0 + (self.factor - 1.0) * np.clip(frac, 0.0, 1.0)
+        else:
+            level = np.full_like(t, self.factor)
+        return np.where(inside, level, 1.0)
+
+    def label(self, stream_start: datetime) -> IncidentLabel:
+        start = stream_start + timedelta(seconds=self.offset)
+        end = start + timedelta(seconds=self.duration)
+        kind = "outage" if self.kind == "outage" else self.kind
+        return IncidentLabel(
+            id=f"{kind}-{'+'.join(self.statuses)}-{start:%Y%m%dT%H%M%SZ}",
+            kind=kind,
+            statuses=list(self.statuses),
+            start=start,
+            end=end,
+            factor=self.factor,
+            spec=self.spec,
+        )
+
+
+def _split_offset(spec: str) -> tuple[str, float]:
+    if "@" not in spec:
+        return spec, DEFAULT_OFFSET_SECONDS
+    body, _, offset = spec.rpartition("@")
+    return body, parse_duration(offset)
+
+
+def parse_incident(spec: str) -> Incident:
+    """Parse `--incident` (see the module docstring); a bad spec is a UserError."""
+    try:
+        body, offset = _split_offset(spec)
+        parts = body.split(":")
+        if len(parts) not in (3, 4):
+            raise UserError("expected STATUS[,STATUS]:xFACTOR:DURATION[:KIND][@OFFSET]")
+        statuses = tuple(s.strip() for s in parts[0].split(",") if s.strip())
+        unknown = [s for s in statuses if s not in STATUSES]
+        if not statuses or unknown:
+            raise UserError(f"unknown status {unknown or parts[0]!r}; one of {', '.join(STATUSES)}")
+        if not parts[1].lower().startswith("x"):
+            raise UserError(f"factor {parts[1]!r} must look like x20")
+        try:
+            factor = float(parts[1][1:])
+        except ValueError:
+            raise UserError(f"factor {parts[1]!r} must look like x20") from None
+        if factor < 0:
+            raise UserError("factor must be >= 0")
+        duration = parse_duration(parts[2])
+        if duration <= 0:
+            raise UserError("duration must be > 0")
+        kind = parts[3].strip().lower() if len(parts) == 4 else "spike"
+        if kind not in KINDS:
+            raise UserError(f"kind {kind!r} is not one of {', '.join(KINDS)}")
+        if kind == "burst" and duration > BURST_MAX_SECONDS:
+            raise UserError(f"a burst lasts at most {BURST_MAX_SECONDS // 60} minutes; use spike")
+    except UserError as exc:
+        raise UserError(f"--incident {spec}: {exc}") from None
+    return Incident(statuses, kind, factor, duration, offset, spec)
+
+
+def parse_outage(spec: str) -> Incident:
+    """Parse `--outage DURATION[:FACTOR][@OFFSET]`: approvals × FACTOR (default 0)."""
+    try:
+        body, offset = _split_offset(spec)
+        parts = body.split(":")
+        if len(parts) not in (1, 2):
+            raise UserError("expected DURATION[:FACTOR][@OFFSET]")
+        duration = parse_duration(parts[0])
+        if duration <= 0:
+            raise UserError("duration must be > 0")
+        try:
+            factor = float(parts[1]) if len(parts) == 2 else 0.0
+        except ValueError:
+            raise UserError(f"factor {parts[1]!r} is not a number") from None
+        if not 0.0 <= factor < 1.0:
+            raise UserError("an outage factor is in [0, 1)")
+    except UserError as exc:
+        raise UserError(f"--outage {spec}: {exc}") from None
+    return Incident(("approved",), "outage", factor, duration, offset, spec)
+
+
+def rate_multipliers(incidents: tuple[Incident, ...] | list[Incident], t: np.ndarray) -> np.ndarray:
+    """Per-status multipliers at seconds `t` since the stream start: shape (len(t), 7)."""
+    out = np.ones((len(t), len(STATUSES)), dtype=np.float64)
+    for incident in incidents:
+        column = incident.profile(t)
+        for status in incident.statuses:
+            out[:, STATUSES.index(status)] *= column
+    return out
