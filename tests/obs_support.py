@@ -1,0 +1,251 @@
+"""Helpers for the observability tests: real exporter, real Prometheus and Alertmanager
+processes on free loopback ports, synthetic pipeline records from the contracts."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.parse
+import urllib.request
+from collections import defaultdict
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+
+import pytest
+import yaml
+from confluent_kafka import Producer
+
+from exporter import monitoring
+from txmon.config import KafkaSettings
+from txmon.contracts import STATUSES, Alert, DeadLetter, DeadLetterReason, WindowCount, encode
+
+REPO = Path(__file__).resolve().parent.parent
+TXMON = str(Path(sys.executable).with_name("txmon"))
+RULES = REPO / "prometheus" / "rules" / "txmon.yml"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def require_binary(found: str | None, name: str) -> str:
+    """Skip when a system binary is missing, but never in CI, which installs it."""
+    if found:
+        return found
+    message = f"{name} not installed (bash scripts/system-deps.sh)"
+    if os.environ.get("CI") == "true":
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+def wait_for(predicate, timeout: float, interval: float = 0.25, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = predicate()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what} (last: {last!r})")
+
+
+def http_get(url: str, timeout: float = 5.0) -> bytes:
+    with urllib.request.urlopen(url, timeout=timeout) as response:
+        return response.read()
+
+
+# --- records ---------------------------------------------------------------------------------
+
+def reference_counts(path: Path) -> dict[str, dict[str, int]]:
+    """{'HH:MM': {status: count}} of a reference file (`time,status,F1`, `HHh MM`).
+
+    TODO(replay): read through producer/replay.py once it lands, not a second parser."""
+    out: dict[str, dict[str, int]] = defaultdict(dict)
+    with open(path, newline="") as fh:
+        for row in csv.DictReader(fh):
+            hh, mm = row["time"].replace("h", "").split()
+            out[f"{int(hh):02d}:{int(mm):02d}"][row["status"]] = int(row["F1"])
+    return out
+
+
+def reference_windows(path: Path, day: date) -> list[WindowCount]:
+    """One WindowCount per minute of `day`, zeros included, as the processor emits them."""
+    counts = reference_counts(path)
+    start = datetime(day.year, day.month, day.day, tzinfo=UTC)
+    out = []
+    for minute in range(1440):
+        ws = start + timedelta(minutes=minute)
+        c = {s: counts.get(f"{ws:%H:%M}", {}).get(s, 0) for s in STATUSES}
+        out.append(WindowCount(id=ws.isoformat(), start=ws, end=ws + timedelta(minutes=1),
+                               counts=c, total=sum(c.values())))
+    return out
+
+
+def make_alert(incident: str, event: str, group: str, start: datetime, *, score: float = 0.8,
+               severity: str = "critical", statuses: list[str] | None = None) -> Alert:
+    statuses = statuses or [group]
+    return Alert(
+        id=f"{incident}:{event}:{start.isoformat()}", incident_id=incident, event=event,
+        group=group, window_start=start, window_end=start + timedelta(minutes=1),
+        statuses=statuses, observed={s: 120 for s in statuses},
+        expected={s: 20.0 for s in statuses}, score=score, threshold=0.6,
+        severity=severity, model_version="test")
+
+
+def make_dead_letter(reason: str = "unknown_status") -> DeadLetter:
+    return DeadLetter(reason=DeadLetterReason(reason), detail="test", source="processor",
+                      topic="transactions", partition=0, offset=1,
+                      payload_b64=DeadLetter.wrap(b'{"status":"nope"}'))
+
+
+def produce(settings: KafkaSettings, topic: str, records, key=lambda r: None) -> None:
+    """Encode structs (or pass raw bytes) to `topic`, all delivered or fail."""
+    producer = Producer(settings.confluent(**{"linger.ms": 5, "enable.idempotence": True}))
+    failures = []
+    for record in records:
+        value = record if isinstance(record, bytes) else encode(record)
+        k = key(record)
+        producer.produce(topic, value=value, key=k.encode() if isinstance(k, str) else k,
+                         on_delivery=lambda err, msg: err and failures.append(err))
+        producer.poll(0)
+    producer.flush(30)
+    assert not failures, failures
+
+
+def window_key(wc) -> str:
+    return wc.id
+
+
+def alert_key(alert) -> str:
+    return alert.id
+
+
+# --- exporter --------------------------------------------------------------------------------
+
+class ExporterProcess:
+    """`txmon export` as a subprocess on a free port."""
+
+    def __init__(self, env: dict[str, str], port: int | None = None, *extra: str,
+                 log: Path | None = None):
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}/metrics"
+        self.log = log
+        out = open(log, "ab") if log else subprocess.DEVNULL  # noqa: SIM115
+        self.proc = subprocess.Popen(
+            [TXMON, "export", "--port", str(self.port), *extra], env=env,
+            stdout=out, stderr=subprocess.STDOUT)
+        wait_for(self._up, 30, what="exporter /metrics")
+
+    def _up(self) -> bool:
+        if self.proc.poll() is not None:
+            raise AssertionError(f"exporter exited with {self.proc.returncode}")
+        try:
+            http_get(self.url, timeout=1)
+            return True
+        except OSError:
+            return False
+
+    def samples(self) -> dict[tuple[str, tuple], float]:
+        return parse_metrics(http_get(self.url).decode())
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+
+
+def parse_metrics(text: str) -> dict[tuple[str, tuple], float]:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    out = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            out[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return out
+
+
+def value(samples, name: str, **labels) -> float | None:
+    return samples.get((name, tuple(sorted(labels.items()))))
+
+
+# --- Prometheus and Alertmanager -------------------------------------------------------------
+
+def short_rules(dest: Path, overrides: dict[str, dict]) -> Path:
+    """A copy of the real rule file with per-alert changes: {"PipelineStalled":
+    {"for": "5s", "replace": ("> 120", "> 6")}}. Untouched alerts keep their values."""
+    doc = yaml.safe_load(RULES.read_text())
+    for group in doc["groups"]:
+        for rule in group["rules"]:
+            change = overrides.get(rule.get("alert"))
+            if not change:
+                continue
+            if "for" in change:
+                rule["for"] = change["for"]
+            for old, new in change.get("replace", []):
+                assert old in rule["expr"], (rule["alert"], old)
+                rule["expr"] = rule["expr"].replace(old, new)
+    dest.write_text(yaml.safe_dump(doc, sort_keys=False))
+    return dest
+
+
+class PromStack:
+    """Real Prometheus (and optionally Alertmanager) with configs rendered from the repo's
+    own files, on free ports, data in `home`."""
+
+    def __init__(self, home: Path, ports: monitoring.Ports, *, rule_files: list[Path],
+                 interval: str = "1s", alertmanager_timings: dict | None = None,
+                 with_alertmanager: bool = False):
+        require_binary(monitoring.prometheus_binary(), "prometheus")
+        self.home, self.ports = home, ports
+        self.daemons = []
+        if with_alertmanager:
+            require_binary(monitoring.alertmanager_binary(), "prometheus-alertmanager")
+            am_cfg = monitoring.render_alertmanager_config(home / "alertmanager.yml", ports,
+                                                           timings=alertmanager_timings)
+            self.daemons.append(monitoring.alertmanager_daemon(home, am_cfg, ports.alertmanager))
+        prom_cfg = monitoring.render_prometheus_config(
+            home / "prometheus.yml", ports, rule_files=rule_files, scrape_interval=interval,
+            evaluation_interval=interval)
+        self.daemons.append(monitoring.prometheus_daemon(home, prom_cfg, ports.prometheus))
+        try:
+            for daemon in self.daemons:
+                daemon.start()
+        except Exception:
+            self.stop()
+            raise
+        self.url = f"http://127.0.0.1:{ports.prometheus}"
+
+    def api(self, path: str, **params) -> dict:
+        query = urllib.parse.urlencode(params)
+        body = json.loads(http_get(f"{self.url}/api/v1/{path}?{query}"))
+        assert body["status"] == "success", body
+        return body["data"]
+
+    def query(self, expr: str, **params) -> list:
+        return self.api("query", query=expr, **params)["result"]
+
+    def query_range(self, expr: str, start: float, end: float, step: str = "1s") -> list:
+        return self.api("query_range", query=expr, start=start, end=end, step=step)["result"]
+
+    def alerts(self) -> list[dict]:
+        return self.api("alerts")["alerts"]
+
+    def stop(self) -> None:
+        for daemon in reversed(self.daemons):
+            daemon.stop()
+
+
+def promtool() -> str:
+    return require_binary(shutil.which("promtool"), "promtool")
