@@ -57,6 +57,13 @@ def raw_topic(app: faust.App, name: str, partitions: int | None = None) -> faust
                      value_serializer="raw", partitions=partitions)
 
 
+def raw_table(app: faust.App, name: str, partitions: int) -> faust.Table:
+    table = app.Table(name, partitions=partitions, key_type=str, value_type=bytes)
+    # Our records are already encoded (msgspec): store the bytes as they are.
+    table.key_serializer = table.value_serializer = "raw"
+    return table
+
+
 class StateTable:
     """A Faust table used as a durable key-value record per partition.
 
@@ -253,11 +260,8 @@ def create_app(cfg: ProcessorConfig, settings: KafkaSettings, names: Topics,
     dead = raw_topic(app, names.dead_letter)
     counts = raw_topic(app, names.window_counts)
     alerts = raw_topic(app, names.alerts)
-    partition_table = app.Table("partition-windows", partitions=source_partitions,
-                                key_type=str, value_type=bytes, key_serializer="raw",
-                                value_serializer="raw")
-    minute_table = app.Table("minutes", partitions=1, key_type=str, value_type=bytes,
-                             key_serializer="raw", value_serializer="raw")
+    partition_table = raw_table(app, "partition-windows", source_partitions)
+    minute_table = raw_table(app, "minutes", 1)
     counting = Counting(app, cfg, names, StateTable(partition_table, _partition_decoder),
                         partials, dead)
     merging = Merging(cfg, StateTable(minute_table, _minutes_decoder), source_partitions,

@@ -19,10 +19,20 @@ import numpy as np
 import sklearn
 from sklearn.ensemble import IsolationForest
 
-from processor.features import FEATURES, GROUPS, Baseline, deviations, vector
+from processor.features import (
+    FEATURES,
+    GROUPS,
+    LEVEL_MINUTES,
+    Baseline,
+    deviations,
+    vector,
+    volume_level,
+)
+from txmon.contracts import STATUSES
 
 #: A status is named at fault when it deviates by at least this many Poisson sigmas.
 FAULT_Z = 4.0
+STATUS_APPROVED = STATUSES.index("approved")
 DEFAULT_FALSE_ALARM_RATE = 0.002
 
 
@@ -60,8 +70,13 @@ class Detector:
         """Fit on history: (window start ms, counts) pairs, ideally whole clean days."""
         if len(windows) < 10:
             raise ValueError(f"need at least 10 windows of history, got {len(windows)}")
+        windows = sorted(windows)
         baseline = Baseline.fit(windows)
-        x = np.array([vector(deviations(baseline, s, c)) for s, c in windows])
+        rows, recent = [], []
+        for start, counts in windows:
+            rows.append(vector(deviations(baseline, start, counts, volume_level(baseline, recent))))
+            recent = [*recent[-LEVEL_MINUTES:], (start, counts[STATUS_APPROVED])]
+        x = np.array(rows)
         model = IsolationForest(n_estimators=200, random_state=seed).fit(x)
         scores = -model.score_samples(x)
         threshold = float(np.quantile(scores, 1.0 - false_alarm_rate))
@@ -86,8 +101,10 @@ class Detector:
         }
         return cls(model=model, baseline=baseline, threshold=threshold, meta=meta)
 
-    def score(self, start_ms: int, counts: list[int]) -> Verdict:
-        z = deviations(self.baseline, start_ms, counts)
+    def score(self, start_ms: int, counts: list[int], recent: list[tuple[int, int]]) -> Verdict:
+        """`recent`: (start, approvals) of the minutes before this one, oldest first."""
+        level = volume_level(self.baseline, recent)
+        z = deviations(self.baseline, start_ms, counts, level)
         score = float(-self.model.score_samples(np.array([vector(z)]))[0])
         group_z = {
             "failures": z["failed"],
@@ -107,7 +124,7 @@ class Detector:
             anomalous=anomalous,
             groups=groups if anomalous else (),
             statuses=statuses if anomalous else (),
-            expected=self.baseline.expected(start_ms, counts),
+            expected=self.baseline.expected(start_ms, counts, level),
             z=z,
         )
 

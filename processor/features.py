@@ -67,12 +67,12 @@ class Baseline:
                 approved.append(pooled_approved)
         return cls(share=share, approved=approved)
 
-    def expected(self, start_ms: int, counts: list[int]) -> dict[str, float]:
+    def expected(self, start_ms: int, counts: list[int], level: float = 1.0) -> dict[str, float]:
         """What each status should have been in this minute, given its volume."""
         hour = hour_of(start_ms)
         total = sum(counts[: len(STATUSES)])
         out = {s: self.share[hour][s] * total for s in STATUSES}
-        out["approved"] = max(out["approved"], self.approved[hour])
+        out["approved"] = max(out["approved"], self.approved[hour] * level)
         return out
 
 
@@ -96,7 +96,32 @@ def poisson_z(observed: float, expected: float) -> float:
     return (observed - expected) / math.sqrt(expected + 1.0)
 
 
-def deviations(baseline: Baseline, start_ms: int, counts: list[int]) -> dict[str, float]:
+#: Minutes of recent history that set the volume level approvals are judged against.
+LEVEL_MINUTES = 60
+
+
+def volume_level(baseline: Baseline, recent: list[tuple[int, int]]) -> float:
+    """How busy today is compared with the history the baseline came from.
+
+    The median, over the recent minutes, of approvals against their usual count for the
+    hour: 1.0 on a normal day, 10 on a day ten times busier. Approvals are then judged
+    against the usual count times this level, so a busy day is not an incident and a
+    quiet one is not an outage; the median keeps a half-hour outage from becoming the
+    new normal.
+    """
+    ratios = sorted(
+        approved / baseline.approved[hour_of(start)]
+        for start, approved in recent[-LEVEL_MINUTES:]
+        if baseline.approved[hour_of(start)] > 0
+    )
+    if len(ratios) < 10:
+        return 1.0
+    return ratios[len(ratios) // 2]
+
+
+def deviations(
+    baseline: Baseline, start_ms: int, counts: list[int], level: float = 1.0
+) -> dict[str, float]:
     """One-sided z per monitored status: how much worse than usual, 0 when not worse."""
     hour = hour_of(start_ms)
     total = sum(counts[: len(STATUSES)])
@@ -106,7 +131,7 @@ def deviations(baseline: Baseline, start_ms: int, counts: list[int]) -> dict[str
         z[s] = max(0.0, poisson_z(counts[_IDX[s]], expected))
     approved = counts[_IDX["approved"]]
     share_drop = max(0.0, -poisson_z(approved, baseline.share[hour]["approved"] * total))
-    count_drop = max(0.0, -poisson_z(approved, baseline.approved[hour]))
+    count_drop = max(0.0, -poisson_z(approved, baseline.approved[hour] * level))
     z["approved_share"] = share_drop
     z["approved_count"] = count_drop
     return z

@@ -12,7 +12,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from processor.detector import Detector, Verdict
+from processor.detector import STATUS_APPROVED, Detector, Verdict
+from processor.features import LEVEL_MINUTES
 from processor.incidents import IncidentTracker
 from processor.windows import LATE, WINDOW_MS, MinuteMerger, minute_id, to_datetime
 from txmon.contracts import STATUSES, Alert, WindowCount, WindowPartial
@@ -26,6 +27,8 @@ class MinuteState:
     incidents: IncidentTracker
     last_offset: int = -1
     warmup: list[tuple[int, list[int]]] = field(default_factory=list)
+    #: (start, approvals) of the latest minutes: today's volume level for the detector.
+    recent: list[tuple[int, int]] = field(default_factory=list)
 
 
 @dataclass
@@ -75,12 +78,13 @@ class Minutes:
                 state.warmup.append((start, counts))
                 verdict = None
             else:
-                verdict = detector.score(start, counts)
+                verdict = detector.score(start, counts, state.recent)
             alerts = (
                 state.incidents.step(start, counts, verdict, detector.version)
                 if verdict is not None
                 else []
             )
+            state.recent = [*state.recent[-LEVEL_MINUTES:], (start, counts[STATUS_APPROVED])]
             out.append(ClosedMinute(window_count(start, counts, verdict), alerts))
         state.last_offset = offset
         return out

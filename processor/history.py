@@ -1,0 +1,117 @@
+"""What the API answers from: the window-counts and alerts topics, read in the
+background into memory (bounded), deduplicated by id.
+
+Reading the topics (not the worker's memory) keeps the API stateless: any number of API
+processes answer the same thing, and a restarted one rebuilds it from Kafka.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import uuid
+from collections import OrderedDict, deque
+
+import msgspec
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
+
+from txmon.config import KafkaSettings
+from txmon.contracts import Alert, Topics, WindowCount
+
+log = logging.getLogger(__name__)
+_window_decoder = msgspec.json.Decoder(WindowCount)
+_alert_decoder = msgspec.json.Decoder(Alert)
+
+
+class History:
+    def __init__(self, settings: KafkaSettings, names: Topics, max_minutes: int = 10_080,
+                 max_alerts: int = 1000):
+        self.settings, self.names = settings, names
+        self.max_minutes = max_minutes
+        self.windows: OrderedDict[str, WindowCount] = OrderedDict()
+        self.alert_minutes: set[str] = set()
+        self.alerts: deque[Alert] = deque(maxlen=max_alerts)
+        self._alert_ids: set[str] = set()
+        self.bad_records = 0
+        self.lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="history", daemon=True)
+
+    def start(self) -> History:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def _run(self) -> None:
+        consumer = Consumer(self.settings.confluent(**{
+            "group.id": f"txmon-api-{uuid.uuid4()}",  # never commits: reads all, each time
+            "enable.auto.commit": False,
+            "auto.offset.reset": "earliest",
+        }))
+        try:
+            parts = []
+            for topic in (self.names.window_counts, self.names.alerts):
+                meta = consumer.list_topics(topic, timeout=30).topics[topic]
+                parts += [TopicPartition(topic, p, OFFSET_BEGINNING) for p in meta.partitions]
+            consumer.assign(parts)
+            while not self._stop.is_set():
+                for msg in consumer.consume(1000, timeout=0.2):
+                    if msg.error() is None:
+                        self._apply(msg.topic(), msg.value())
+        except KafkaException as exc:
+            log.error("history reader stopped: %s", exc)
+        finally:
+            consumer.close()
+
+    def _apply(self, topic: str, value: bytes | None) -> None:
+        try:
+            if topic == self.names.window_counts:
+                window = _window_decoder.decode(value)
+                with self.lock:
+                    self.windows[window.id] = window
+                    self.windows.move_to_end(window.id)
+                    if len(self.windows) > self.max_minutes:
+                        self.windows = OrderedDict(sorted(self.windows.items())[-self.max_minutes:])
+            else:
+                alert = _alert_decoder.decode(value)
+                with self.lock:
+                    if alert.id in self._alert_ids:
+                        return
+                    self._alert_ids.add(alert.id)
+                    self.alerts.append(alert)
+                    if alert.event != "resolved":
+                        self.alert_minutes.add(minute_key(alert.window_start))
+        except (msgspec.MsgspecError, TypeError):
+            self.bad_records += 1
+
+    def newest(self) -> WindowCount | None:
+        with self.lock:
+            return max(self.windows.values(), key=lambda w: w.start, default=None)
+
+    def minutes(self, since: str | None, limit: int) -> list[dict]:
+        with self.lock:
+            rows = sorted(self.windows.values(), key=lambda w: w.start)
+            if since:
+                rows = [w for w in rows if minute_key(w.start) >= since]
+            rows = rows[-limit:] if limit else rows
+            return [summary(w, minute_key(w.start) in self.alert_minutes) for w in rows]
+
+    def has_alert(self, window: WindowCount) -> bool:
+        with self.lock:
+            return minute_key(window.start) in self.alert_minutes
+
+    def recent_alerts(self, limit: int) -> list[Alert]:
+        with self.lock:
+            return list(self.alerts)[-limit:]
+
+
+def minute_key(ts) -> str:
+    """The prototype's minute format: `2025-07-12T13:45` (UTC)."""
+    return ts.strftime("%Y-%m-%dT%H:%M")
+
+
+def summary(window: WindowCount, alert: bool) -> dict:
+    return {"minute": minute_key(window.start), "summary": dict(window.counts), "alert": alert}

@@ -1,0 +1,114 @@
+"""`txmon train`: fit the detector on history and save it where the worker finds it.
+
+History is per-minute counts from any of: counts files (through the replay parser, the
+one reader of those formats), simulated clean days (the simulator's own distribution,
+no incidents), or the window-counts topic (what the pipeline itself measured).
+"""
+
+from __future__ import annotations
+
+import argparse
+import uuid
+from datetime import UTC, datetime
+
+import msgspec
+
+from processor.detector import DEFAULT_FALSE_ALARM_RATE, Detector
+from processor.windows import to_ms
+from txmon.config import KafkaSettings, env_float
+from txmon.contracts import STATUSES, WindowCount, topics
+from txmon.errors import UserError
+
+#: A Monday: simulated training days start here unless told otherwise.
+SIMULATED_START = datetime(2026, 3, 2, tzinfo=UTC)
+
+Windows = list[tuple[int, list[int]]]
+
+
+def windows_from_files(paths: list[str], date: str | None = None) -> Windows:
+    from producer.replay import read_counts
+
+    per_minute: dict[int, list[int]] = {}
+    index = {s: i for i, s in enumerate(STATUSES)}
+    for path in paths:
+        for minute, status, count in read_counts(path, date=date):
+            per_minute.setdefault(to_ms(minute), [0] * len(STATUSES))[index[status]] += count
+    if not per_minute:
+        return []
+    # Minutes absent from a counts file had no transactions: they are history too.
+    first, last = min(per_minute), max(per_minute)
+    return [(t, per_minute.get(t, [0] * len(STATUSES))) for t in range(first, last + 1, 60_000)]
+
+
+def windows_from_simulation(days: int, rate: float, seed: int) -> Windows:
+    from producer.simulate import Scenario, minute_counts
+
+    frame = minute_counts(Scenario(start=SIMULATED_START, rate=rate, seed=seed,
+                                   duration=days * 86_400))
+    starts = (frame.index.asi8 // 1_000_000).tolist()
+    return list(zip(starts, frame[list(STATUSES)].to_numpy().tolist(), strict=True))
+
+
+def windows_from_topic(settings: KafkaSettings, topic: str) -> Windows:
+    from confluent_kafka import Consumer, TopicPartition
+
+    consumer = Consumer(settings.confluent(**{
+        "group.id": f"txmon-train-{uuid.uuid4()}", "enable.auto.commit": False,
+        "auto.offset.reset": "earliest"}))
+    decoder = msgspec.json.Decoder(WindowCount)
+    seen: dict[str, WindowCount] = {}
+    try:
+        meta = consumer.list_topics(topic, timeout=30).topics[topic]
+        ends = {}
+        for p in meta.partitions:
+            low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=30)
+            if high > low:
+                ends[p] = high
+        consumer.assign([TopicPartition(topic, p, 0) for p in ends])
+        while ends:
+            for msg in consumer.consume(1000, timeout=1.0):
+                if msg.error():
+                    continue
+                try:
+                    w = decoder.decode(msg.value())
+                    seen[w.id] = w
+                except msgspec.MsgspecError:
+                    pass
+                if msg.offset() + 1 >= ends.get(msg.partition(), 0):
+                    ends.pop(msg.partition(), None)
+    finally:
+        consumer.close()
+    return sorted((to_ms(w.start), [w.counts.get(s, 0) for s in STATUSES])
+                  for w in seen.values())
+
+
+def train(args: argparse.Namespace) -> int:
+    from processor.config import ProcessorConfig
+
+    windows: Windows = []
+    sources = []
+    if args.files:
+        windows += windows_from_files(args.files, args.date)
+        sources.append("files: " + ", ".join(args.files))
+    if args.simulate_days:
+        rate = env_float("TXMON_TRAIN_RATE", 20.0)
+        windows += windows_from_simulation(args.simulate_days, rate, args.seed)
+        sources.append(f"simulated: {args.simulate_days} clean day(s) at {rate:g} tx/s peak")
+    if args.from_topic:
+        windows += windows_from_topic(KafkaSettings.from_env(), topics().window_counts)
+        sources.append("topic: " + topics().window_counts)
+    if not sources:
+        raise UserError("nothing to train on: give counts files, --simulate-days or --from-topic")
+    if len(windows) < 10:
+        raise UserError(f"only {len(windows)} minutes of history: need at least 10")
+    rate = args.false_alarm_rate or DEFAULT_FALSE_ALARM_RATE
+    detector = Detector.fit(windows, false_alarm_rate=rate, seed=args.seed,
+                            source="; ".join(sources))
+    out = args.out or ProcessorConfig().model_path
+    detector.save(out)
+    meta = detector.meta
+    print(f"model {meta['version']} saved to {out}")
+    print(f"  trained on {meta['training_windows']} minutes, {meta['training_from']} .. "
+          f"{meta['training_to']} ({meta['source']})")
+    print(f"  threshold {detector.threshold:.4f} for a false-alarm rate of {rate:g}")
+    return 0
