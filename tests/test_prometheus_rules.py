@@ -104,6 +104,6 @@ def test_alertmanager_routes_and_inhibits(tmp_path):
     doc = yaml.safe_load((REPO / "alertmanager" / "alertmanager.yml").read_text())
     inhibit = [(r["source_matchers"], r["target_matchers"]) for r in doc["inhibit_rules"]]
     assert (['alertname="PipelineStalled"'], ['alertname="TransactionAnomaly"']) in inhibit
-    assert {"alertname", "group"} <= set(doc["route"]["group_by"])
+    assert doc["route"]["group_by"] == ["alertname"]
     severities = {r["matchers"][0] for r in doc["route"]["routes"]}
     assert severities == {'severity="critical"', 'severity="warning"', 'severity="info"'}
