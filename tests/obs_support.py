@@ -249,3 +249,87 @@ class PromStack:
 
 def promtool() -> str:
     return require_binary(shutil.which("promtool"), "promtool")
+
+
+# --- loopback HTTP recorders -----------------------------------------------------------------
+
+class RecordingServer:
+    """An HTTP server on loopback that records every request and answers from `routes`:
+    {(method, path-prefix): (status, json-body or callable(request) -> (status, body))}."""
+
+    def __init__(self, routes: dict | None = None):
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        self.requests: list[dict] = []
+        self.routes = routes or {}
+        recorder = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def _handle(self):
+                length = int(self.headers.get("Content-Length") or 0)
+                raw = self.rfile.read(length) if length else b""
+                request = {"method": self.command, "path": self.path,
+                           "headers": dict(self.headers), "body": raw,
+                           "json": json.loads(raw) if raw else None}
+                recorder.requests.append(request)
+                status, body = 200, {}
+                for (method, prefix), answer in recorder.routes.items():
+                    if method == self.command and self.path.startswith(prefix):
+                        status, body = answer(request) if callable(answer) else answer
+                        break
+                data = json.dumps(body).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _handle
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def stop(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+class NotifyProcess:
+    """`txmon notify` as a subprocess; its stdout lines collected by a reader thread."""
+
+    def __init__(self, port: int, env: dict | None = None):
+        import threading
+
+        self.port = port
+        self.url = f"http://127.0.0.1:{port}/"
+        self.lines: list[str] = []
+        self.proc = subprocess.Popen([TXMON, "notify", "--port", str(port)],
+                                     env=env or dict(os.environ), stdout=subprocess.PIPE,
+                                     stderr=subprocess.STDOUT, text=True)
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+        wait_for(lambda: any("listening" in line for line in self.lines), 20,
+                 what="txmon notify listening")
+
+    def _read(self):
+        for line in self.proc.stdout:
+            self.lines.append(line.rstrip("\n"))
+
+    def headers(self, prefix: str = "[") -> list[str]:
+        return [line for line in list(self.lines) if line.startswith(prefix)]
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
