@@ -110,6 +110,18 @@ def _print_totals(title: str, totals: dict[str, int], out=sys.stdout) -> None:
     print(f"  {'total':<17}{sum(totals.values()):>12,}", file=out)
 
 
+def _ensure(settings, names, topic: str) -> None:
+    """Create the pipeline's topics, and `topic` like the transactions topic if it differs."""
+    from dataclasses import replace
+
+    from txmon.kafka.admin import ensure_topics, pipeline_topics
+
+    specs = pipeline_topics(names)
+    if topic != names.transactions:
+        specs.append(replace(specs[0], name=topic))
+    ensure_topics(settings, specs)
+
+
 def _finish(publisher, totals: dict[str, int], report: Path | None, extra: dict) -> int:
     failed = publisher.close()
     _print_totals("sent" if not failed else "handed to Kafka", totals)
@@ -142,7 +154,6 @@ def run_produce(args) -> int:
     from producer.stream import Pacer, send_paced
     from txmon.config import KafkaSettings, state_dir
     from txmon.contracts import STATUSES, encode, topics
-    from txmon.kafka.admin import ensure_topics, pipeline_topics
 
     if args.rate <= 0:
         raise UserError("--rate must be > 0")
@@ -160,7 +171,7 @@ def run_produce(args) -> int:
     names = topics()
     topic = args.topic or names.transactions
     settings = KafkaSettings.from_env()
-    ensure_topics(settings, pipeline_topics(names))
+    _ensure(settings, names, topic)
     publisher = Publisher(settings, topic)
 
     labels_path = args.labels or state_dir() / "labels.jsonl"
@@ -198,7 +209,7 @@ def run_produce(args) -> int:
         bar.close()
     totals = {s: int(c) for s, c in zip(STATUSES, counts, strict=True)}
     code = _finish(publisher, totals, args.report, {"seed": seed, "topic": topic,
-                                                    "start": scenario.start})
+                                                    "start": scenario.start.isoformat()})
     return 130 if interrupted and code == 0 else code
 
 
@@ -218,7 +229,6 @@ def run_replay(args) -> int:
     from producer.stream import Pacer, send_paced
     from txmon.config import KafkaSettings
     from txmon.contracts import STATUSES, DeadLetter, DeadLetterReason, topics
-    from txmon.kafka.admin import ensure_topics, pipeline_topics
 
     first = args.date or replay.DEFAULT_DATE
     parsed = []
@@ -240,7 +250,7 @@ def run_replay(args) -> int:
     names = topics()
     topic = args.topic or names.transactions
     settings = KafkaSettings.from_env()
-    ensure_topics(settings, pipeline_topics(names))
+    _ensure(settings, names, topic)
     publisher = Publisher(settings, topic, dead_letter_topic=names.dead_letter)
 
     bad_rows = [b for p in parsed for b in p.bad]
@@ -279,7 +289,8 @@ def run_replay(args) -> int:
     expected = {s: sum(p.totals()[s] for p in parsed) for s in STATUSES}
     code = _finish(publisher, totals, args.report,
                    {"topic": topic, "bad_rows": len(bad_rows), "files": [
-                       {"path": str(p.path), "format": p.format, "date": p.date,
+                       {"path": str(p.path), "format": p.format,
+                        "date": p.date.isoformat() if p.date else None,
                         "totals": p.totals()} for p in parsed]})
     if not interrupted and totals != expected:
         print(f"error: sent {totals} but the files sum to {expected}", file=sys.stderr)

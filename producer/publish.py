@@ -32,6 +32,7 @@ def producer_config(settings: KafkaSettings, **overrides: object) -> dict[str, o
             "queue.buffering.max.messages": env_int("TXMON_PRODUCER_QUEUE_MESSAGES", 2_000_000),
             "queue.buffering.max.kbytes": env_int("TXMON_PRODUCER_QUEUE_KBYTES", 1024 * 1024),
             "message.max.bytes": 16 * 1024 * 1024,
+            "message.timeout.ms": env_int("TXMON_PRODUCER_TIMEOUT_MS", 120_000),
             "delivery.report.only.error": True,
             **overrides,
         }
