@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import argparse
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 
 import msgspec
 
@@ -25,13 +25,13 @@ SIMULATED_START = datetime(2026, 3, 2, tzinfo=UTC)
 Windows = list[tuple[int, list[int]]]
 
 
-def windows_from_files(paths: list[str], date: str | None = None) -> Windows:
+def windows_from_files(paths: list[str], day: date | None = None) -> Windows:
     from producer.replay import read_counts
 
     per_minute: dict[int, list[int]] = {}
     index = {s: i for i, s in enumerate(STATUSES)}
     for path in paths:
-        for minute, status, count in read_counts(path, date=date):
+        for minute, status, count in read_counts(path, date=day):
             per_minute.setdefault(to_ms(minute), [0] * len(STATUSES))[index[status]] += count
     if not per_minute:
         return []
@@ -88,7 +88,8 @@ def train(args: argparse.Namespace) -> int:
     windows: Windows = []
     sources = []
     if args.files:
-        windows += windows_from_files(args.files, args.date)
+        day = date.fromisoformat(args.date) if args.date else None
+        windows += windows_from_files(args.files, day)
         sources.append("files: " + ", ".join(args.files))
     if args.simulate_days:
         rate = env_float("TXMON_TRAIN_RATE", 20.0)
