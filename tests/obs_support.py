@@ -3,7 +3,6 @@ processes on free loopback ports, synthetic pipeline records from the contracts.
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 import shutil
@@ -64,26 +63,19 @@ def http_get(url: str, timeout: float = 5.0) -> bytes:
 
 # --- records ---------------------------------------------------------------------------------
 
-def reference_counts(path: Path) -> dict[str, dict[str, int]]:
-    """{'HH:MM': {status: count}} of a reference file (`time,status,F1`, `HHh MM`).
-
-    TODO(replay): read through producer/replay.py once it lands, not a second parser."""
-    out: dict[str, dict[str, int]] = defaultdict(dict)
-    with open(path, newline="") as fh:
-        for row in csv.DictReader(fh):
-            hh, mm = row["time"].replace("h", "").split()
-            out[f"{int(hh):02d}:{int(mm):02d}"][row["status"]] = int(row["F1"])
-    return out
-
-
 def reference_windows(path: Path, day: date) -> list[WindowCount]:
-    """One WindowCount per minute of `day`, zeros included, as the processor emits them."""
-    counts = reference_counts(path)
+    """One WindowCount per minute of `day`, zeros included, as the processor emits them,
+    counted through the project's own replay parser."""
+    from producer.replay import read_counts
+
+    counts: dict[datetime, dict[str, int]] = defaultdict(dict)
+    for minute, status, count in read_counts(path, day):
+        counts[minute][status] = counts[minute].get(status, 0) + count
     start = datetime(day.year, day.month, day.day, tzinfo=UTC)
     out = []
-    for minute in range(1440):
-        ws = start + timedelta(minutes=minute)
-        c = {s: counts.get(f"{ws:%H:%M}", {}).get(s, 0) for s in STATUSES}
+    for i in range(1440):
+        ws = start + timedelta(minutes=i)
+        c = {s: counts.get(ws, {}).get(s, 0) for s in STATUSES}
         out.append(WindowCount(id=ws.isoformat(), start=ws, end=ws + timedelta(minutes=1),
                                counts=c, total=sum(c.values())))
     return out
