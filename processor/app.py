@@ -156,7 +156,7 @@ class Counting:
         closed = state.drain_closed()
         if closed or heartbeat or state.closed_until != before:
             partial = WindowPartial(partition=partition, closed_until=state.closed_until,
-                                    idle=idle, windows=closed)
+                                    idle=idle, windows=closed, sent_ms=int(time.time() * 1000))
             pending.append(await self.partials.send(key=str(partition).encode(),
                                                     value=encode(partial)))
         if pending:
@@ -209,7 +209,8 @@ class Merging:
         state = self.table.load(MINUTES_KEY)
         if state is None:
             state = MinuteState(
-                merger=MinuteMerger(self.source_partitions, self.cfg.max_empty_minutes),
+                merger=MinuteMerger(self.source_partitions, self.cfg.max_empty_minutes,
+                                    int(2 * self.cfg.tick_s * 1000)),
                 incidents=IncidentTracker(self.cfg.resolve_after),
             )
         return state

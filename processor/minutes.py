@@ -70,7 +70,8 @@ class Minutes:
         return self.detector
 
     def apply(self, state: MinuteState, offset: int, partial: WindowPartial) -> list[ClosedMinute]:
-        state.merger.apply(partial.partition, partial.closed_until, partial.idle, partial.windows)
+        state.merger.apply(partial.partition, partial.closed_until, partial.idle, partial.windows,
+                           partial.sent_ms)
         out = []
         for start, counts in state.merger.close():
             detector = self._detector_for(state)

@@ -127,23 +127,36 @@ class MinuteMerger:
 
     A minute is final once every active partition has closed it. Partitions that are
     idle are left out of that minimum (like Flink's idle sources), otherwise one silent
-    partition would hold every minute back forever. Minutes in between with no partial
-    at all are emitted as zeros: a minute with no transactions is what an outage looks
-    like. A jump longer than `max_empty_minutes` (a bogus far-past first event, say) is
-    not filled with zeros minute by minute.
+    partition would hold every minute back forever. An idle claim must be fresh: sent
+    at least `idle_confirm_ms` after the latest advance of an active partition, so a
+    partition that just woke up (its data still in flight) is waited for rather than
+    skipped. Minutes in between with no partial at all are emitted as zeros: a minute
+    with no transactions is what an outage looks like. A jump longer than
+    `max_empty_minutes` (a bogus far-past first event, say) is not filled minute by
+    minute.
+
+    Decisions use only the records' contents (including their send times), so
+    re-applying the same records after a crash decides the same.
     """
 
     partitions: int
     max_empty_minutes: int = 1440
+    idle_confirm_ms: int = 2000
     reported: dict[int, int] = field(default_factory=dict)
-    idle: dict[int, bool] = field(default_factory=dict)
+    advanced_at: dict[int, int] = field(default_factory=dict)
+    idle_at: dict[int, int] = field(default_factory=dict)
     partials: dict[int, dict[int, list[int]]] = field(default_factory=dict)
     emitted_until: int | None = None
     late_carry: int = 0
     skipped_minutes: int = 0
 
     def apply(
-        self, partition: int, closed_until: int | None, idle: bool, windows: dict[int, list[int]]
+        self,
+        partition: int,
+        closed_until: int | None,
+        idle: bool,
+        windows: dict[int, list[int]],
+        sent_ms: int = 0,
     ) -> None:
         for start, counts in windows.items():
             if self.emitted_until is not None and start < self.emitted_until:
@@ -152,21 +165,26 @@ class MinuteMerger:
                 continue
             # Overwrite, never add: a partial re-sent after a crash is the same partial.
             self.partials.setdefault(start, {})[partition] = list(counts)
-        if closed_until is not None:
-            self.reported[partition] = max(closed_until, self.reported.get(partition, closed_until))
-        self.idle[partition] = idle
+        previous = self.reported.get(partition)
+        if closed_until is not None and (previous is None or closed_until > previous):
+            self.reported[partition] = closed_until
+            if not idle:
+                self.advanced_at[partition] = sent_ms
+        if idle:
+            self.idle_at[partition] = sent_ms
+        else:
+            self.idle_at.pop(partition, None)
 
     def bound(self) -> int | None:
         """Every minute before this is final."""
-        active = []
-        for p in range(self.partitions):
-            if self.idle.get(p, False):
-                continue
-            if p not in self.reported:
-                return None
-            active.append(self.reported[p])
+        active = [p for p in range(self.partitions) if p not in self.idle_at]
+        if any(p not in self.reported for p in active):
+            return None
         if active:
-            return min(active)
+            newest_advance = max(self.advanced_at.get(p, 0) for p in active)
+            if any(at < newest_advance + self.idle_confirm_ms for at in self.idle_at.values()):
+                return None  # an idle claim older than the data: wait for a fresh one
+            return min(self.reported[p] for p in active)
         return max(self.reported.values()) if self.reported else None
 
     def close(self) -> list[tuple[int, list[int]]]:

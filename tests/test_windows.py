@@ -111,17 +111,28 @@ def test_merge_is_idempotent_for_resent_partials():
 
 
 def test_idle_partitions_do_not_hold_minutes_back():
-    mm = MinuteMerger(partitions=2)
-    mm.apply(1, None, True, {})
-    mm.apply(0, T0 + M, False, {T0: [1] + [0] * 7})
+    mm = MinuteMerger(partitions=2, idle_confirm_ms=2000)
+    mm.apply(1, None, True, {}, sent_ms=0)
+    mm.apply(0, T0 + M, False, {T0: [1] + [0] * 7}, sent_ms=1000)
+    assert mm.close() == []  # the idle claim predates the data: partition 1 may be waking
+    mm.apply(1, None, True, {}, sent_ms=3500)
     assert [s for s, _ in mm.close()] == [T0]
 
 
+def test_a_partition_waking_up_is_waited_for():
+    mm = MinuteMerger(partitions=2, idle_confirm_ms=2000)
+    mm.apply(1, None, True, {}, sent_ms=0)
+    mm.apply(0, T0 + M, False, {T0: [1] + [0] * 7}, sent_ms=1000)
+    mm.apply(1, T0 + M, False, {T0: [2] + [0] * 7}, sent_ms=1100)
+    out = mm.close()
+    assert out == [(T0, [3] + [0] * 7)]
+
+
 def test_partial_for_a_reported_minute_becomes_late():
-    mm = MinuteMerger(partitions=2)
+    mm = MinuteMerger(partitions=2, idle_confirm_ms=0)
     mm.apply(1, None, True, {})
     mm.apply(0, T0 + M, False, {T0: [1] + [0] * 7})
-    mm.close()
+    assert mm.close()
     mm.apply(1, T0 + 2 * M, False, {T0: [4] + [0] * 7})  # woke up with an old minute
     mm.apply(0, T0 + 2 * M, False, {})
     out = mm.close()

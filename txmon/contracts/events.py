@@ -60,6 +60,8 @@ class WindowPartial(msgspec.Struct, kw_only=True):
     closed_until: int | None
     idle: bool = False
     windows: dict[int, list[int]] = {}
+    #: Wall-clock send time (ms): lets the merge tell a stale idle claim from a fresh one.
+    sent_ms: int = 0
 
 
 class Alert(msgspec.Struct, kw_only=True):
