@@ -126,13 +126,3 @@ def encode_batch(
     else:
         keys = _to_bytes(id_grid)
     return keys, _to_bytes(values)
-
-
-def encode_one(tx_id: str, status: int, ts_ms: int) -> bytes:
-    """The same layout for a single event with an arbitrary id (JSON-escaped)."""
-    import msgspec
-
-    ts = np.datetime_as_string(np.datetime64(ts_ms, "ms"), unit="ms")
-    return b'{"timestamp":"%bZ","id":%b,"status":"%b"}' % (
-        ts.encode(), msgspec.json.encode(tx_id), STATUSES[status].encode()
-    )
