@@ -164,12 +164,21 @@ def main() -> int:
     ap.add_argument("--messages", type=int, default=1_000_000, help="per run (default 1M)")
     ap.add_argument("--repeat", type=int, default=3, help="runs per method; best counts")
     ap.add_argument("--json", type=Path, help="also write the results as JSON")
+    ap.add_argument("--profile", action="store_true",
+                    help="first print a cProfile of one simulator run: where the time goes")
     args = ap.parse_args()
 
     with Broker() as bootstrap:
         settings = KafkaSettings.from_env()
         settings = KafkaSettings(**{**settings.__dict__, "bootstrap": bootstrap})
         n = args.messages
+        if args.profile:
+            import cProfile
+            import pstats
+
+            profiler = cProfile.Profile()
+            profiler.runcall(bench_simulator, settings, n)
+            pstats.Stats(profiler).sort_stats("tottime").print_stats(10)
         payload = ([], [])
         for b in generate(scenario(n), n):
             k, v = b.encode()

@@ -22,19 +22,21 @@ _HEX = np.frombuffer(b"0123456789abcdef", dtype=np.uint8)
 
 
 _PAIRS = np.array([[48 + i // 10, 48 + i % 10] for i in range(100)], dtype=np.uint8)
+_QUADS = np.array([list(b"%04d" % i) for i in range(10000)], dtype=np.uint8)
 
 
 def digits(values: np.ndarray, width: int) -> np.ndarray:
-    """Zero-padded decimal digits, shape (n, width); two digits per step."""
+    """Zero-padded decimal digits, shape (n, width); four digits per table lookup."""
     out = np.empty((len(values), width), dtype=np.uint8)
-    v = np.asarray(values, dtype=np.int64).copy()
+    v = np.asarray(values, dtype=np.int64)
     col = width
-    while col >= 2:
-        out[:, col - 2 : col] = _PAIRS[v % 100]
-        v //= 100
-        col -= 2
-    if col:
-        out[:, 0] = 48 + v % 10
+    while col > 0:
+        take = min(4, col)
+        quad = _QUADS[v % 10000]
+        out[:, col - take : col] = quad[:, 4 - take :]
+        col -= take
+        if col:
+            v = v // 10000
     return out
 
 
