@@ -1,0 +1,134 @@
+"""`txmon kafka fetch | up | down | status | logs`: the local broker from the shell."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+from txmon.broker import DEFAULT_CONTROLLER_PORT, DEFAULT_HEAP, DEFAULT_PORT
+
+EXIT_DOWN = 3  # like `systemctl status` / LSB: program is not running
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "kafka",
+        help="run a local Apache Kafka broker (KRaft, from Maven Central jars)",
+        description="A single-node Kafka 4.x broker bound to 127.0.0.1, for the demo and tests.",
+    )
+    sub = parser.add_subparsers(dest="kafka_command", required=True, metavar="ACTION")
+
+    def common(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--data-dir", help="broker data, config, logs and pid file "
+                       "(env TXMON_KAFKA_DATA_DIR; default $TXMON_STATE_DIR/kafka)")
+        p.add_argument("--port", type=int, help=f"client port (env TXMON_KAFKA_PORT; "
+                       f"default {DEFAULT_PORT})")
+        p.add_argument("--controller-port", type=int, help="KRaft controller port (env "
+                       f"TXMON_KAFKA_CONTROLLER_PORT; default {DEFAULT_CONTROLLER_PORT}, "
+                       "since Alertmanager owns 9093)")
+
+    p = sub.add_parser("fetch", help="download Kafka's jars with mvn into the cache")
+    p.set_defaults(func=run_fetch)
+
+    p = sub.add_parser("up", help="start the broker (fetching Kafka first if needed)")
+    common(p)
+    p.add_argument("--heap", help=f"JVM heap (env TXMON_KAFKA_HEAP; default {DEFAULT_HEAP})")
+    p.add_argument("--timeout", type=float, default=60.0,
+                   help="seconds to wait for the broker to answer (default 60)")
+    p.set_defaults(func=run_up)
+
+    p = sub.add_parser("down", help="stop the broker and free its ports")
+    common(p)
+    p.add_argument("--timeout", type=float, default=30.0,
+                   help="seconds to wait after SIGTERM before SIGKILL (default 30)")
+    p.set_defaults(func=run_down)
+
+    p = sub.add_parser("status", help="is the broker running and answering? (exit 0 up, 3 not)")
+    common(p)
+    p.set_defaults(func=run_status)
+
+    p = sub.add_parser("logs", help="show the broker's log")
+    common(p)
+    p.add_argument("-n", "--lines", type=int, default=50, help="lines to show (default 50)")
+    p.add_argument("-f", "--follow", action="store_true", help="keep printing new lines")
+    p.set_defaults(func=run_logs)
+
+
+def _broker(args: argparse.Namespace, **kw):
+    from txmon.broker.server import LocalKafka
+
+    return LocalKafka(
+        data_dir=args.data_dir, port=args.port, controller_port=args.controller_port, **kw
+    )
+
+
+def run_fetch(args: argparse.Namespace) -> int:
+    from txmon.broker.fetch import fetch
+
+    result = fetch()
+    how = "cached" if result.from_cache else f"downloaded in {result.seconds:.1f}s"
+    print(f"Kafka {result.version}: {result.jars} jars {how} in {result.libs}")
+    return 0
+
+
+def run_up(args: argparse.Namespace) -> int:
+    kafka = _broker(args, heap=args.heap)
+    result = kafka.up(timeout=args.timeout)
+    if result.started:
+        print(f"Kafka {kafka.version} up at {result.bootstrap} (pid {result.pid}, "
+              f"answered after {result.seconds:.1f}s; data {kafka.data_dir})")
+    else:
+        print(f"Kafka already running at {result.bootstrap} (pid {result.pid}; "
+              f"data {kafka.data_dir})")
+    return 0
+
+
+def run_down(args: argparse.Namespace) -> int:
+    kafka = _broker(args)
+    if kafka.down(timeout=args.timeout):
+        print(f"Kafka stopped; port {kafka.port} is free")
+    else:
+        print(f"Kafka was not running (data {kafka.data_dir})")
+    return 0
+
+
+def run_status(args: argparse.Namespace) -> int:
+    status = _broker(args).status()
+    print(status.describe())
+    return 0 if status.up else EXIT_DOWN
+
+
+def run_logs(args: argparse.Namespace) -> int:
+    from txmon.broker.server import tail
+    from txmon.errors import UserError
+
+    kafka = _broker(args)
+    path = kafka.log_file
+    if not path.is_file():
+        raise UserError(f"no broker log yet at {path} (has `txmon kafka up` run?)")
+    for line in tail(path, max(args.lines, 0)):
+        print(line)
+    if not args.follow:
+        return 0
+    sys.stdout.flush()
+    fh = open(path, errors="replace")  # noqa: SIM115 - reopened on rotation
+    fh.seek(0, 2)
+    inode = path.stat().st_ino
+    try:
+        while True:
+            line = fh.readline()
+            if line:
+                sys.stdout.write(line)
+                sys.stdout.flush()
+                continue
+            time.sleep(0.3)
+            try:
+                if path.stat().st_ino != inode:  # rolled over by log4j
+                    fh.close()
+                    fh = open(path, errors="replace")  # noqa: SIM115
+                    inode = path.stat().st_ino
+            except FileNotFoundError:
+                pass
+    finally:
+        fh.close()

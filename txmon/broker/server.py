@@ -1,0 +1,487 @@
+"""One single-node KRaft broker (broker + controller in one JVM) in a data directory.
+
+The broker runs detached in its own session so it outlives `txmon kafka up`; its pid is
+recorded in the data directory, and every check asks both the process table and the
+broker itself (a metadata request), so `status` never reports a dead or hung broker as up.
+The same object serves the CLI, the pytest fixtures, the demo and the fault tests, which
+kill and restart a broker keeping its data.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import errno
+import fcntl
+import logging
+import os
+import re
+import signal
+import socket
+import subprocess
+import time
+import uuid
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+
+from txmon.broker import (
+    DEFAULT_CONTROLLER_PORT,
+    DEFAULT_HEAP,
+    DEFAULT_PORT,
+    kafka_version,
+)
+from txmon.broker.fetch import FetchResult, fetch, java_executable
+from txmon.config import env_int, env_str, state_dir
+from txmon.errors import UserError
+
+HOST = "127.0.0.1"
+MAIN_CLASS = "kafka.Kafka"
+STORAGE_TOOL = "kafka.tools.StorageTool"
+START_TIMEOUT_S = 60.0
+STOP_TIMEOUT_S = 30.0
+# The JVM flags of Kafka's own kafka-server-start.sh, minus the 1 GiB heap.
+JVM_FLAGS = (
+    "-server",
+    "-XX:+UseG1GC",
+    "-XX:MaxGCPauseMillis=20",
+    "-XX:InitiatingHeapOccupancyPercent=35",
+    "-XX:+ExplicitGCInvokesConcurrent",
+    "-Djava.awt.headless=true",
+)
+_HEAP_RE = re.compile(r"^\d+[kKmMgG]?$")
+
+log = logging.getLogger(__name__)
+
+
+def default_data_dir() -> Path:
+    return Path(os.environ.get("TXMON_KAFKA_DATA_DIR") or state_dir() / "kafka")
+
+
+def port_free(port: int, host: str = HOST) -> bool:
+    """True if a server could listen on host:port now (SO_REUSEADDR as Kafka uses it,
+    so sockets lingering in TIME_WAIT do not count as busy)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            if exc.errno in (errno.EADDRINUSE, errno.EACCES):
+                return False
+            raise
+        return True
+
+
+def free_port(host: str = HOST) -> int:
+    """A port the OS considers free right now (for tests and parallel runs)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
+
+
+def _accepts(port: int, host: str = HOST) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def _random_cluster_id() -> str:
+    """Kafka's Uuid text form: 16 random bytes, URL-safe base64 without padding."""
+    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a zombie is dead for our purposes
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return stat.rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
+
+
+def _cmdline(pid: int) -> list[str]:
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return []
+    return [part.decode(errors="replace") for part in raw.split(b"\0") if part]
+
+
+def tail(path: Path, lines: int) -> list[str]:
+    if not path.is_file():
+        return []
+    with open(path, errors="replace") as fh:
+        return [ln.rstrip("\n") for ln in deque(fh, maxlen=lines)]
+
+
+@dataclass(frozen=True)
+class Status:
+    pid: int | None
+    answering: bool
+    bootstrap: str
+    data_dir: Path
+
+    @property
+    def up(self) -> bool:
+        return self.pid is not None and self.answering
+
+    def describe(self) -> str:
+        if self.up:
+            return f"up: pid {self.pid}, {self.bootstrap}, data {self.data_dir}"
+        if self.pid is not None:
+            return f"not answering: pid {self.pid} alive but {self.bootstrap} gives no metadata"
+        return f"down (no broker running for {self.data_dir})"
+
+
+@dataclass(frozen=True)
+class UpResult:
+    pid: int
+    started: bool
+    seconds: float
+    bootstrap: str
+
+
+class LocalKafka:
+    """A single-node Kafka (KRaft) in `data_dir`, listening on 127.0.0.1 only.
+
+    `extra_properties` override or add server.properties entries (e.g. SASL listeners);
+    `client_config` is merged into the probe client's config to match them.
+    """
+
+    def __init__(
+        self,
+        data_dir: Path | str | None = None,
+        port: int | None = None,
+        controller_port: int | None = None,
+        heap: str | None = None,
+        version: str | None = None,
+        extra_properties: dict[str, str] | None = None,
+        client_config: dict[str, str] | None = None,
+    ) -> None:
+        self.data_dir = Path(data_dir) if data_dir else default_data_dir()
+        self.port = port or env_int("TXMON_KAFKA_PORT", DEFAULT_PORT)
+        self.controller_port = controller_port or env_int(
+            "TXMON_KAFKA_CONTROLLER_PORT", DEFAULT_CONTROLLER_PORT
+        )
+        self.heap = heap or env_str("TXMON_KAFKA_HEAP", DEFAULT_HEAP)
+        if not _HEAP_RE.match(self.heap):
+            raise UserError(f"bad heap size {self.heap!r}: use a JVM size such as 512m or 1g")
+        if self.port == self.controller_port:
+            raise UserError(f"broker and controller ports must differ (both {self.port})")
+        self.version = version or kafka_version()
+        self.extra_properties = dict(extra_properties or {})
+        self.client_config = dict(client_config or {})
+        self._proc: subprocess.Popen | None = None
+
+    # Paths -----------------------------------------------------------------------------
+    @property
+    def properties_file(self) -> Path:
+        return self.data_dir / "server.properties"
+
+    @property
+    def log4j_file(self) -> Path:
+        return self.data_dir / "log4j2.properties"
+
+    @property
+    def log_dir(self) -> Path:
+        return self.data_dir / "logs"
+
+    @property
+    def log_file(self) -> Path:
+        """The broker's own log (log4j2, rolled at 10 MB)."""
+        return self.log_dir / "server.log"
+
+    @property
+    def out_file(self) -> Path:
+        """The JVM's stdout/stderr: startup failures land here."""
+        return self.log_dir / "kafka.out"
+
+    @property
+    def pid_file(self) -> Path:
+        return self.data_dir / "kafka.pid"
+
+    @property
+    def log_dirs(self) -> Path:
+        return self.data_dir / "data"
+
+    @property
+    def bootstrap(self) -> str:
+        return f"{HOST}:{self.port}"
+
+    # Configuration ---------------------------------------------------------------------
+    def server_properties(self) -> dict[str, str]:
+        """KRaft, one node that is both broker and controller. The quorum is static
+        (controller.quorum.voters) rather than formatted with --standalone, so the data
+        dir keeps working when the ports change between runs."""
+        props = {
+            "process.roles": "broker,controller",
+            "node.id": "1",
+            "controller.quorum.voters": f"1@{HOST}:{self.controller_port}",
+            "listeners": f"PLAINTEXT://{HOST}:{self.port},CONTROLLER://{HOST}:{self.controller_port}",
+            "advertised.listeners": f"PLAINTEXT://{HOST}:{self.port}",
+            "controller.listener.names": "CONTROLLER",
+            "inter.broker.listener.name": "PLAINTEXT",
+            "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+            "log.dirs": str(self.log_dirs),
+            "num.partitions": "1",
+            "default.replication.factor": "1",
+            "min.insync.replicas": "1",
+            "offsets.topic.replication.factor": "1",
+            "transaction.state.log.replication.factor": "1",
+            "transaction.state.log.min.isr": "1",
+            "share.coordinator.state.topic.replication.factor": "1",
+            "share.coordinator.state.topic.min.isr": "1",
+            "group.initial.rebalance.delay.ms": "0",
+            # Every component creates its topics explicitly (txmon.kafka.admin); Faust
+            # creates its own internal topics. A typo must not silently make a new topic.
+            "auto.create.topics.enable": "false",
+            "log.retention.hours": "168",
+            "log.segment.bytes": str(64 * 1024 * 1024),
+        }
+        props.update(self.extra_properties)
+        return props
+
+    def _log4j_properties(self) -> str:
+        log_file = self.log_file
+        return "\n".join(
+            [
+                "status = warn",
+                "appender.file.type = RollingFile",
+                "appender.file.name = file",
+                f"appender.file.fileName = {log_file}",
+                f"appender.file.filePattern = {log_file}.%i",
+                "appender.file.layout.type = PatternLayout",
+                "appender.file.layout.pattern = [%d] %p %m (%c)%n",
+                "appender.file.policies.type = Policies",
+                "appender.file.policies.size.type = SizeBasedTriggeringPolicy",
+                "appender.file.policies.size.size = 10MB",
+                "appender.file.strategy.type = DefaultRolloverStrategy",
+                "appender.file.strategy.max = 3",
+                "rootLogger.level = INFO",
+                "rootLogger.appenderRef.file.ref = file",
+                "logger.statechange.name = state.change.logger",
+                "logger.statechange.level = WARN",
+                "logger.request.name = kafka.request.logger",
+                "logger.request.level = WARN",
+                "",
+            ]
+        )
+
+    def write_config(self) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        body = "".join(f"{k}={v}\n" for k, v in self.server_properties().items())
+        header = "# Written by txmon kafka up; rewritten at each start.\n"
+        self.properties_file.write_text(header + body)
+        self.log4j_file.write_text(self._log4j_properties())
+
+    # Process ---------------------------------------------------------------------------
+    def fetch(self) -> FetchResult:
+        return fetch(self.version)
+
+    def _read_pid(self) -> int | None:
+        try:
+            return int(self.pid_file.read_text().strip())
+        except (OSError, ValueError):
+            return None
+
+    def pid(self) -> int | None:
+        """The pid of this data dir's running broker, or None (stale pid files ignored)."""
+        if self._proc is not None and self._proc.poll() is not None:
+            self._proc = None
+        pid = self._read_pid()
+        if pid is None or not _pid_alive(pid):
+            return None
+        cmd = _cmdline(pid)
+        if cmd and (MAIN_CLASS not in cmd or str(self.properties_file) not in cmd):
+            return None  # the pid was reused by something else
+        return pid
+
+    def _running_port(self) -> int | None:
+        try:
+            for line in self.properties_file.read_text().splitlines():
+                if line.startswith("listeners="):
+                    match = re.search(r"PLAINTEXT://[^:,]+:(\d+)", line)
+                    if match:
+                        return int(match.group(1))
+                    match = re.search(r"://[^:,]+:(\d+)", line)
+                    return int(match.group(1)) if match else None
+        except OSError:
+            return None
+        return None
+
+    def answers(self, timeout: float = 3.0) -> bool:
+        """True if the broker answers a metadata request and lists itself."""
+        if not _accepts(self.port):
+            return False
+        from confluent_kafka import KafkaException
+        from confluent_kafka.admin import AdminClient
+
+        quiet = logging.getLogger("txmon.broker.probe")
+        quiet.setLevel(logging.CRITICAL)
+        conf = {"bootstrap.servers": self.bootstrap, "logger": quiet, **self.client_config}
+        try:
+            meta = AdminClient(conf).list_topics(timeout=timeout)
+        except KafkaException:
+            return False
+        return bool(meta.brokers)
+
+    def status(self) -> Status:
+        pid = self.pid()
+        if pid is not None:
+            self.port = self._running_port() or self.port
+        return Status(pid, pid is not None and self.answers(), self.bootstrap, self.data_dir)
+
+    def _storage_formatted(self) -> bool:
+        return (self.log_dirs / "meta.properties").is_file()
+
+    def _format(self, java: str, libs: Path) -> None:
+        cmd = [
+            java, f"-Dlog4j2.configurationFile={self.log4j_file}", "-cp", f"{libs}/*",
+            STORAGE_TOOL, "format", "-t", _random_cluster_id(), "-c", str(self.properties_file),
+        ]
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+        if proc.returncode != 0:
+            lines = [ln for ln in (proc.stderr + proc.stdout).splitlines() if ln.strip()]
+            raise UserError(f"formatting Kafka storage in {self.log_dirs} failed: "
+                            f"{lines[-1] if lines else proc.returncode}")
+
+    def up(self, timeout: float = START_TIMEOUT_S) -> UpResult:
+        """Start the broker unless this data dir's broker already runs; return once it
+        answers a metadata request."""
+        started = time.monotonic()
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        with self._lock():
+            pid = self.pid()
+            if pid is not None:
+                self.port = self._running_port() or self.port
+                self._wait_ready(pid, started + timeout)
+                return UpResult(pid, False, time.monotonic() - started, self.bootstrap)
+            for port, what in ((self.port, "broker"), (self.controller_port, "controller")):
+                if not port_free(port):
+                    raise UserError(
+                        f"port {port} on {HOST} ({what}) is already in use by another process; "
+                        f"choose another with --{'port' if what == 'broker' else 'controller-port'}"
+                    )
+            java = java_executable()
+            libs = self.fetch().libs
+            self.write_config()
+            if not self._storage_formatted():
+                self._format(java, libs)
+            cmd = [
+                java, f"-Xmx{self.heap}", f"-Xms{self.heap}", *JVM_FLAGS,
+                f"-Dlog4j2.configurationFile={self.log4j_file}",
+                f"-Dkafka.logs.dir={self.log_dir}",
+                "-cp", f"{libs}/*", MAIN_CLASS, str(self.properties_file),
+            ]
+            with open(self.out_file, "ab") as out:
+                self._proc = subprocess.Popen(
+                    cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                    start_new_session=True, close_fds=True, cwd=self.data_dir,
+                )
+            pid = self._proc.pid
+            self.pid_file.write_text(f"{pid}\n")
+            try:
+                self._wait_ready(pid, started + timeout)
+            except UserError:
+                self._stop_pid(pid, 5.0)
+                self.pid_file.unlink(missing_ok=True)
+                raise
+            return UpResult(pid, True, time.monotonic() - started, self.bootstrap)
+
+    def _wait_ready(self, pid: int, deadline: float) -> None:
+        while True:
+            if not _pid_alive(pid) or (self._proc is not None and self._proc.poll() is not None):
+                raise UserError(f"Kafka exited during startup; {self._log_hint()}")
+            if self.answers(timeout=1.0):
+                return
+            if time.monotonic() > deadline:
+                raise UserError(f"Kafka did not answer at {self.bootstrap} in time; "
+                                f"{self._log_hint()}")
+            time.sleep(0.2)
+
+    def _log_hint(self) -> str:
+        lines = [ln for ln in tail(self.out_file, 20) + tail(self.log_file, 200)
+                 if "ERROR" in ln or "Exception" in ln or "Error:" in ln]
+        last = lines[-1].strip() if lines else "no error logged"
+        return f"last error: {last[:300]} (logs: {self.log_file}, {self.out_file})"
+
+    def _wait_exit(self, pid: int, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self._proc is not None and self._proc.pid == pid:
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    self._proc.wait(timeout=0.1)
+            if not _pid_alive(pid):
+                return True
+            time.sleep(0.1)
+        return not _pid_alive(pid)
+
+    def _stop_pid(self, pid: int, timeout: float) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+        if not self._wait_exit(pid, timeout):
+            log.warning("Kafka pid %d ignored SIGTERM for %.0fs: killing it", pid, timeout)
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+            self._wait_exit(pid, 10.0)
+
+    def _wait_ports_free(self, timeout: float = 10.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if port_free(self.port) and port_free(self.controller_port):
+                return
+            time.sleep(0.1)
+
+    def down(self, timeout: float = STOP_TIMEOUT_S) -> bool:
+        """Stop the broker (SIGTERM, SIGKILL after `timeout`); True if one was running."""
+        with self._lock():
+            pid = self.pid()
+            if pid is None:
+                self.pid_file.unlink(missing_ok=True)
+                return False
+            self.port = self._running_port() or self.port
+            self._stop_pid(pid, timeout)
+            self.pid_file.unlink(missing_ok=True)
+            self._proc = None
+            self._wait_ports_free()
+            return True
+
+    def kill(self) -> bool:
+        """SIGKILL, no clean shutdown: for fault tests. The data stays for a restart."""
+        with self._lock():
+            pid = self.pid()
+            if pid is None:
+                return False
+            self.port = self._running_port() or self.port
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+            self._wait_exit(pid, 10.0)
+            self.pid_file.unlink(missing_ok=True)
+            self._proc = None
+            self._wait_ports_free()
+            return True
+
+    @contextlib.contextmanager
+    def _lock(self):
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        with open(self.data_dir / ".lock", "w") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
+
+    def __enter__(self) -> LocalKafka:
+        self.up()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.down()
