@@ -28,8 +28,8 @@ _executed: dict[Path, nbformat.NotebookNode] = {}
 
 
 @pytest.fixture(scope="module")
-def kernel_env(tmp_path_factory, shared_data):
-    """A kernelspec for sys.executable, and the reference data's path, for the kernels."""
+def kernelspec_root(tmp_path_factory) -> Path:
+    """A JUPYTER_PATH holding one kernelspec: this interpreter, with its ipykernel."""
     root = tmp_path_factory.mktemp("jupyter")
     spec_dir = root / "kernels" / KERNEL_NAME
     spec_dir.mkdir(parents=True)
@@ -42,12 +42,15 @@ def kernel_env(tmp_path_factory, shared_data):
             }
         )
     )
-    mp = pytest.MonkeyPatch()
-    mp.setenv("JUPYTER_PATH", str(root))
-    mp.setenv("TXMON_DATA_DIR", str(shared_data))
-    mp.setenv("MPLBACKEND", "module://matplotlib_inline.backend_inline")
-    yield
-    mp.undo()
+    return root
+
+
+@pytest.fixture
+def kernel_env(kernelspec_root, shared_data, monkeypatch):
+    """The kernelspec and the reference data's path, for the kernels started here."""
+    monkeypatch.setenv("JUPYTER_PATH", str(kernelspec_root))
+    monkeypatch.setenv("TXMON_DATA_DIR", str(shared_data))
+    monkeypatch.setenv("MPLBACKEND", "module://matplotlib_inline.backend_inline")
 
 
 def execute(path: Path) -> nbformat.NotebookNode:
