@@ -3,8 +3,8 @@
     .venv/bin/python bench/produce.py [--messages 1000000] [--repeat 3] [--json FILE]
 
 Three ways of filling a topic, measured in the same run against a real broker (the one
-named by KAFKA_BOOTSTRAP_SERVERS, else a private one started with `txmon kafka up` on a
-free port and stopped at the end):
+named by KAFKA_BOOTSTRAP_SERVERS, else a private one started with txmon.broker's LocalKafka
+on free ports and stopped at the end):
 
 - floor: a bare loop handing pre-serialised keys and values to `Producer.produce`, with
   the same librdkafka settings as txmon's producer (idempotence, lz4, batching): what
@@ -23,8 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
-import subprocess
+import shutil
 import sys
 import tempfile
 import time
@@ -49,34 +48,28 @@ TARGET_RATIO = 0.5
 PARTITIONS = 3
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class Broker:
-    """KAFKA_BOOTSTRAP_SERVERS if set, else a private `txmon kafka up` stopped on exit."""
+    """KAFKA_BOOTSTRAP_SERVERS if set, else a private LocalKafka stopped on exit."""
 
     def __init__(self):
-        self.env = None
+        self.kafka = None
         self.bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
 
     def __enter__(self) -> str:
         if self.bootstrap:
             return self.bootstrap
-        state = tempfile.mkdtemp(prefix="txmon-bench-")
-        port = free_port()
-        self.env = dict(os.environ, TXMON_STATE_DIR=state)
-        txmon = [sys.executable, "-m", "txmon.cli", "kafka"]
-        subprocess.run([*txmon, "up", "--port", str(port)], env=self.env, check=True)
-        self._down = [*txmon, "down"]
-        self.bootstrap = f"127.0.0.1:{port}"
+        from txmon.broker.server import LocalKafka, free_port
+
+        data = Path(tempfile.mkdtemp(prefix="txmon-bench-kafka-"))
+        self.kafka = LocalKafka(data_dir=data, port=free_port(), controller_port=free_port())
+        self.kafka.up(timeout=120)
+        self.bootstrap = self.kafka.bootstrap
         return self.bootstrap
 
     def __exit__(self, *exc):
-        if self.env is not None:
-            subprocess.run(self._down, env=self.env, check=False)
+        if self.kafka is not None:
+            self.kafka.down(timeout=20)
+            shutil.rmtree(self.kafka.data_dir, ignore_errors=True)
 
 
 def fresh_topic(settings: KafkaSettings) -> str:
