@@ -1,0 +1,134 @@
+"""Shared fixtures: a real Kafka broker for the session, unique topics per test.
+
+Set KAFKA_BOOTSTRAP_SERVERS to run the suite against a broker you already have (its
+KAFKA_SECURITY_PROTOCOL / KAFKA_SASL_* settings are honoured); otherwise the session
+starts its own broker on free ports in a temporary directory and stops it at the end.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from txmon.broker.server import LocalKafka, free_port
+from txmon.config import KafkaSettings, shared_data_dir
+from txmon.contracts import Topics
+from txmon.contracts.topics import ENV_PREFIX
+from txmon.kafka.admin import ensure_topics, pipeline_topics
+
+# A test broker needs less than the demo's; several sessions may share the machine.
+TEST_HEAP = os.environ.get("TXMON_TEST_KAFKA_HEAP", "384m")
+
+
+def _start_broker(data_dir: Path, **kw) -> LocalKafka:
+    """A broker on free ports. Ports can be taken between probing and binding by
+    another process, so a clash is retried on fresh ports."""
+    last: Exception | None = None
+    heap = kw.pop("heap", TEST_HEAP)
+    for _ in range(3):
+        kafka = LocalKafka(data_dir=data_dir, port=free_port(), controller_port=free_port(),
+                           heap=heap, **kw)
+        try:
+            kafka.up(timeout=120)
+            return kafka
+        except Exception as exc:  # noqa: BLE001 - retried, then re-raised
+            if "already in use" not in str(exc):
+                raise
+            last = exc
+    raise last  # type: ignore[misc]
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """host:port of a real broker for the whole session."""
+    external = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
+    if external:
+        yield external
+        return
+    kafka = _start_broker(tmp_path_factory.mktemp("kafka"))
+    try:
+        yield kafka.bootstrap
+    finally:
+        kafka.down(timeout=20)
+
+
+@pytest.fixture(scope="session")
+def kafka_settings(kafka_bootstrap: str) -> KafkaSettings:
+    if os.environ.get("KAFKA_BOOTSTRAP_SERVERS"):
+        return dataclasses.replace(KafkaSettings.from_env(), bootstrap=kafka_bootstrap)
+    return KafkaSettings(bootstrap=kafka_bootstrap)
+
+
+def _slug(request: pytest.FixtureRequest) -> str:
+    name = re.sub(r"[^A-Za-z0-9]+", "-", request.node.name).strip("-").lower()
+    return f"{name[:60]}-{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture
+def unique_topics(request: pytest.FixtureRequest, kafka_settings: KafkaSettings) -> Topics:
+    """Topic names no other test uses, already created with the pipeline's settings."""
+    slug = _slug(request)
+    names = Topics(
+        transactions=f"t-{slug}-transactions",
+        window_counts=f"t-{slug}-window-counts",
+        alerts=f"t-{slug}-alerts",
+        dead_letter=f"t-{slug}-dead-letter",
+        window_partials=f"t-{slug}-window-partials",
+    )
+    ensure_topics(kafka_settings, pipeline_topics(names))
+    return names
+
+
+@pytest.fixture
+def txmon_env(
+    unique_topics: Topics, kafka_settings: KafkaSettings, tmp_path: Path
+) -> dict[str, str]:
+    """Environment for `txmon` subprocesses: this test's broker and topics, its own
+    Faust app id (so changelog topics and group offsets are not shared between tests)
+    and its own state dir."""
+    env = dict(os.environ)
+    env["KAFKA_BOOTSTRAP_SERVERS"] = kafka_settings.bootstrap
+    for field in dataclasses.fields(unique_topics):
+        env[ENV_PREFIX + field.name.upper()] = getattr(unique_topics, field.name)
+    slug = unique_topics.transactions.removeprefix("t-").removesuffix("-transactions")
+    env["TXMON_APP_ID"] = f"txmon-test-{slug}"
+    env["TXMON_STATE_DIR"] = str(tmp_path / "state")
+    return env
+
+
+@pytest.fixture
+def shared_data() -> Path:
+    """The reference CSVs (never copied into the repo): skipped when absent, except in CI."""
+    path = shared_data_dir()
+    if not path.is_dir() or not any(path.glob("*.csv")):
+        message = f"reference data not found at {path} (set TXMON_DATA_DIR)"
+        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+            pytest.fail(message)
+        pytest.skip(message)
+    return path
+
+
+@pytest.fixture
+def local_kafka_factory(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Callable[..., LocalKafka]]:
+    """Start extra brokers of your own (e.g. to kill and restart in fault tests):
+    `kafka = local_kafka_factory()` returns a running LocalKafka on free ports; its
+    kill()/down()/up() keep the data dir. Every broker made here is stopped at teardown.
+    Keyword arguments go to LocalKafka (heap, extra_properties, client_config, ...)."""
+    made: list[LocalKafka] = []
+
+    def make(**kw) -> LocalKafka:
+        kafka = _start_broker(tmp_path_factory.mktemp("kafka-extra"), **kw)
+        made.append(kafka)
+        return kafka
+
+    yield make
+    for kafka in made:
+        kafka.down(timeout=20)
