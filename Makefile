@@ -4,35 +4,52 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 TXMON := $(VENV)/bin/txmon
+PYTEST_ARGS ?=
+PYTEST := $(PY) -m pytest -p no:cacheprovider -ra --durations=15 $(PYTEST_ARGS)
 
-.PHONY: venv system-deps kafka-fetch test test-faults demo down bench lint fmt clean
+.PHONY: venv system-deps kafka-fetch kafka-up kafka-down test test-faults demo down bench \
+	lint fmt clean
 
 venv: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
+	  || { echo "make: $(PYTHON) must be Python 3.11+ (set PYTHON=...)" >&2; exit 1; }
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --upgrade pip
 	$(VENV)/bin/pip install --quiet -e '.[dev]'
 	touch $@
 
-# Prometheus and Alertmanager from Debian, when missing (root only; skipped otherwise).
+# JDK 17+, Maven, Prometheus and Alertmanager from Debian when missing (needs root;
+# otherwise it says what is missing).
 system-deps:
 	@bash scripts/system-deps.sh
 
-kafka-fetch: venv
+# Kafka's jars into $${TXMON_CACHE_DIR:-~/.cache/txmon}; a no-op (no mvn) once cached.
+kafka-fetch: venv system-deps
 	$(TXMON) kafka fetch
+
+kafka-up: kafka-fetch
+	$(TXMON) kafka up
+
+kafka-down:
+	$(TXMON) kafka down
 
 lint: venv
 	$(VENV)/bin/ruff check .
 
-test: venv system-deps kafka-fetch
+fmt: venv
+	$(VENV)/bin/ruff check --fix .
+
+# pytest exits 5 when it collects nothing, which fails this target like any error.
+test: system-deps venv kafka-fetch
 	$(VENV)/bin/ruff check .
-	$(PY) -m pytest -m "not faults" -p no:cacheprovider
+	$(PYTEST) -m "not faults"
 
-test-faults: venv system-deps kafka-fetch
-	$(PY) -m pytest -m faults -p no:cacheprovider
+test-faults: system-deps venv kafka-fetch
+	$(PYTEST) -m faults
 
-demo: venv system-deps kafka-fetch
+demo: system-deps venv kafka-fetch
 	bash scripts/demo.sh
 
 down:

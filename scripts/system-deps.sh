@@ -1,25 +1,80 @@
 #!/usr/bin/env bash
-# Installs what pip cannot: Debian's prometheus and prometheus-alertmanager (for the
-# observability tests and the demo). Java and Maven are expected on the machine.
+# Installs what pip cannot, on Debian/Ubuntu: a JDK 17+ and Maven (to fetch and run Kafka),
+# and Debian's prometheus (with promtool) and prometheus-alertmanager for the observability
+# tests and the demo. We run those binaries ourselves on 127.0.0.1, so no service from the
+# packages is left running. Without root it only checks and says what is missing.
+# Binaries: /usr/bin/prometheus, /usr/bin/promtool, /usr/bin/prometheus-alertmanager, /usr/bin/amtool.
 set -euo pipefail
+
+say() { echo "system-deps: $*" >&2; }
+is_ci() { [[ "${CI:-}" =~ ^(1|true|TRUE|yes)$ ]]; }
+
+java_ok() {
+  command -v java >/dev/null || return 1
+  local major
+  major=$(java -version 2>&1 | sed -n 's/.*version "\([0-9]*\).*/\1/p' | head -1)
+  [ -n "$major" ] && [ "$major" -ge 17 ]
+}
+
 need=()
-command -v prometheus >/dev/null || need+=(prometheus)
-command -v promtool >/dev/null || need+=(prometheus)
+java_ok || need+=(openjdk-17-jdk-headless)
+command -v mvn >/dev/null || need+=(maven)
+command -v prometheus >/dev/null && command -v promtool >/dev/null || need+=(prometheus)
 command -v prometheus-alertmanager >/dev/null || command -v alertmanager >/dev/null \
   || need+=(prometheus-alertmanager)
-for tool in java mvn; do
-  command -v "$tool" >/dev/null || { echo "system-deps: $tool is required (install a JDK 17+ and Maven)" >&2; exit 1; }
-done
-[ ${#need[@]} -eq 0 ] && exit 0
-if [ "$(id -u)" -ne 0 ]; then
-  echo "system-deps: missing ${need[*]} (not root: install them with apt to run those tests)" >&2
+
+if [ ${#need[@]} -eq 0 ]; then
   exit 0
 fi
-echo "system-deps: installing ${need[*]}"
+
+if [ "$(id -u)" -ne 0 ] || ! command -v apt-get >/dev/null; then
+  say "missing: ${need[*]} (needs root and apt-get to install; install them yourself)"
+  for pkg in "${need[@]}"; do
+    case "$pkg" in
+      openjdk-*|maven)
+        say "a JDK 17+ and Maven are required to run Kafka: cannot continue"; exit 1 ;;
+    esac
+  done
+  if is_ci; then
+    say "CI=true: the Prometheus/Alertmanager tests must not be skipped: failing"
+    exit 1
+  fi
+  exit 0
+fi
+
+say "installing ${need[*]}"
 export DEBIAN_FRONTEND=noninteractive
+
+# Keep the packages' postinst scripts from starting services (the container convention);
+# a policy already in place is left as it is.
+own_policy=0
+if [ ! -e /usr/sbin/policy-rc.d ]; then
+  printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d
+  chmod 755 /usr/sbin/policy-rc.d
+  own_policy=1
+fi
+cleanup() { if [ "$own_policy" = 1 ]; then rm -f /usr/sbin/policy-rc.d; fi; }
+trap cleanup EXIT
+
+# Package daemons run as the `prometheus` user; ours run as whoever runs the tests.
+daemons() { pgrep -u prometheus 2>/dev/null | sort || true; }
+before=$(daemons)
+
 apt-get update -qq
 apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
-# Debian's packages start services through systemd/init: we run the binaries ourselves.
-for svc in prometheus prometheus-alertmanager prometheus-node-exporter; do
-  pkill -x "$svc" 2>/dev/null || true
+
+# Anything a postinst started anyway (new processes of the `prometheus` user) is stopped
+# by pid, so that ports 9090/9093 stay free for the binaries we start ourselves.
+started=$(comm -13 <(echo "$before") <(daemons) | grep -v '^$' || true)
+for pid in $started; do
+  say "stopping $(ps -o comm= -p "$pid" 2>/dev/null || echo '?') (pid $pid) started by the package"
+  kill "$pid" 2>/dev/null || true
 done
+[ -z "$started" ] || sleep 1
+for pid in $started; do kill -9 "$pid" 2>/dev/null || true; done
+
+java_ok || { say "java 17+ still missing after install"; exit 1; }
+for tool in mvn prometheus promtool prometheus-alertmanager; do
+  command -v "$tool" >/dev/null || { say "$tool still missing after install"; exit 1; }
+done
+say "installed: ${need[*]}"
