@@ -184,7 +184,9 @@ class Counting:
                 silent = now - self.last_arrival.setdefault(p, now)
                 highwater = consumer.highwater(tp)
                 caught_up = highwater is not None and state.last_offset + 1 >= highwater
-                idle = caught_up and silent >= self.cfg.idle_timeout_s
+                # A partition that never had an event has nothing to wait for.
+                idle = caught_up and (silent >= self.cfg.idle_timeout_s
+                                      or state.max_event_ms is None)
                 before = state.closed_until
                 if idle:
                     state.advance_idle(int(silent * 1000))
