@@ -1,9 +1,17 @@
 """Scores a closed minute with an IsolationForest and says what is wrong with it.
 
-The forest sees the one-sided deviations of `features` (never raw counts), so "normal"
-is a small region near zero and anything far from it isolates quickly. The alert
-threshold is not a contamination guess: it is the score quantile of the training
-windows for a target false-alarm rate, so it means "this rarely happened in history".
+The forest sees the gated one-sided deviations of `features` (never raw counts), so
+"normal" is a small region near zero and anything far from it isolates quickly. The
+alert threshold is not a contamination guess: it is the score quantile of the training
+minutes, scored exactly as the worker scores them, for a target false-alarm rate, so it
+means "this rarely happened in history". A minute is anomalous when the forest says so
+*and* some status group has significant, material evidence (FAULT_Z): the forest
+decides how unusual, the evidence names what is wrong.
+
+Scoring one minute through scikit-learn costs milliseconds of input validation per
+call; `FlatForest` walks the same fitted trees with numpy instead (same splits, same
+leaf depths, same formula: tests check it against `score_samples`), so the worker and
+`txmon evaluate` score a day in seconds and always identically.
 """
 
 from __future__ import annotations
@@ -18,22 +26,23 @@ import joblib
 import numpy as np
 import sklearn
 from sklearn.ensemble import IsolationForest
+from sklearn.ensemble._iforest import _average_path_length
 
 from processor.features import (
     FEATURES,
     GROUPS,
     LEVEL_MINUTES,
     Baseline,
-    deviations,
-    vector,
-    volume_level,
+    evidence,
+    training_dispersion,
 )
 from txmon.contracts import STATUSES
 
-#: A status is named at fault when it deviates by at least this many Poisson sigmas.
+#: A group is at fault when its evidence reaches this z (one-sided, ~3e-5 per test).
 FAULT_Z = 4.0
 STATUS_APPROVED = STATUSES.index("approved")
 DEFAULT_FALSE_ALARM_RATE = 0.002
+N_ESTIMATORS = 100
 
 
 @dataclass(frozen=True)
@@ -44,7 +53,54 @@ class Verdict:
     groups: tuple[str, ...]
     statuses: tuple[str, ...]
     expected: dict[str, float]
+    #: Evidence per status (and approved_share / approved_count), one-sided z.
     z: dict[str, float]
+
+
+def group_z(z: dict[str, float]) -> dict[str, float]:
+    """Each group's evidence: its strongest status."""
+    return {g: max(z[s] for s in statuses) for g, statuses in GROUPS.items()}
+
+
+class FlatForest:
+    """A fitted IsolationForest as padded arrays, scored with numpy."""
+
+    def __init__(self, model: IsolationForest):
+        trees = [e.tree_ for e in model.estimators_]
+        width = max(t.node_count for t in trees)
+        n = len(trees)
+        self.feature = np.zeros((n, width), np.int64)
+        self.threshold = np.zeros((n, width), np.float64)
+        self.left = np.zeros((n, width), np.int64)
+        self.right = np.zeros((n, width), np.int64)
+        self.value = np.zeros((n, width), np.float64)
+        for k, (tree, feats, depth, avg) in enumerate(zip(
+                trees, model.estimators_features_, model._decision_path_lengths,
+                model._average_path_length_per_tree, strict=True)):
+            c = tree.node_count
+            leaf = tree.children_left[:c] == -1
+            self.feature[k, :c] = np.where(leaf, 0, np.asarray(feats)[np.maximum(
+                tree.feature[:c], 0)])
+            self.threshold[k, :c] = tree.threshold[:c]
+            idx = np.arange(c)
+            self.left[k, :c] = np.where(leaf, idx, tree.children_left[:c])
+            self.right[k, :c] = np.where(leaf, idx, tree.children_right[:c])
+            self.value[k, :c] = depth[:c] + avg[:c] - 1.0
+        self.depth = int(max(t.max_depth for t in trees)) + 1
+        self.denominator = n * float(_average_path_length([model._max_samples])[0])
+        self.rows = np.arange(n)[:, None]
+
+    def score(self, x: np.ndarray) -> np.ndarray:
+        """Anomaly score (higher = more anomalous), = -IsolationForest.score_samples."""
+        x = np.asarray(x, dtype=np.float32).astype(np.float64)  # sklearn splits on float32
+        node = np.zeros((self.feature.shape[0], len(x)), np.int64)
+        cols = np.arange(len(x))[None, :]
+        for _ in range(self.depth):
+            f = self.feature[self.rows, node]
+            go_left = x[cols, f] <= self.threshold[self.rows, node]
+            node = np.where(go_left, self.left[self.rows, node], self.right[self.rows, node])
+        depths = self.value[self.rows, node].sum(axis=0)
+        return 2.0 ** (-depths / self.denominator)
 
 
 @dataclass
@@ -53,6 +109,9 @@ class Detector:
     baseline: Baseline
     threshold: float
     meta: dict
+
+    def __post_init__(self):
+        self.flat = FlatForest(self.model)
 
     @property
     def version(self) -> str:
@@ -70,27 +129,30 @@ class Detector:
         """Fit on history: (window start ms, counts) pairs, ideally whole clean days."""
         if len(windows) < 10:
             raise ValueError(f"need at least 10 windows of history, got {len(windows)}")
-        windows = sorted(windows)
+        windows = sorted((s, list(c[: len(STATUSES)])) for s, c in windows)
         baseline = Baseline.fit(windows)
+        baseline.dispersion = training_dispersion(baseline, windows)
         rows, recent = [], []
         for start, counts in windows:
-            rows.append(vector(deviations(baseline, start, counts, volume_level(baseline, recent))))
-            recent = [*recent[-LEVEL_MINUTES:], (start, counts[STATUS_APPROVED])]
+            rows.append(evidence(baseline, start, counts, recent).vector)
+            recent = [*recent[-LEVEL_MINUTES:], (start, counts)]
         x = np.array(rows)
-        model = IsolationForest(n_estimators=200, random_state=seed).fit(x)
-        scores = -model.score_samples(x)
+        model = IsolationForest(n_estimators=N_ESTIMATORS, random_state=seed).fit(x)
+        scores = FlatForest(model).score(x)
         threshold = float(np.quantile(scores, 1.0 - false_alarm_rate))
         starts = [s for s, _ in windows]
         digest = hashlib.sha256(
-            repr((sorted(starts)[:1], sorted(starts)[-1:], len(windows), seed, threshold)).encode()
+            repr((starts[0], starts[-1], len(windows), seed, threshold, source)).encode()
         ).hexdigest()[:10]
         meta = {
             "version": f"iforest-{digest}",
             "features": list(FEATURES),
             "false_alarm_rate": false_alarm_rate,
+            "fault_z": FAULT_Z,
+            "dispersion": {k: round(v, 3) for k, v in baseline.dispersion.items()},
             "training_windows": len(windows),
-            "training_from": _iso(min(starts)),
-            "training_to": _iso(max(starts)),
+            "training_from": _iso(starts[0]),
+            "training_to": _iso(starts[-1]),
             "source": source,
             "trained_at": datetime.now(UTC).isoformat(),
             "versions": {
@@ -101,31 +163,22 @@ class Detector:
         }
         return cls(model=model, baseline=baseline, threshold=threshold, meta=meta)
 
-    def score(self, start_ms: int, counts: list[int], recent: list[tuple[int, int]]) -> Verdict:
-        """`recent`: (start, approvals) of the minutes before this one, oldest first."""
-        level = volume_level(self.baseline, recent)
-        z = deviations(self.baseline, start_ms, counts, level)
-        score = float(-self.model.score_samples(np.array([vector(z)]))[0])
-        group_z = {
-            "failures": z["failed"],
-            "denials": z["denied"],
-            "reversals": max(z["reversed"], z["backend_reversed"]),
-            "outage": max(z["approved_share"], z["approved_count"]),
-        }
-        groups = tuple(g for g, v in group_z.items() if v >= FAULT_Z)
+    def score(self, start_ms: int, counts: list[int], recent: list) -> Verdict:
+        """`recent`: (start, counts) of the minutes before this one, oldest first (the
+        worker keeps the last LEVEL_MINUTES + 1)."""
+        ev = evidence(self.baseline, start_ms, list(counts[: len(STATUSES)]), recent)
+        score = float(self.flat.score(np.array([ev.vector]))[0])
+        groups = tuple(g for g, v in group_z(ev.z).items() if v >= FAULT_Z)
         anomalous = score > self.threshold and bool(groups)
-        statuses = tuple(
-            s for g in groups for s in GROUPS[g]
-            if s == "approved" or z[s] >= FAULT_Z or len(GROUPS[g]) == 1
-        )
+        statuses = tuple(s for g in groups for s in GROUPS[g] if ev.z[s] >= FAULT_Z)
         return Verdict(
             score=score,
             threshold=self.threshold,
             anomalous=anomalous,
             groups=groups if anomalous else (),
             statuses=statuses if anomalous else (),
-            expected=self.baseline.expected(start_ms, counts, level),
-            z=z,
+            expected=ev.expected,
+            z=ev.z,
         )
 
     def save(self, path: str | Path) -> None:

@@ -1,20 +1,38 @@
-"""From a closed minute's counts to the numbers the anomaly model sees.
+"""From a closed minute's counts to the evidence the anomaly model sees.
 
-Raw counts make a busy day look like an incident and a quiet night hide one. So each
-monitored status is compared with what it should be *given this minute's volume*: the
-expected count of a bad status is its usual share (for that hour of day, from history)
-times this minute's total, and the deviation is a Poisson z-score, which stays calm at
-night when a few failures are noise and grows with evidence at peak. Approvals are the
-exception: an outage removes volume itself, so they are compared with their usual
-count for the hour as well. Deviations are one-sided: more failures, denials or
-reversals, or fewer approvals, are the only directions an operator is paged for.
+Raw counts make a busy day look like an incident and a quiet night hide one, so every
+monitored status is compared with what it should have been in *this* minute:
+
+- A rising status (failed, denied, reversed, backend_reversed) is expected at its usual
+  share of volume for the time of day (from history) times this minute's volume. The
+  volume is the minute's own total without that status (so its own spike does not
+  raise its expectation), floored by today's level: the usual volume for the time of
+  day scaled by how busy today is (the median ratio over the last hour), so that an
+  outage, which removes volume, does not make the other statuses look high.
+- Approvals are judged twice: their share of the minute (approvals collapse while the
+  rest keeps flowing) and their count against today's level (a minute with no traffic
+  at all is an outage too).
+
+Deviations are exact Poisson tail probabilities turned into one-sided z-scores, so a
+handful of failures at night and hundreds at peak are judged on the same scale. Real
+traffic is overdispersed (a quiet-then-busy minute is more common than Poisson says),
+so counts are quasi-Poisson: divided by a dispersion φ estimated robustly (lower
+quartile of |Pearson residual|, which ignores up to three quarters of contaminated
+minutes) from the recent minutes and never below the one seen in training. Evidence
+is taken over the minute alone and over the last SUSTAIN_MINUTES together, so a
+sustained moderate rise is seen as surely as a sharp one.
+
+Statistical significance is not enough for a page: a deviation also has to be
+material (RISE_MIN_RATIO above, or OUTAGE_MAX_RATIO / SHARE_MAX_RATIO below, what was
+expected), which keeps a 10x busier day, where a 5 % wobble is "significant", quiet.
 """
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass, field
-from statistics import median
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.special import gammainc, gammaincc, ndtri
 
 from txmon.contracts import STATUSES
 
@@ -27,116 +45,254 @@ GROUPS: dict[str, tuple[str, ...]] = {
     "outage": ("approved",),
 }
 FEATURES = (
-    *(f"{s}_excess" for s in RISING),
-    "approved_share_drop",
-    "approved_count_drop",
+    *(f"{s}_{w}" for s in RISING for w in ("1m", "3m")),
+    "approved_share_1m",
+    "approved_count_1m",
+    "approved_count_3m",
 )
-HOURS = 24
-_IDX = {s: i for i, s in enumerate(STATUSES)}
+N = len(STATUSES)
+IDX = {s: i for i, s in enumerate(STATUSES)}
+APPROVED = IDX["approved"]
+MINUTES_PER_DAY = 1440
+
+#: Minutes of recent history the worker keeps for the detector (level, dispersion).
+LEVEL_MINUTES = 120
+#: Minutes whose median volume ratio sets today's level.
+LEVEL_WINDOW = 60
+LEVEL_MIN_MINUTES = 10
+#: Minutes summed for the sustained-evidence features (this one and the ones before).
+SUSTAIN_MINUTES = 3
+#: A rising status is material from +50 % over its expectation.
+RISE_MIN_RATIO = 1.5
+#: Approvals are material when their count falls under 70 % of today's level...
+OUTAGE_MAX_RATIO = 0.7
+#: ...or their share of the minute under 90 % of its usual share.
+SHARE_MAX_RATIO = 0.9
+#: Residuals from minutes with a smaller expectation say nothing about dispersion.
+DISPERSION_MIN_EXPECTED = 5.0
+DISPERSION_MIN_MINUTES = 20
+#: Lower quartile of |N(0, 1)|: q25(|r|) / this estimates the residuals' scale.
+Q25_ABS_NORMAL = 0.318639
+DISPERSION_MAX = 100.0
+Z_MAX = 40.0
 
 
-def hour_of(start_ms: int) -> int:
-    return (start_ms // 3_600_000) % HOURS
+def minute_of_day(start_ms: int) -> int:
+    return (start_ms // 60_000) % MINUTES_PER_DAY
 
 
 @dataclass
 class Baseline:
-    """Robust per-hour-of-day reference: each status's share of volume, and the usual
-    approvals per minute. Hours the history lacks fall back to the pooled values."""
+    """Robust reference by minute of day, learnt from history.
 
-    share: list[dict[str, float]] = field(default_factory=list)
-    approved: list[float] = field(default_factory=list)
+    Per hour of day: each status's share of volume (trimmed mean of per-minute shares,
+    so an incident hour in the history does not become the norm) and the median
+    approvals per minute; interpolated linearly between hour centres, as traffic has
+    no steps at the hour. Hours with too little history take the pooled values.
+    `dispersion` is the φ of each feature's residuals over the training minutes.
+    """
+
+    share: np.ndarray  # (1440, 7)
+    approved: np.ndarray  # (1440,)
+    dispersion: dict[str, float]
 
     @classmethod
     def fit(cls, windows: list[tuple[int, list[int]]]) -> Baseline:
-        by_hour: list[list[list[int]]] = [[] for _ in range(HOURS)]
-        for start, counts in windows:
-            by_hour[hour_of(start)].append(counts)
-        pooled = [c for hour in by_hour for c in hour]
-        if not pooled:
+        if not windows:
             raise ValueError("no history to fit a baseline on")
-        pooled_share = _shares(pooled)
-        pooled_approved = median(c[_IDX["approved"]] for c in pooled)
-        share, approved = [], []
-        for hour in by_hour:
-            if len(hour) >= 10:
-                share.append(_shares(hour))
-                approved.append(median(c[_IDX["approved"]] for c in hour))
+        counts = np.array([c[:N] for _, c in windows], dtype=np.float64)
+        hours = np.array([minute_of_day(s) // 60 for s, _ in windows])
+        pooled_share = _trimmed_shares(counts)
+        pooled_approved = float(np.median(counts[:, APPROVED]))
+        share_h = np.empty((24, N))
+        approved_h = np.empty(24)
+        for h in range(24):
+            rows = counts[hours == h]
+            if len(rows) >= 10 and rows.sum() > 0:
+                share_h[h] = _trimmed_shares(rows)
+                approved_h[h] = np.median(rows[:, APPROVED])
             else:
-                share.append(pooled_share)
-                approved.append(pooled_approved)
-        return cls(share=share, approved=approved)
+                share_h[h] = pooled_share
+                approved_h[h] = pooled_approved
+        centres = np.arange(-1, 25) * 60 + 30.0
+        minutes = np.arange(MINUTES_PER_DAY) + 0.5
+        wrap = [23, *range(24), 0]
+        share = np.stack(
+            [np.interp(minutes, centres, share_h[wrap, i]) for i in range(N)], axis=1)
+        approved = np.interp(minutes, centres, approved_h[wrap])
+        return cls(share=share, approved=approved, dispersion={})
 
-    def expected(self, start_ms: int, counts: list[int], level: float = 1.0) -> dict[str, float]:
-        """What each status should have been in this minute, given its volume."""
-        hour = hour_of(start_ms)
-        total = sum(counts[: len(STATUSES)])
-        out = {s: self.share[hour][s] * total for s in STATUSES}
-        out["approved"] = max(out["approved"], self.approved[hour] * level)
-        return out
+    def expected_volume(self, start_ms: int, level: float) -> float:
+        """The total volume today's level predicts for this minute."""
+        m = minute_of_day(start_ms)
+        return level * self.approved[m] / max(self.share[m, APPROVED], 1e-9)
 
 
-def _shares(rows: list[list[int]]) -> dict[str, float]:
-    # Ratio of sums, with trimmed minutes: one incident hour in the history must not
-    # become the norm.
-    totals = [sum(r[: len(STATUSES)]) for r in rows]
-    keep = [r for r, t in zip(rows, totals, strict=True) if t > 0]
+def _trimmed_shares(rows: np.ndarray) -> np.ndarray:
+    totals = rows.sum(axis=1)
+    keep = rows[totals > 0] / totals[totals > 0, None]
+    if len(keep) == 0:
+        return np.full(N, 1.0 / N)
+    keep = np.sort(keep, axis=0)
+    cut = len(keep) // 10
+    trimmed = keep[: len(keep) - cut] if cut else keep
+    shares = trimmed.mean(axis=0)
+    shares = np.maximum(shares, 1e-6)
+    return shares / shares.sum()
+
+
+def volume_level(baseline: Baseline, recent: list[tuple[int, list[int]]]) -> float | None:
+    """How busy today is against the history: the median, over the last LEVEL_WINDOW
+    minutes, of approvals over their usual count for that minute of day. 1.0 on a usual
+    day, 10 on a day ten times busier; the median keeps a half-hour outage from
+    becoming the new normal. None until LEVEL_MIN_MINUTES minutes are known: before
+    that nothing is judged against a level."""
+    ratios = [
+        c[APPROVED] / baseline.approved[minute_of_day(s)]
+        for s, c in recent[-LEVEL_WINDOW:]
+        if baseline.approved[minute_of_day(s)] > 0
+    ]
+    if len(ratios) < LEVEL_MIN_MINUTES:
+        return None
+    return float(np.median(ratios))
+
+
+def expectations(baseline: Baseline, starts: np.ndarray, counts: np.ndarray,
+                 level: float) -> dict[str, np.ndarray]:
+    """Expected value of each feature's count, per minute (rows of `counts`)."""
+    m = (starts // 60_000) % MINUTES_PER_DAY
+    share = baseline.share[m]
+    total = counts.sum(axis=1)
+    floor_volume = level * baseline.approved[m] / np.maximum(share[:, APPROVED], 1e-9)
     out = {}
-    for s in STATUSES:
-        i = _IDX[s]
-        shares = sorted(r[i] / sum(r[: len(STATUSES)]) for r in keep) if keep else [0.0]
-        cut = len(shares) // 10
-        trimmed = shares[: len(shares) - cut] if cut else shares
-        out[s] = sum(trimmed) / len(trimmed)
+    for s in RISING:
+        i = IDX[s]
+        p = share[:, i]
+        out[s] = np.maximum(p / (1 - p) * (total - counts[:, i]), p * floor_volume)
+    out["approved_share"] = share[:, APPROVED] * total
+    out["approved_count"] = level * baseline.approved[m]
     return out
 
 
-def poisson_z(observed: float, expected: float) -> float:
-    """Signed deviation in Poisson standard deviations (+1 keeps tiny expectations sane)."""
-    return (observed - expected) / math.sqrt(expected + 1.0)
+def observed(counts: np.ndarray) -> dict[str, np.ndarray]:
+    out = {s: counts[:, IDX[s]] for s in RISING}
+    out["approved_share"] = out["approved_count"] = counts[:, APPROVED]
+    return out
 
 
-#: Minutes of recent history that set the volume level approvals are judged against.
-LEVEL_MINUTES = 60
+def dispersion(obs: np.ndarray, exp: np.ndarray) -> float | None:
+    """φ from the lower quartile of |Pearson residuals|, or None with too few minutes."""
+    use = exp >= DISPERSION_MIN_EXPECTED
+    if use.sum() < DISPERSION_MIN_MINUTES:
+        return None
+    r = np.abs(obs[use] - exp[use]) / np.sqrt(exp[use])
+    scale = float(np.quantile(r, 0.25)) / Q25_ABS_NORMAL
+    return float(min(max(scale * scale, 1.0), DISPERSION_MAX))
 
 
-def volume_level(baseline: Baseline, recent: list[tuple[int, int]]) -> float:
-    """How busy today is compared with the history the baseline came from.
-
-    The median, over the recent minutes, of approvals against their usual count for the
-    hour: 1.0 on a normal day, 10 on a day ten times busier. Approvals are then judged
-    against the usual count times this level, so a busy day is not an incident and a
-    quiet one is not an outage; the median keeps a half-hour outage from becoming the
-    new normal.
-    """
-    ratios = sorted(
-        approved / baseline.approved[hour_of(start)]
-        for start, approved in recent[-LEVEL_MINUTES:]
-        if baseline.approved[hour_of(start)] > 0
-    )
-    if len(ratios) < 10:
-        return 1.0
-    return ratios[len(ratios) // 2]
+def z_rise(obs: float, exp: float, phi: float) -> float:
+    """One-sided z of `obs` or more under quasi-Poisson(exp, φ); 0 when not above."""
+    if obs <= exp or obs <= 0:
+        return 0.0
+    p = float(gammainc(obs / phi, exp / phi)) if exp > 0 else 0.0
+    return _z(p)
 
 
-def deviations(
-    baseline: Baseline, start_ms: int, counts: list[int], level: float = 1.0
-) -> dict[str, float]:
-    """One-sided z per monitored status: how much worse than usual, 0 when not worse."""
-    hour = hour_of(start_ms)
-    total = sum(counts[: len(STATUSES)])
-    z = {}
+def z_drop(obs: float, exp: float, phi: float) -> float:
+    """One-sided z of `obs` or fewer under quasi-Poisson(exp, φ); 0 when not below."""
+    if obs >= exp or exp <= 0:
+        return 0.0
+    p = float(gammaincc(obs / phi + 1.0, exp / phi))
+    return _z(p)
+
+
+def _z(p: float) -> float:
+    if p <= 0.0:
+        return Z_MAX
+    return float(min(max(-ndtri(p), 0.0), Z_MAX))
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """One minute seen by the detector."""
+
+    #: Model input, FEATURES order: gated one-sided z-scores.
+    vector: list[float]
+    #: Per feature family (RISING statuses, approved_share, approved_count): the larger
+    #: of the 1-minute and sustained z, 0 when the effect is not material.
+    z: dict[str, float]
+    #: Expected count per status for this minute (what the alert reports).
+    expected: dict[str, float]
+
+
+def evidence(baseline: Baseline, start_ms: int, counts: list[int],
+             recent: list[tuple[int, list[int]]]) -> Evidence:
+    """The features of one closed minute given the minutes before it (oldest first)."""
+    level = volume_level(baseline, recent)
+    known = level is not None
+    level = level if known else 0.0
+    window = [(s, c[:N]) for s, c in recent[-LEVEL_MINUTES:]] + [(start_ms, counts[:N])]
+    starts = np.array([s for s, _ in window], dtype=np.int64)
+    rows = np.array([c for _, c in window], dtype=np.float64)
+    exp = expectations(baseline, starts, rows, level)
+    obs = observed(rows)
+    # Minutes consecutive with this one, for the sustained evidence.
+    k = 1
+    while (k < SUSTAIN_MINUTES and k < len(starts)
+           and starts[-1 - k] == start_ms - 60_000 * k):
+        k += 1
+    vector, z = [], {}
+    for name in (*RISING, "approved_share", "approved_count"):
+        o, e = obs[name], exp[name]
+        phi_recent = dispersion(o[:-1], e[:-1])
+        phi = max(baseline.dispersion.get(name, 1.0), phi_recent or 1.0)
+        o1, e1 = float(o[-1]), float(e[-1])
+        o3, e3 = float(o[-k:].sum()), float(e[-k:].sum())
+        if name in RISING:
+            material = o1 >= RISE_MIN_RATIO * e1 and o1 >= 1
+            z1 = z_rise(o1, e1, phi) if material else 0.0
+            z3 = z_rise(o3, e3, phi) if material and o3 >= RISE_MIN_RATIO * e3 else 0.0
+            vector += [z1, z3]
+        elif name == "approved_share":
+            # Approvals' share also falls when another status surges: only a share
+            # drop with fewer approvals than today's level is an outage's.
+            below = not known or o1 < float(exp["approved_count"][-1])
+            z1 = z_drop(o1, e1, phi) if below and o1 <= SHARE_MAX_RATIO * e1 else 0.0
+            z3 = 0.0
+            vector.append(z1)
+        else:
+            material = known and o1 <= OUTAGE_MAX_RATIO * e1
+            z1 = z_drop(o1, e1, phi) if material else 0.0
+            z3 = z_drop(o3, e3, phi) if material and o3 <= OUTAGE_MAX_RATIO * e3 else 0.0
+            vector += [z1, z3]
+        z[name] = max(z1, z3)
+    z["approved"] = max(z["approved_share"], z["approved_count"])
+    expected = {s: 0.0 for s in STATUSES}
+    m = minute_of_day(start_ms)
+    total = float(rows[-1].sum())
+    for s in STATUSES:
+        expected[s] = float(baseline.share[m, IDX[s]] * max(total, baseline.expected_volume(
+            start_ms, level)))
     for s in RISING:
-        expected = baseline.share[hour][s] * total
-        z[s] = max(0.0, poisson_z(counts[_IDX[s]], expected))
-    approved = counts[_IDX["approved"]]
-    share_drop = max(0.0, -poisson_z(approved, baseline.share[hour]["approved"] * total))
-    count_drop = max(0.0, -poisson_z(approved, baseline.approved[hour] * level))
-    z["approved_share"] = share_drop
-    z["approved_count"] = count_drop
-    return z
+        expected[s] = float(exp[s][-1])
+    expected["approved"] = float(exp["approved_count"][-1])
+    return Evidence(vector=vector, z=z, expected=expected)
 
 
-def vector(z: dict[str, float]) -> list[float]:
-    """The model's input, in FEATURES order."""
-    return [*(z[s] for s in RISING), z["approved_share"], z["approved_count"]]
+def training_dispersion(baseline: Baseline, windows: list[tuple[int, list[int]]]) -> dict:
+    """φ per feature family over the whole history, each minute judged against the
+    level of the hour before it, as the worker will."""
+    starts = np.array([s for s, _ in windows], dtype=np.int64)
+    rows = np.array([c[:N] for _, c in windows], dtype=np.float64)
+    ratio = rows[:, APPROVED] / np.maximum(baseline.approved[(starts // 60_000) % 1440], 1e-9)
+    levels = np.ones(len(rows))
+    for j in range(len(rows)):
+        past = ratio[max(0, j - LEVEL_WINDOW):j]
+        if len(past) >= 10:
+            levels[j] = np.median(past)
+    obs = observed(rows)
+    exp = expectations(baseline, starts, rows, levels)
+    out = {}
+    for name, e in exp.items():
+        out[name] = dispersion(obs[name], e) or 1.0
+    return out

@@ -12,7 +12,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from processor.detector import STATUS_APPROVED, Detector, Verdict
+from processor.detector import Detector, Verdict
 from processor.features import LEVEL_MINUTES
 from processor.incidents import IncidentTracker
 from processor.windows import LATE, WINDOW_MS, MinuteMerger, minute_id, to_datetime
@@ -27,8 +27,8 @@ class MinuteState:
     incidents: IncidentTracker
     last_offset: int = -1
     warmup: list[tuple[int, list[int]]] = field(default_factory=list)
-    #: (start, approvals) of the latest minutes: today's volume level for the detector.
-    recent: list[tuple[int, int]] = field(default_factory=list)
+    #: (start, counts) of the latest minutes: today's level and dispersion for the detector.
+    recent: list[tuple[int, list[int]]] = field(default_factory=list)
 
 
 @dataclass
@@ -85,7 +85,7 @@ class Minutes:
                 if verdict is not None
                 else []
             )
-            state.recent = [*state.recent[-LEVEL_MINUTES:], (start, counts[STATUS_APPROVED])]
+            state.recent = [*state.recent[-LEVEL_MINUTES:], (start, counts[: len(STATUSES)])]
             out.append(ClosedMinute(window_count(start, counts, verdict), alerts))
         state.last_offset = offset
         return out

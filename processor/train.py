@@ -45,7 +45,7 @@ def windows_from_simulation(days: int, rate: float, seed: int) -> Windows:
 
     frame = minute_counts(Scenario(start=SIMULATED_START, rate=rate, seed=seed,
                                    duration=days * 86_400))
-    starts = (frame.index.asi8 // 1_000_000).tolist()
+    starts = frame.index.as_unit("ms").asi8.tolist()  # the unit varies with pandas
     return list(zip(starts, frame[list(STATUSES)].to_numpy().tolist(), strict=True))
 
 
