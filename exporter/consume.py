@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_GROUP = "txmon-exporter"
 METADATA_REFRESH_S = 30.0
+LOG_EVERY_S = 30.0
 _QUIET_ERRORS = {KafkaError._PARTITION_EOF}
 
 
@@ -47,11 +48,17 @@ class TopicReader:
         self._next: dict[tuple[str, int], int] = {}
         self._assigned: set[tuple[str, int]] = set()
         self.ready = threading.Event()
+        self._logged: dict[str, float] = {}
 
     def _on_error(self, err: KafkaError) -> None:
-        # Broker down, connection refused...: librdkafka retries on its own.
-        self.metrics.kafka_error(err.name().lstrip("_").lower() or "client")
-        log.warning("kafka: %s", err)
+        # Broker down, connection refused...: librdkafka retries on its own. Every error is
+        # counted; the log says each kind once per LOG_EVERY_S, not once per connection try.
+        kind = err.name().lstrip("_").lower() or "client"
+        self.metrics.kafka_error(kind)
+        now = time.monotonic()
+        if now - self._logged.get(kind, -LOG_EVERY_S) >= LOG_EVERY_S:
+            self._logged[kind] = now
+            log.warning("kafka: %s", err)
 
     def _wait_for_topics(self) -> None:
         while not self.stop.is_set():

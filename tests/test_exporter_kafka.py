@@ -3,10 +3,11 @@ each id once, bad records counted, lag read from the processor group's commits."
 
 from __future__ import annotations
 
+import time
 import uuid
 from datetime import date, timedelta
 
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 from obs_support import (
     ExporterProcess,
     alert_key,
@@ -48,10 +49,20 @@ def reference_windows_from_counts(n, start_minute):
 
 
 def commit_processor_offsets(settings, topic: str, group: str, committed: dict[int, int]):
+    """Commit as the processor would; retried while a restarted broker's group coordinator
+    is still loading (NOT_COORDINATOR / COORDINATOR_LOAD_IN_PROGRESS)."""
     consumer = Consumer(settings.confluent(**{"group.id": group, "enable.auto.commit": False}))
     try:
-        consumer.commit(offsets=[TopicPartition(topic, p, o) for p, o in committed.items()],
-                        asynchronous=False)
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                consumer.commit(offsets=[TopicPartition(topic, p, o)
+                                         for p, o in committed.items()], asynchronous=False)
+                return
+            except KafkaException:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(1)
     finally:
         consumer.close()
 
