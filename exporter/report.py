@@ -83,24 +83,39 @@ def render(windows: list[WindowCount], alerts: list[Alert], out: Path, *,
         mid.plot(times, series[status], label=status, **style)
     mid.set_ylabel("other statuses / min")
 
-    colours = {}
+    colours: dict[str, str] = {}
     for inc in incidents:
         colour = colours.setdefault(inc.group, GROUP_COLOURS[len(colours) % len(GROUP_COLOURS)])
         stop = _utc(inc.end) if inc.end is not None else t1
         for ax in axes:
-            ax.axvspan(_utc(inc.start), stop, color=colour, alpha=0.12, lw=0)
-        mid.annotate(f"{inc.group} ({inc.severity})", xy=(_utc(inc.start), 1.0),
-                     xycoords=("data", "axes fraction"), xytext=(2, -12),
-                     textcoords="offset points", fontsize=8, color=colour)
-    marks = {"open": ("v", "tab:red"), "update": (".", "tab:red"),
-             "resolved": ("^", "tab:green")}
-    for event, (marker, colour) in marks.items():
-        xs = [_utc(a.window_start) for a in in_range if a.event == event]
-        ys = [sum(a.observed.get(s, 0) for s in a.statuses) for a in in_range
-              if a.event == event]
-        if xs:
-            mid.scatter(xs, ys, marker=marker, color=colour, s=28, zorder=5,
-                        label=f"alert: {event}")
+            ax.axvspan(_utc(inc.start), stop, color=colour, alpha=0.15, lw=0)
+    if colours:
+        from matplotlib.patches import Patch
+
+        counts = {g: sum(1 for i in incidents if i.group == g) for g in colours}
+        top.legend(handles=[*top.get_legend_handles_labels()[0],
+                            *(Patch(color=c, alpha=0.3, label=f"incident: {g} ({counts[g]})")
+                              for g, c in colours.items())], loc="upper left", fontsize=8)
+    else:
+        top.legend(loc="upper left", fontsize=8)
+
+    # Alerts are marked at their score on the score panel (the one scale they share),
+    # or as a rug along the top of the counts panel when windows carry no score.
+    marks = {"open": ("v", "tab:red", 36), "update": ("|", "tab:red", 16),
+             "resolved": ("^", "tab:green", 36)}
+    target = axes[2] if scored else mid
+    for event, (marker, colour, size) in marks.items():
+        chosen = [a for a in in_range if a.event == event]
+        if not chosen:
+            continue
+        xs = [_utc(a.window_start) for a in chosen]
+        if scored:
+            target.scatter(xs, [a.score for a in chosen], marker=marker, color=colour, s=size,
+                           zorder=5, label=f"alert: {event} ({len(chosen)})")
+        else:
+            target.scatter(xs, [1.0] * len(xs), marker=marker, color=colour, s=size, zorder=5,
+                           transform=target.get_xaxis_transform(), clip_on=False,
+                           label=f"alert: {event} ({len(chosen)})")
     if scored:
         ax = axes[2]
         ax.plot([t for t, _, _ in scored], [s for _, s, _ in scored], lw=0.8,
@@ -108,14 +123,13 @@ def render(windows: list[WindowCount], alerts: list[Alert], out: Path, *,
         if any(th is not None for _, _, th in scored):
             ax.plot([t for t, _, th in scored if th is not None],
                     [th for _, _, th in scored if th is not None], lw=1, ls="--",
-                    color="tab:red", label="threshold")
+                    color="black", label="threshold")
         ax.set_ylabel("score")
-        ax.legend(loc="upper left", fontsize=8)
+        ax.legend(loc="upper left", fontsize=8, ncol=5)
 
     for ax in axes:
         ax.grid(alpha=0.3)
         ax.set_xlim(t0, t1)
-    top.legend(loc="upper left", fontsize=8)
     mid.legend(loc="upper left", fontsize=8, ncol=4)
     axes[-1].xaxis.set_major_formatter(mdates.DateFormatter("%H:%M", tz=UTC))
     axes[-1].set_xlabel("UTC (window start)")
