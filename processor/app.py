@@ -1,51 +1,46 @@
 """The Faust worker: the only module of the processor that touches Faust.
 
-Two agents, one concern each:
-- `count_transactions` reads the transactions topic and keeps, per source partition,
-  the open windows (PartitionWindows) in a changelog-backed table, together with the
-  offset of the last record applied. A record at or below that offset was already
-  counted (we crashed before Faust committed): it is skipped.
-- `merge_minutes` reads the per-partition partials (one tiny partition) and emits one
-  window-count per minute once every active partition has closed it, then scores it and
-  emits alerts (Minutes).
+- Stage 1, counting (processor.counting), runs in a thread hosted by CountingService:
+  batches of transactions per source partition into partial windows.
+- Stage 2 is the `merge_minutes` agent: it reads the per-partition partials (one tiny
+  partition) and emits one window-count per minute once every active partition has
+  closed it, then scores it and emits alerts (Minutes). Its state is one record in a
+  changelog-backed table, with the offset of the last partial applied; a partial at or
+  below that offset was already applied (we crashed before Faust committed): skipped.
 
 Faust's windowed tables and exactly-once mode are not used (see issue 3): windows are
-closed by our own watermark, driven by events and by `tick` for idle partitions.
-Ordering rule: everything a state change implies (partials, dead letters, window counts,
-alerts) is acknowledged by Kafka *before* the state is written, so a crash can only
-cause a re-emission with the same id and content, never a loss.
+closed by our own watermark. Ordering rule: everything a state change implies (window
+counts, alerts) is acknowledged by Kafka *before* the state is written, so a crash can
+only cause a re-emission with the same id and content, never a loss.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import time
+import os
+import threading
 
 import faust
 import msgspec
-from prometheus_client import Counter, Gauge
+from mode import Service
+from prometheus_client import Counter
 
 from processor.config import ProcessorConfig
+from processor.counting import Counting
 from processor.incidents import IncidentTracker
 from processor.minutes import Minutes, MinuteState
-from processor.windows import STATUS_INDEX, MinuteMerger, PartitionWindows, minute_id, to_ms
+from processor.windows import MinuteMerger
 from txmon.config import KafkaSettings
-from txmon.contracts import DeadLetter, DeadLetterReason, Topics, WindowPartial, encode
+from txmon.contracts import Topics, WindowPartial, encode
 from txmon.contracts import metrics as m
-from txmon.contracts.events import InvalidTransaction, decode_transaction
 
 log = logging.getLogger(__name__)
 
-EVENTS = Counter(m.PROCESSOR_EVENTS_TOTAL.removesuffix("_total"),
-                 "Transactions read by the worker, by outcome", ["outcome"])
-WATERMARK = Gauge(m.PROCESSOR_WATERMARK, "Event-time watermark per source partition",
-                  ["partition"])
 WINDOWS_EMITTED = Counter(m.PROCESSOR_WINDOWS_EMITTED_TOTAL.removesuffix("_total"),
                           "Closed minutes emitted by this worker")
 
 MINUTES_KEY = "minutes"
-_partition_decoder = msgspec.json.Decoder(PartitionWindows)
 _minutes_decoder = msgspec.json.Decoder(MinuteState)
 _partial_decoder = msgspec.json.Decoder(WindowPartial)
 
@@ -85,116 +80,31 @@ class StateTable:
         self.table.send_changelog(partition, key, raw)
 
 
-class Counting:
-    """Stage 1: per-partition windows, dead letters, partials."""
+class CountingService(Service):
+    """Hosts stage 1 (processor.counting, a thread) inside the Faust worker, so one
+    process runs both stages and stops them together."""
 
-    def __init__(self, app: faust.App, cfg: ProcessorConfig, names: Topics,
-                 table: StateTable, partials: faust.TopicT, dead: faust.TopicT):
-        self.app, self.cfg, self.names = app, cfg, names
-        self.table, self.partials, self.dead = table, partials, dead
-        self.lock = asyncio.Lock()
-        self.last_arrival: dict[int, float] = {}
-        self.lateness_ms = int(cfg.lateness_s * 1000)
+    def __init__(self, counting: Counting, **kwargs):
+        super().__init__(**kwargs)
+        self.counting = counting
+        self.thread = threading.Thread(target=self._run, name="counting", daemon=True)
 
-    def load(self, partition: int) -> PartitionWindows:
-        return self.table.load(str(partition)) or PartitionWindows(self.lateness_ms)
+    def _run(self) -> None:
+        try:
+            self.counting.run()
+        except BaseException:
+            # Counting without its state would lose or double-count: die, and let the
+            # restart resume from the stored state.
+            log.critical("counting thread failed: stopping the worker")
+            logging.shutdown()
+            os._exit(1)
 
-    async def dead_letter(self, event, reason: str, detail: str):
-        msg = event.message
-        record = DeadLetter(
-            reason=reason, detail=detail, source="processor", topic=msg.topic,
-            partition=msg.partition, offset=msg.offset,
-            payload_b64=DeadLetter.wrap(event.value or b""),
-        )
-        EVENTS.labels("dead_letter" if reason != DeadLetterReason.LATE else "late").inc()
-        key = f"{msg.topic}:{msg.partition}:{msg.offset}".encode()
-        return await self.dead.send(key=key, value=encode(record))
+    async def on_start(self) -> None:
+        self.thread.start()
 
-    async def process(self, events) -> None:
-        now = time.time()
-        future_ms = int((now + self.cfg.max_future_s) * 1000)
-        by_partition: dict[int, list] = {}
-        for event in events:
-            by_partition.setdefault(event.message.partition, []).append(event)
-        async with self.lock:
-            for partition, batch in by_partition.items():
-                state = self.load(partition)
-                before = state.closed_until
-                pending = []
-                counted = 0
-                for event in batch:
-                    offset = event.message.offset
-                    if state.seen(offset):
-                        continue
-                    try:
-                        if event.value is None:
-                            raise InvalidTransaction(DeadLetterReason.MALFORMED_JSON, "empty value")
-                        tx = decode_transaction(event.value)
-                        ts_ms = to_ms(tx.timestamp)
-                        if ts_ms > future_ms:
-                            raise InvalidTransaction(
-                                DeadLetterReason.FUTURE,
-                                f"{tx.timestamp.isoformat()} is more than "
-                                f"{self.cfg.max_future_s:g}s ahead of the clock")
-                    except InvalidTransaction as exc:
-                        state.skip(offset)
-                        pending.append(await self.dead_letter(event, exc.reason, exc.detail))
-                        continue
-                    if state.add(offset, ts_ms, STATUS_INDEX[tx.status]):
-                        counted += 1
-                    else:
-                        pending.append(await self.dead_letter(
-                            event, DeadLetterReason.LATE,
-                            f"window {minute_id(ts_ms)} closed (watermark "
-                            f"{minute_id(state.closed_until)})"))
-                EVENTS.labels("counted").inc(counted)
-                self.last_arrival[partition] = now
-                await self.flush(partition, state, pending, before, idle=False)
-
-    async def flush(self, partition: int, state: PartitionWindows, pending: list,
-                    before: int | None, idle: bool, heartbeat: bool = False) -> None:
-        closed = state.drain_closed()
-        if closed or heartbeat or state.closed_until != before:
-            partial = WindowPartial(partition=partition, closed_until=state.closed_until,
-                                    idle=idle, windows=closed, sent_ms=int(time.time() * 1000))
-            pending.append(await self.partials.send(key=str(partition).encode(),
-                                                    value=encode(partial)))
-        if pending:
-            await asyncio.gather(*pending)
-        self.table.save(partition, str(partition), state)
-        if state.watermark is not None:
-            WATERMARK.labels(str(partition)).set(state.watermark / 1000)
-
-    def ready(self) -> bool:
-        app = self.app
-        return not (app.rebalancing or app.in_recovery
-                    or not app.tables.recovery.completed.is_set())
-
-    async def tick(self) -> None:
-        """Heartbeat every owned partition; advance the ones that are idle."""
-        if not self.ready():
-            return
-        consumer = self.app.consumer
-        now = time.time()
-        owned = [tp for tp in consumer.assignment() if tp.topic == self.names.transactions]
-        async with self.lock:
-            for tp in owned:
-                p = tp.partition
-                state = self.load(p)
-                silent = now - self.last_arrival.setdefault(p, now)
-                highwater = consumer.highwater(tp)
-                caught_up = highwater is not None and state.last_offset + 1 >= highwater
-                # A partition that never had an event has nothing to wait for.
-                idle = caught_up and (silent >= self.cfg.idle_timeout_s
-                                      or state.max_event_ms is None)
-                before = state.closed_until
-                if idle:
-                    state.advance_idle(int(silent * 1000))
-                await self.flush(p, state, [], before, idle=idle, heartbeat=True)
-
-    def on_assigned(self) -> None:
-        # A partition just (re)assigned has not been silent: it was moving.
-        self.last_arrival.clear()
+    async def on_stop(self) -> None:
+        self.counting.stop_event.set()
+        await asyncio.get_running_loop().run_in_executor(None, self.thread.join, 30)
 
 
 class Merging:
@@ -247,7 +157,7 @@ class Merging:
 def create_app(cfg: ProcessorConfig, settings: KafkaSettings, names: Topics,
                source_partitions: int) -> faust.App:
     app = faust.App(
-        cfg.app_id,
+        f"{cfg.app_id}-merge",
         broker=settings.faust_url(),
         broker_credentials=settings.faust_credentials(),
         store="memory://",
@@ -255,37 +165,27 @@ def create_app(cfg: ProcessorConfig, settings: KafkaSettings, names: Topics,
         web_enabled=False,
         consumer_auto_offset_reset="earliest",
         producer_acks=-1,
-        topic_allow_declare=True,
+        broker_session_timeout=cfg.session_timeout_ms / 1000,
+        broker_heartbeat_interval=max(0.5, cfg.session_timeout_ms / 10_000),
         table_standby_replicas=0,
     )
-    transactions = raw_topic(app, names.transactions)
     partials = raw_topic(app, names.window_partials)
-    dead = raw_topic(app, names.dead_letter)
     counts = raw_topic(app, names.window_counts)
     alerts = raw_topic(app, names.alerts)
-    partition_table = raw_table(app, "partition-windows", source_partitions)
     minute_table = raw_table(app, "minutes", 1)
-    counting = Counting(app, cfg, names, StateTable(partition_table, _partition_decoder),
-                        partials, dead)
     merging = Merging(cfg, StateTable(minute_table, _minutes_decoder), source_partitions,
                       counts, alerts)
-
-    @app.agent(transactions, name="count-transactions")
-    async def count_transactions(stream):
-        async for events in stream.take_events(cfg.batch_size, within=cfg.batch_within_s):
-            await counting.process(events)
 
     @app.agent(partials, name="merge-minutes")
     async def merge_minutes(stream):
         async for event in stream.events():
             await merging.process(event)
 
-    @app.timer(cfg.tick_s)
-    async def tick():
-        await counting.tick()
-
-    @app.on_rebalance_complete.connect
-    async def on_rebalanced(sender, **kwargs):
-        counting.on_assigned()
-
     return app
+
+
+def create_worker(cfg: ProcessorConfig, settings: KafkaSettings, names: Topics,
+                  source_partitions: int, loglevel: str = "INFO") -> faust.Worker:
+    app = create_app(cfg, settings, names, source_partitions)
+    counting = CountingService(Counting(cfg, settings, names), loop=None)
+    return faust.Worker(app, counting, loglevel=loglevel)

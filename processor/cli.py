@@ -36,6 +36,25 @@ def register(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--out", default=None, help="model path (TXMON_MODEL_PATH)")
     t.set_defaults(func=run_train)
 
+    e = sub.add_parser("evaluate", help="score detection on labelled simulated days and the "
+                       "reference days (table, PNGs)")
+    e.add_argument("--quick", action="store_true", help="the reduced suite the tests run")
+    e.add_argument("--only", help="comma-separated scenario names")
+    e.add_argument("--model", help="evaluate this model file instead of training one")
+    e.add_argument("--train-days", type=int, default=2,
+                   help="simulated clean days to train on (default 2)")
+    e.add_argument("--train-rate", type=float, default=20.0,
+                   help="tx/s at peak of the training days (default 20, as txmon train)")
+    e.add_argument("--seed", type=int, default=0, help="training seed")
+    e.add_argument("--data-dir", help="reference data (default TXMON_DATA_DIR)")
+    e.add_argument("--no-reference", action="store_true", help="skip the reference days")
+    e.add_argument("--out", help="write a PNG per scenario into this directory")
+    e.add_argument("--report", help="rewrite the results block of this Markdown file")
+    e.add_argument("--strict", action="store_true",
+                   help="exit 1 when an acceptance criterion is not met")
+    e.add_argument("--no-progress", action="store_true")
+    e.set_defaults(func=run_evaluate)
+
     a = sub.add_parser("alerts", help="print alerts from the alerts topic")
     a.add_argument("--follow", "-f", action="store_true", help="keep printing new alerts")
     a.add_argument("--from-start", action="store_true",
@@ -52,10 +71,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run_process(args: argparse.Namespace) -> int:
-    import faust
     from prometheus_client import start_http_server
 
-    from processor.app import create_app
+    from processor.app import create_worker
     from processor.config import ProcessorConfig
     from txmon.config import KafkaSettings
     from txmon.contracts import topics
@@ -70,8 +88,8 @@ def run_process(args: argparse.Namespace) -> int:
     partitions = partition_count(settings, names.transactions)
     if cfg.metrics_port:
         start_http_server(cfg.metrics_port, addr=cfg.metrics_host)
-    app = create_app(cfg, settings, names, partitions)
-    worker = faust.Worker(app, loglevel="DEBUG" if args.verbose else "INFO")
+    worker = create_worker(cfg, settings, names, partitions,
+                           loglevel="DEBUG" if args.verbose else "INFO")
     worker.execute_from_commandline()
     return 0
 
@@ -80,6 +98,16 @@ def run_train(args: argparse.Namespace) -> int:
     from processor.train import train
 
     return train(args)
+
+
+def run_evaluate(args: argparse.Namespace) -> int:
+    import shlex
+    import sys
+
+    from processor.evaluate import run
+
+    args.command_line = "txmon " + shlex.join(sys.argv[1:])
+    return run(args)
 
 
 def run_alerts(args: argparse.Namespace) -> int:

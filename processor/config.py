@@ -26,6 +26,9 @@ class ProcessorConfig:
     batch_size: int = field(default_factory=lambda: env_int("TXMON_BATCH_SIZE", 5000))
     batch_within_s: float = field(
         default_factory=lambda: env_float("TXMON_BATCH_WITHIN_SECONDS", 0.2))
+    #: Kafka group session timeout: how soon a dead worker's partitions move on.
+    session_timeout_ms: int = field(
+        default_factory=lambda: env_int("TXMON_SESSION_TIMEOUT_MS", 10_000))
     tick_s: float = field(default_factory=lambda: env_float("TXMON_TICK_SECONDS", 1.0))
     model_path: str | None = field(
         default_factory=lambda: env_str("TXMON_MODEL_PATH", str(state_dir() / "model.joblib")))

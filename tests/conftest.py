@@ -74,13 +74,10 @@ def _slug(request: pytest.FixtureRequest) -> str:
 def unique_topics(request: pytest.FixtureRequest, kafka_settings: KafkaSettings) -> Topics:
     """Topic names no other test uses, already created with the pipeline's settings."""
     slug = _slug(request)
-    names = Topics(
-        transactions=f"t-{slug}-transactions",
-        window_counts=f"t-{slug}-window-counts",
-        alerts=f"t-{slug}-alerts",
-        dead_letter=f"t-{slug}-dead-letter",
-        window_partials=f"t-{slug}-window-partials",
-    )
+    names = Topics(**{
+        field.name: f"t-{slug}-{field.name.replace('_', '-')}"
+        for field in dataclasses.fields(Topics)
+    })
     ensure_topics(kafka_settings, pipeline_topics(names))
     return names
 

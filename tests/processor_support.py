@@ -44,10 +44,10 @@ class Worker:
 
     def start(self) -> Worker:
         self.starts += 1
-        out = open(self.log, "ab")
-        self.proc = subprocess.Popen(
-            [TXMON, "process", "--metrics-port", "0"], env=self.env, stdout=out,
-            stderr=subprocess.STDOUT, start_new_session=True)
+        with open(self.log, "ab") as out:  # the child keeps its own copy of the fd
+            self.proc = subprocess.Popen(
+                [TXMON, "process", "--metrics-port", "0"], env=self.env, stdout=out,
+                stderr=subprocess.STDOUT, start_new_session=True)
         return self
 
     def alive(self) -> bool:

@@ -90,7 +90,7 @@ def test_sigkill_mid_stream_gives_the_same_windows_and_alerts(shared_data, kafka
     replay(env, source)  # a backlog: the killed worker is mid-stream when it dies
 
     calm_env = dict(env, TXMON_APP_ID=env["TXMON_APP_ID"] + "-calm")
-    for topic in ("WINDOW_COUNTS", "ALERTS", "DEAD_LETTER", "WINDOW_PARTIALS"):
+    for topic in ("WINDOW_COUNTS", "ALERTS", "DEAD_LETTER", "WINDOW_PARTIALS", "PARTITION_STATE"):
         calm_env[f"TXMON_TOPIC_{topic}"] = env[f"TXMON_TOPIC_{topic}"] + "-calm"
     calm = Worker(calm_env, tmp_path, "calm").start()
     victim = Worker(env, tmp_path, "victim").start()
@@ -145,6 +145,7 @@ def test_two_workers_on_three_partitions_equal_one_worker(kafka_settings, txmon_
     single_env["TXMON_TOPIC_WINDOW_COUNTS"] = env["TXMON_TOPIC_WINDOW_COUNTS"] + "-single"
     single_env["TXMON_TOPIC_WINDOW_PARTIALS"] = env["TXMON_TOPIC_WINDOW_PARTIALS"] + "-single"
     single_env["TXMON_TOPIC_ALERTS"] = env["TXMON_TOPIC_ALERTS"] + "-single"
+    single_env["TXMON_TOPIC_PARTITION_STATE"] = env["TXMON_TOPIC_PARTITION_STATE"] + "-single"
     workers = [Worker(env, tmp_path, "a").start(), Worker(env, tmp_path, "b").start()]
     single = Worker(single_env, tmp_path, "single").start()
     last = f"{DAY}T09:29Z"

@@ -17,6 +17,8 @@ class Topics:
     dead_letter: str = "dead-letter"
     # Internal: per-partition partial window counts, merged into window-counts.
     window_partials: str = "txmon-window-partials"
+    # Internal: the counting stage's state per source partition (compacted).
+    partition_state: str = "txmon-partition-state"
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Topics:

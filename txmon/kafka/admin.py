@@ -34,6 +34,9 @@ def pipeline_topics(names: Topics) -> list[TopicSpec]:
     return [
         TopicSpec(names.transactions, partitions, replication),
         TopicSpec(names.window_partials, 1, replication),
+        TopicSpec(names.partition_state, 1, replication, {
+            "cleanup.policy": "compact", "segment.ms": "60000",
+            "min.cleanable.dirty.ratio": "0.1"}),
         TopicSpec(names.window_counts, 1, replication, keep),
         TopicSpec(names.alerts, 1, replication, keep),
         TopicSpec(names.dead_letter, 1, replication),
