@@ -8,6 +8,7 @@ demo and a test) from writing the same directory.
 from __future__ import annotations
 
 import fcntl
+import logging
 import os
 import shutil
 import subprocess
@@ -23,6 +24,8 @@ MARKER = ".complete"
 # The jars without which the broker cannot start; checked before trusting the marker.
 REQUIRED_PREFIXES = ("kafka_2.13-", "kafka-clients-", "log4j-core-", "log4j-slf4j-impl-")
 MVN_TIMEOUT_S = 900
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -99,6 +102,8 @@ def fetch(version: str | None = None, cache: Path | None = None) -> FetchResult:
         (home / "pom.xml").write_text(render_pom(version))
         staging = home / "libs.partial"
         shutil.rmtree(staging, ignore_errors=True)
+        log.info("fetching Kafka %s and its dependencies with mvn into %s (first run only; "
+                 "about 30 s)", version, home)
         cmd = [
             mvn, "-q", "-B", "-Dstyle.color=never", "-f", str(home / "pom.xml"),
             "dependency:copy-dependencies", "-DincludeScope=runtime",

@@ -395,7 +395,10 @@ class LocalKafka:
             libs = self.fetch().libs
             self.write_config()
             if not self._storage_formatted():
+                log.info("formatting KRaft storage in %s", self.log_dirs)
                 self._format(java, libs)
+            log.info("starting Kafka %s on %s (data %s)", self.version, self.bootstrap,
+                     self.data_dir)
             cmd = [
                 java, f"-Xmx{self.heap}", f"-Xms{self.heap}", *JVM_FLAGS, *self._cds_flags(java),
                 f"-Dlog4j2.configurationFile={self.log4j_file}",
