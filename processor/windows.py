@@ -125,13 +125,14 @@ class PartitionWindows:
 class MinuteMerger:
     """Merges per-partition partial windows into one record per minute.
 
-    A minute is final once every active partition has closed it. Partitions that are
-    idle are left out of that minimum (like Flink's idle sources), otherwise one silent
-    partition would hold every minute back forever. An idle claim must be fresh: sent
-    at least `idle_confirm_ms` after the latest advance of an active partition, so a
-    partition that just woke up (its data still in flight) is waited for rather than
-    skipped. Minutes in between with no partial at all are emitted as zeros: a minute
-    with no transactions is what an outage looks like. A jump longer than
+    A minute is final once every partition has closed it. A silent partition closes
+    its windows by the clock (PartitionWindows.advance_idle), so it cannot hold minutes
+    back for long; a partition that never had an event is left out (like Flink's idle
+    sources) once its idle claim is fresh: sent at least `idle_confirm_ms` after the
+    latest advance of another partition, so one that just woke up (its data still in
+    flight) is waited for rather than skipped. Minutes in between with no partial at
+    all are emitted as zeros: a minute with no transactions is what an outage looks
+    like. A jump longer than
     `max_empty_minutes` (a bogus far-past first event, say) is not filled minute by
     minute.
 
@@ -176,16 +177,25 @@ class MinuteMerger:
             self.idle_at.pop(partition, None)
 
     def bound(self) -> int | None:
-        """Every minute before this is final."""
-        active = [p for p in range(self.partitions) if p not in self.idle_at]
-        if any(p not in self.reported for p in active):
+        """Every minute before this is final: the least any partition has closed.
+
+        Idle partitions count with their clock-advanced claims (a silent partition still
+        moves forward, so it cannot hold minutes back for long). Only partitions that
+        never had an event are left out, and only on a fresh idle claim.
+        """
+        claims = []
+        for p in range(self.partitions):
+            if p in self.reported:
+                claims.append(self.reported[p])
+            elif p not in self.idle_at:
+                return None  # active, nothing closed yet
+        if not claims:
             return None
-        if active:
-            newest_advance = max(self.advanced_at.get(p, 0) for p in active)
-            if any(at < newest_advance + self.idle_confirm_ms for at in self.idle_at.values()):
-                return None  # an idle claim older than the data: wait for a fresh one
-            return min(self.reported[p] for p in active)
-        return max(self.reported.values()) if self.reported else None
+        newest_advance = max(self.advanced_at.values(), default=0)
+        if any(self.idle_at[p] < newest_advance + self.idle_confirm_ms
+               for p in self.idle_at if p not in self.reported):
+            return None  # an empty partition's idle claim older than the data: wait
+        return min(claims)
 
     def close(self) -> list[tuple[int, list[int]]]:
         """The minutes that became final, in order, each with statuses + late summed."""

@@ -202,8 +202,8 @@ def test_late_events_are_counted_within_lateness_and_dead_lettered_after(
     try:
         _send(kafka_settings, unique_topics.transactions, [
             tx(f"{DAY}T10:00:30Z", "approved", 1),
-            tx(f"{DAY}T10:02:15Z", "approved", 2),  # watermark 10:02:05: 10:00, 10:01 close
-            tx(f"{DAY}T10:01:58Z", "failed", 3),  # 17 s behind, but 10:02 is still open
+            tx(f"{DAY}T10:02:05Z", "approved", 2),  # watermark 10:01:55: 10:00 closes
+            tx(f"{DAY}T10:01:58Z", "failed", 3),  # 7 s behind the newest, its minute open
             tx(f"{DAY}T10:00:40Z", "denied", 4),  # its minute is closed: late
             tx(f"{DAY}T10:03:20Z", "approved", 5),  # closes 10:02, which carries the late one
         ])

@@ -146,3 +146,15 @@ def test_huge_gap_is_not_filled_minute_by_minute():
     out = mm.close()
     assert [s for s, _ in out] == [T0, far]
     assert mm.skipped_minutes == 9_999
+
+
+def test_all_idle_partitions_wait_for_the_slowest_claim():
+    """Each silent partition closes by the clock from its own last event: a minute is
+    final only when all of them have closed it, not the first one."""
+    mm = MinuteMerger(partitions=2, idle_confirm_ms=0)
+    mm.apply(0, T0, False, {}, sent_ms=0)
+    mm.apply(1, T0, False, {}, sent_ms=0)
+    mm.apply(0, T0 + M, True, {T0: [1] + [0] * 7}, sent_ms=10)
+    assert mm.close() == []
+    mm.apply(1, T0 + M, True, {T0: [2] + [0] * 7}, sent_ms=20)
+    assert mm.close() == [(T0, [3] + [0] * 7)]
