@@ -23,7 +23,7 @@ from txmon.contracts.events import decode_transaction
 TXMON = [sys.executable, "-m", "txmon.cli"]
 
 
-def _run(args, env, timeout=300):
+def _run(args, env, timeout=600):
     return subprocess.run(TXMON + args, env=env, capture_output=True, text=True,
                           timeout=timeout)
 
@@ -45,7 +45,7 @@ def test_simulated_events_arrive_exactly_and_repeat_with_the_seed(
     report = json.loads((tmp_path / "r1.json").read_text())
     assert report["total"] == n and report["failed"] == 0
 
-    records = consume_all(kafka_settings, unique_topics.transactions, expected=n, timeout=120)
+    records = consume_all(kafka_settings, unique_topics.transactions, expected=n, timeout=300)
     assert len(records) == n
     assert dict(_statuses(records)) == {s: c for s, c in report["totals"].items() if c}
     assert len({r.key for r in records}) == n  # ids unique, each once
@@ -53,7 +53,7 @@ def test_simulated_events_arrive_exactly_and_repeat_with_the_seed(
     other = unique_topics.transactions + "-again"
     second = _run(args + ["--topic", other, "--report", str(tmp_path / "r2.json")], txmon_env)
     assert second.returncode == 0, second.stderr
-    again = consume_all(kafka_settings, other, expected=n, timeout=120)
+    again = consume_all(kafka_settings, other, expected=n, timeout=300)
     pairs = sorted((r.key, r.value) for r in records)
     assert sorted((r.key, r.value) for r in again) == pairs
 
@@ -94,7 +94,7 @@ def test_reference_days_replayed_equal_their_pivot(
     assert report["totals"] == {s: int(expected[s].sum()) for s in STATUSES}
 
     records = consume_all(kafka_settings, unique_topics.transactions, expected=total,
-                          timeout=180)
+                          timeout=300)
     assert len(records) == total
     txs = [decode_transaction(r.value) for r in records]
     assert len({tx.id for tx in txs}) == total
