@@ -26,11 +26,15 @@ def producer_config(settings: KafkaSettings, **overrides: object) -> dict[str, o
             "enable.idempotence": True,
             "acks": "all",
             "linger.ms": env_float("TXMON_PRODUCER_LINGER_MS", 50),
-            "batch.size": env_int("TXMON_PRODUCER_BATCH_BYTES", 4 * 1024 * 1024),
-            "batch.num.messages": env_int("TXMON_PRODUCER_BATCH_MESSAGES", 200_000),
+            # A batch must stay under the broker's message.max.bytes (1 MB by default)
+            # even uncompressed, or the broker rejects all of it.
+            "batch.size": env_int("TXMON_PRODUCER_BATCH_BYTES", 1_000_000),
+            "batch.num.messages": env_int("TXMON_PRODUCER_BATCH_MESSAGES", 100_000),
             "compression.type": env_str("TXMON_PRODUCER_COMPRESSION", "lz4"),
             "queue.buffering.max.messages": env_int("TXMON_PRODUCER_QUEUE_MESSAGES", 2_000_000),
             "queue.buffering.max.kbytes": env_int("TXMON_PRODUCER_QUEUE_KBYTES", 1024 * 1024),
+            # The broker, not the client, judges record size: an oversized record becomes
+            # a counted delivery failure instead of an exception halfway through a batch.
             "message.max.bytes": 16 * 1024 * 1024,
             "message.timeout.ms": env_int("TXMON_PRODUCER_TIMEOUT_MS", 120_000),
             "delivery.report.only.error": True,
