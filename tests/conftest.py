@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from txmon.broker.server import LocalKafka, free_port
+from txmon.broker.server import LocalKafka, free_ports
 from txmon.config import KafkaSettings, shared_data_dir
 from txmon.contracts import Topics
 from txmon.contracts.topics import ENV_PREFIX
@@ -27,13 +27,15 @@ TEST_HEAP = os.environ.get("TXMON_TEST_KAFKA_HEAP", "384m")
 
 
 def _start_broker(data_dir: Path, **kw) -> LocalKafka:
-    """A broker on free ports. Ports can be taken between probing and binding by
-    another process, so a clash is retried on fresh ports."""
+    """A broker on free ports, stopped by a watchdog if this session dies without its
+    teardown. Ports can be taken between probing and binding by another process, so a
+    clash is retried on fresh ports."""
     last: Exception | None = None
     heap = kw.pop("heap", TEST_HEAP)
     for _ in range(3):
-        kafka = LocalKafka(data_dir=data_dir, port=free_port(), controller_port=free_port(),
-                           heap=heap, **kw)
+        port, controller_port = free_ports(2)
+        kafka = LocalKafka(data_dir=data_dir, port=port, controller_port=controller_port,
+                           heap=heap, owner_pid=os.getpid(), **kw)
         try:
             kafka.up(timeout=120)
             return kafka

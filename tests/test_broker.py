@@ -21,7 +21,7 @@ from confluent_kafka.admin import AdminClient
 from tests.kafka_utils import consume_all
 from txmon.broker import kafka_version
 from txmon.broker.fetch import cached, fetch, java_executable
-from txmon.broker.server import LocalKafka, cds_archive, free_port, port_free
+from txmon.broker.server import LocalKafka, cds_archive, free_port, free_ports, port_free
 from txmon.config import KafkaSettings
 from txmon.kafka.admin import partition_count, pipeline_topics
 
@@ -82,7 +82,7 @@ def kafka_libs() -> Path:
 
 def test_up_twice_status_logs_down(tmp_path: Path, kafka_libs: Path) -> None:
     data = tmp_path / "kafka"
-    port, cport = free_port(), free_port()
+    port, cport = free_ports(2)
     where = ["--data-dir", str(data), "--port", str(port), "--controller-port", str(cport)]
 
     before = txmon("kafka", "status", *where)
@@ -135,8 +135,8 @@ def test_up_twice_status_logs_down(tmp_path: Path, kafka_libs: Path) -> None:
 
 def test_kill_and_restart_keeps_data(tmp_path: Path, kafka_libs: Path) -> None:
     """What the fault tests do: SIGKILL the broker, start it again on the same data."""
-    kafka = LocalKafka(tmp_path / "kafka", port=free_port(), controller_port=free_port(),
-                       heap="256m")
+    port, cport = free_ports(2)
+    kafka = LocalKafka(tmp_path / "kafka", port=port, controller_port=cport, heap="256m")
     kafka.up(timeout=120)
     try:
         settings = KafkaSettings(bootstrap=kafka.bootstrap)
@@ -167,6 +167,30 @@ def test_kill_and_restart_keeps_data(tmp_path: Path, kafka_libs: Path) -> None:
     assert not kafka.status().up
 
 
+def test_broker_stopped_when_its_owner_dies(tmp_path: Path, kafka_libs: Path) -> None:
+    """A test session killed before its teardown must not leave its broker behind."""
+    data = tmp_path / "kafka"
+    script = (
+        "import os, sys\n"
+        "from txmon.broker.server import LocalKafka, free_ports\n"
+        "port, cport = free_ports(2)\n"
+        f"k = LocalKafka({str(data)!r}, port=port, controller_port=cport,"
+        " heap='256m', owner_pid=os.getpid())\n"
+        "k.up(timeout=120)\n"
+        "print(k.pid(), flush=True)\n"
+        "os._exit(0)\n"  # no teardown, like a session killed by SIGKILL
+    )
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=180)
+    assert proc.returncode == 0, proc.stderr
+    pid = int(proc.stdout.split()[-1])
+    deadline = time.monotonic() + 60
+    while pid in broker_pids(data / "server.properties") and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert broker_pids(data / "server.properties") == []
+    assert not LocalKafka(data).status().up
+
+
 def test_port_in_use_is_one_line_error(tmp_path: Path) -> None:
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
@@ -190,8 +214,9 @@ def test_second_fetch_uses_cache_without_mvn(tmp_path: Path, kafka_libs: Path) -
 
 def test_missing_java_is_one_line_error(tmp_path: Path, kafka_libs: Path) -> None:
     env = env_without_java_home(PATH=bin_dir_with(tmp_path, "mvn"))
-    proc = txmon("kafka", "up", "--data-dir", str(tmp_path / "k"), "--port", str(free_port()),
-                 "--controller-port", str(free_port()), env=env)
+    port, cport = free_ports(2)
+    proc = txmon("kafka", "up", "--data-dir", str(tmp_path / "k"), "--port", str(port),
+                 "--controller-port", str(cport), env=env)
     assert_one_line_error(proc, "`java` not found")
 
 

@@ -20,6 +20,7 @@ import re
 import signal
 import socket
 import subprocess
+import sys
 import time
 import uuid
 from collections import deque
@@ -73,11 +74,23 @@ def port_free(port: int, host: str = HOST) -> bool:
         return True
 
 
+def free_ports(count: int, host: str = HOST) -> list[int]:
+    """`count` distinct ports the OS considers free right now (for tests and parallel
+    runs); all are held open while choosing, so the OS cannot hand out one twice."""
+    socks = []
+    try:
+        for _ in range(count):
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            socks.append(sock)
+            sock.bind((host, 0))
+        return [sock.getsockname()[1] for sock in socks]
+    finally:
+        for sock in socks:
+            sock.close()
+
+
 def free_port(host: str = HOST) -> int:
-    """A port the OS considers free right now (for tests and parallel runs)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return sock.getsockname()[1]
+    return free_ports(1, host)[0]
 
 
 def _accepts(port: int, host: str = HOST) -> bool:
@@ -168,7 +181,9 @@ class LocalKafka:
     """A single-node Kafka (KRaft) in `data_dir`, listening on 127.0.0.1 only.
 
     `extra_properties` override or add server.properties entries (e.g. SASL listeners);
-    `client_config` is merged into the probe client's config to match them.
+    `client_config` is merged into the probe client's config to match them. With
+    `owner_pid`, a watchdog stops the broker if that process dies without stopping it
+    (test sessions pass their own pid).
     """
 
     def __init__(
@@ -180,6 +195,7 @@ class LocalKafka:
         version: str | None = None,
         extra_properties: dict[str, str] | None = None,
         client_config: dict[str, str] | None = None,
+        owner_pid: int | None = None,
     ) -> None:
         self.data_dir = Path(data_dir) if data_dir else default_data_dir()
         self.port = port or env_int("TXMON_KAFKA_PORT", DEFAULT_PORT)
@@ -194,7 +210,9 @@ class LocalKafka:
         self.version = version or kafka_version()
         self.extra_properties = dict(extra_properties or {})
         self.client_config = dict(client_config or {})
+        self.owner_pid = owner_pid
         self._proc: subprocess.Popen | None = None
+        self._watchdogs: list[subprocess.Popen] = []
 
     # Paths -----------------------------------------------------------------------------
     @property
@@ -412,6 +430,8 @@ class LocalKafka:
                 )
             pid = self._proc.pid
             self.pid_file.write_text(f"{pid}\n")
+            if self.owner_pid is not None:
+                self._start_watchdog(pid)
             try:
                 self._wait_ready(pid, started + timeout)
             except UserError:
@@ -420,6 +440,22 @@ class LocalKafka:
                 self.pid_file.unlink(missing_ok=True)
                 raise
             return UpResult(pid, True, time.monotonic() - started, self.bootstrap)
+
+    def _start_watchdog(self, pid: int) -> None:
+        self._watchdogs = [w for w in self._watchdogs if w.poll() is None]
+        self._watchdogs.append(subprocess.Popen(
+            [sys.executable, "-m", "txmon.broker.watchdog", str(self.owner_pid), str(pid),
+             str(self.properties_file)],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            start_new_session=True, close_fds=True,
+        ))
+
+    def _reap_watchdogs(self) -> None:
+        """Watchdogs leave within a poll interval of their broker's exit."""
+        for watchdog in self._watchdogs:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                watchdog.wait(timeout=3)
+        self._watchdogs = [w for w in self._watchdogs if w.poll() is None]
 
     def _cds_flags(self, java: str) -> list[str]:
         self._settle_cds(clean_exit=False)  # left by a broker that died on its own
@@ -503,6 +539,7 @@ class LocalKafka:
             self.pid_file.unlink(missing_ok=True)
             self._proc = None
             self._wait_ports_free()
+            self._reap_watchdogs()
             return True
 
     def kill(self) -> bool:
@@ -519,6 +556,7 @@ class LocalKafka:
             self.pid_file.unlink(missing_ok=True)
             self._proc = None
             self._wait_ports_free()
+            self._reap_watchdogs()
             return True
 
     @contextlib.contextmanager
