@@ -5,8 +5,9 @@ monitored status is compared with what it should have been in *this* minute:
 
 - A rising status (failed, denied, reversed, backend_reversed) is expected at its usual
   share of volume for the time of day (from history) times this minute's volume. The
-  volume is the minute's own total without that status (so its own spike does not
-  raise its expectation), floored by today's level: the usual volume for the time of
+  volume is read from the statuses nobody is paged for (approved, refunded,
+  processing), so neither its own spike nor another status's raises its expectation,
+  floored by the mean of the minutes before and by today's level: the usual volume for the time of
   day scaled by how busy today is (the median ratio over the last hour), so that an
   outage, which removes volume, does not make the other statuses look high.
 - Approvals are judged twice: their share of the minute (approvals collapse while the
@@ -60,6 +61,14 @@ LEVEL_MINUTES = 120
 #: Minutes whose median volume ratio sets today's level.
 LEVEL_WINDOW = 60
 LEVEL_MIN_MINUTES = 10
+#: History transactions an hour needs before its own share outweighs the pooled one.
+SHARE_PRIOR = 1000.0
+#: Today's mix: median over blocks of this many recent minutes, from this many blocks.
+RECENT_BLOCK = 10
+RECENT_MIN_BLOCKS = 6
+#: A rising status's volume reference is never below the mean of this many minutes
+#: before: at night a minute with one denial and nothing else is not 100 % denials.
+VOLUME_MINUTES = 10
 #: Minutes summed for the sustained-evidence features (this one and the ones before).
 SUSTAIN_MINUTES = 3
 #: A rising status is material from +50 % over its expectation.
@@ -102,18 +111,12 @@ class Baseline:
             raise ValueError("no history to fit a baseline on")
         counts = np.array([c[:N] for _, c in windows], dtype=np.float64)
         hours = np.array([minute_of_day(s) // 60 for s, _ in windows])
-        pooled_share = _trimmed_shares(counts)
+        _, share_h = _hourly_shares(counts, hours)
         pooled_approved = float(np.median(counts[:, APPROVED]))
-        share_h = np.empty((24, N))
         approved_h = np.empty(24)
         for h in range(24):
             rows = counts[hours == h]
-            if len(rows) >= 10 and rows.sum() > 0:
-                share_h[h] = _trimmed_shares(rows)
-                approved_h[h] = np.median(rows[:, APPROVED])
-            else:
-                share_h[h] = pooled_share
-                approved_h[h] = pooled_approved
+            approved_h[h] = np.median(rows[:, APPROVED]) if len(rows) >= 10 else pooled_approved
         centres = np.arange(-1, 25) * 60 + 30.0
         minutes = np.arange(MINUTES_PER_DAY) + 0.5
         wrap = [23, *range(24), 0]
@@ -128,17 +131,45 @@ class Baseline:
         return level * self.approved[m] / max(self.share[m, APPROVED], 1e-9)
 
 
-def _trimmed_shares(rows: np.ndarray) -> np.ndarray:
-    totals = rows.sum(axis=1)
-    keep = rows[totals > 0] / totals[totals > 0, None]
-    if len(keep) == 0:
-        return np.full(N, 1.0 / N)
-    keep = np.sort(keep, axis=0)
-    cut = len(keep) // 10
-    trimmed = keep[: len(keep) - cut] if cut else keep
-    shares = trimmed.mean(axis=0)
-    shares = np.maximum(shares, 1e-6)
-    return shares / shares.sum()
+def _hourly_shares(counts: np.ndarray, hours: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Pooled and per-hour shares of volume, robust to incidents in the history.
+
+    Pooled: per status, the median over the busier hours of the hour's ratio of sums
+    (an incident lasting less than half of them cannot move it). Per hour: the ratio of
+    sums with each minute's count capped at what the pooled share makes plausible
+    (an incident minute counts as a normal one), shrunk towards the pooled share by
+    SHARE_PRIOR transactions, so a quiet hour with a few dozen transactions does not
+    claim that a rare status never happens (a per-minute median or trimmed mean would:
+    most quiet minutes have none of it)."""
+    totals = counts.sum(axis=1)
+    overall = counts.sum(axis=0) / max(totals.sum(), 1.0)
+    per_hour = [counts[hours == h] for h in range(24)]
+    busy = [r.sum(axis=0) / r.sum() for r in per_hour if r.sum() >= SHARE_PRIOR]
+    pooled = np.median(busy, axis=0) if len(busy) >= 3 else overall
+    pooled = np.maximum(pooled, 1e-6)
+    pooled = pooled / pooled.sum()
+    share = np.empty((24, N))
+    for h, rows in enumerate(per_hour):
+        if len(rows) == 0:
+            share[h] = pooled
+            continue
+        t = rows.sum(axis=1, keepdims=True)
+        e = pooled[None, :] * t
+        capped = np.minimum(rows, e + 4.0 * np.sqrt(e) + 3.0)
+        share[h] = (capped.sum(axis=0) + SHARE_PRIOR * pooled) / (t.sum() + SHARE_PRIOR)
+        share[h] /= share[h].sum()
+    return pooled, share
+
+
+def recent_shares(rows: np.ndarray) -> np.ndarray | None:
+    """Today's shares: per status, the median over the recent RECENT_BLOCK-minute blocks
+    of the block's ratio of sums; None with too few blocks. An incident must last more
+    than half of LEVEL_MINUTES to move it."""
+    blocks = [rows[max(0, i - RECENT_BLOCK):i] for i in range(len(rows), 0, -RECENT_BLOCK)]
+    ratios = [b.sum(axis=0) / b.sum() for b in blocks if len(b) == RECENT_BLOCK and b.sum() > 0]
+    if len(ratios) < RECENT_MIN_BLOCKS:
+        return None
+    return np.median(ratios, axis=0)
 
 
 def volume_level(baseline: Baseline, recent: list[tuple[int, list[int]]]) -> float | None:
@@ -158,20 +189,40 @@ def volume_level(baseline: Baseline, recent: list[tuple[int, list[int]]]) -> flo
 
 
 def expectations(baseline: Baseline, starts: np.ndarray, counts: np.ndarray,
-                 level: float) -> dict[str, np.ndarray]:
-    """Expected value of each feature's count, per minute (rows of `counts`)."""
+                 level, today: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """Expected value of each feature's count, per minute (rows of `counts`). `today`:
+    recent shares; a rising status is then expected at the larger of its usual and
+    today's share (a day whose mix differs is not an incident all day)."""
     m = (starts // 60_000) % MINUTES_PER_DAY
     share = baseline.share[m]
+    if today is not None:
+        rising = [IDX[s] for s in RISING]
+        share = share.copy()
+        share[:, rising] = np.maximum(share[:, rising], today[None, rising])
     total = counts.sum(axis=1)
     floor_volume = level * baseline.approved[m] / np.maximum(share[:, APPROVED], 1e-9)
     out = {}
+    # The volume reference is the statuses nobody is paged for (approved, refunded,
+    # processing): one incident's surge must not raise another status's expectation.
+    calm = [i for i in range(N) if STATUSES[i] not in RISING]
+    volume = counts[:, calm].sum(axis=1)
+    volume = np.maximum(volume, _previous_mean(volume, VOLUME_MINUTES))
+    calm_share = np.maximum(share[:, calm].sum(axis=1), 1e-9)
     for s in RISING:
-        i = IDX[s]
-        p = share[:, i]
-        out[s] = np.maximum(p / (1 - p) * (total - counts[:, i]), p * floor_volume)
+        p = share[:, IDX[s]]
+        out[s] = np.maximum(p / calm_share * volume, p * floor_volume)
     out["approved_share"] = share[:, APPROVED] * total
     out["approved_count"] = level * baseline.approved[m]
     return out
+
+
+def _previous_mean(x: np.ndarray, k: int) -> np.ndarray:
+    """Mean of the k values before each one (0 for the first)."""
+    c = np.concatenate([[0.0], np.cumsum(x)])
+    j = np.arange(len(x))
+    lo = np.maximum(j - k, 0)
+    n = j - lo
+    return np.where(n > 0, (c[j] - c[lo]) / np.maximum(n, 1), 0.0)
 
 
 def observed(counts: np.ndarray) -> dict[str, np.ndarray]:
@@ -234,14 +285,21 @@ def evidence(baseline: Baseline, start_ms: int, counts: list[int],
     window = [(s, c[:N]) for s, c in recent[-LEVEL_MINUTES:]] + [(start_ms, counts[:N])]
     starts = np.array([s for s, _ in window], dtype=np.int64)
     rows = np.array([c for _, c in window], dtype=np.float64)
-    exp = expectations(baseline, starts, rows, level)
+    exp = expectations(baseline, starts, rows, level, recent_shares(rows[:-1]))
     obs = observed(rows)
+    total_now = float(rows[-1].sum())
     # Minutes consecutive with this one, for the sustained evidence.
     k = 1
     while (k < SUSTAIN_MINUTES and k < len(starts)
            and starts[-1 - k] == start_ms - 60_000 * k):
         k += 1
     vector, z = [], {}
+    if not known:
+        # Nothing about today is known yet (a worker's very first minutes): judging the
+        # first minutes of a stream against another day's mix pages for nothing.
+        zero = {name: 0.0 for name in (*RISING, "approved_share", "approved_count", "approved")}
+        return Evidence(vector=[0.0] * len(FEATURES), z=zero,
+                        expected=_expected(baseline, start_ms, rows, exp, 0.0))
     for name in (*RISING, "approved_share", "approved_count"):
         o, e = obs[name], exp[name]
         phi_recent = dispersion(o[:-1], e[:-1])
@@ -261,22 +319,30 @@ def evidence(baseline: Baseline, start_ms: int, counts: list[int],
             z3 = 0.0
             vector.append(z1)
         else:
-            material = known and o1 <= OUTAGE_MAX_RATIO * e1
+            # Fewer approvals is an outage only if their share falls too (or nothing
+            # arrives at all): volume alone, up or down, is not an anomaly.
+            share_falls = total_now == 0 or (
+                obs["approved_share"][-1] <= SHARE_MAX_RATIO * exp["approved_share"][-1])
+            material = known and share_falls and o1 <= OUTAGE_MAX_RATIO * e1
             z1 = z_drop(o1, e1, phi) if material else 0.0
             z3 = z_drop(o3, e3, phi) if material and o3 <= OUTAGE_MAX_RATIO * e3 else 0.0
             vector += [z1, z3]
         z[name] = max(z1, z3)
     z["approved"] = max(z["approved_share"], z["approved_count"])
-    expected = {s: 0.0 for s in STATUSES}
+    return Evidence(vector=vector, z=z, expected=_expected(baseline, start_ms, rows, exp, level))
+
+
+def _expected(baseline: Baseline, start_ms: int, rows: np.ndarray, exp: dict,
+              level: float) -> dict[str, float]:
     m = minute_of_day(start_ms)
     total = float(rows[-1].sum())
-    for s in STATUSES:
-        expected[s] = float(baseline.share[m, IDX[s]] * max(total, baseline.expected_volume(
-            start_ms, level)))
+    volume = max(total, baseline.expected_volume(start_ms, level))
+    expected = {s: float(baseline.share[m, IDX[s]] * volume) for s in STATUSES}
     for s in RISING:
         expected[s] = float(exp[s][-1])
-    expected["approved"] = float(exp["approved_count"][-1])
-    return Evidence(vector=vector, z=z, expected=expected)
+    if level > 0:
+        expected["approved"] = float(exp["approved_count"][-1])
+    return expected
 
 
 def training_dispersion(baseline: Baseline, windows: list[tuple[int, list[int]]]) -> dict:
