@@ -40,7 +40,7 @@ log = logging.getLogger(__name__)
 WINDOWS_EMITTED = Counter(m.PROCESSOR_WINDOWS_EMITTED_TOTAL.removesuffix("_total"),
                           "Closed minutes emitted by this worker")
 
-MINUTES_KEY = "minutes"
+MINUTES_KEY = b"minutes"
 _minutes_decoder = msgspec.json.Decoder(MinuteState)
 _partial_decoder = msgspec.json.Decoder(WindowPartial)
 
@@ -53,9 +53,12 @@ def raw_topic(app: faust.App, name: str, partitions: int | None = None) -> faust
 
 
 def raw_table(app: faust.App, name: str, partitions: int) -> faust.Table:
-    table = app.Table(name, partitions=partitions, key_type=str, value_type=bytes)
-    # Our records are already encoded (msgspec): store the bytes as they are.
+    table = app.Table(name, partitions=partitions, key_type=bytes, value_type=bytes)
+    # Our records are already encoded (msgspec): store the bytes as they are. The
+    # changelog topic was derived at construction with the default (json) codec, so it
+    # is derived again, or recovery would try to parse our bytes as JSON.
     table.key_serializer = table.value_serializer = "raw"
+    table.changelog_topic = table._new_changelog_topic()
     return table
 
 
@@ -70,11 +73,11 @@ class StateTable:
         self.table = table
         self.decoder = decoder
 
-    def load(self, key: str):
+    def load(self, key: bytes):
         raw = self.table.data.get(key)
         return None if raw is None else self.decoder.decode(raw)
 
-    def save(self, partition: int, key: str, state) -> None:
+    def save(self, partition: int, key: bytes, state) -> None:
         raw = encode(state)
         self.table.data[key] = raw
         self.table.send_changelog(partition, key, raw)
