@@ -19,7 +19,7 @@ both read through the same parser the replay command sends from.
 
 Expansion (`batches`): a count n in a minute becomes n transactions at evenly spaced
 milliseconds `(2i + 1) × 60000 // 2n`, i = 0..n-1, with ids
-`<file stem>-<YYYYMMDDHHMM>-<i, 7 digits>-<status>`: no randomness, so replaying a file
+`<file stem>-<YYYYMMDDHHMM>-<i, 8 digits>-<status>`: no randomness, so replaying a file
 twice yields the same transactions, ids included, and each minute's count is exact.
 """
 
@@ -29,12 +29,12 @@ import csv
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
 
-from producer.encode import constant, digits, encode_batch, iso_seconds
+from producer.encode import IdFormat, encode_batch
 from txmon.contracts import STATUSES, Transaction, encode, message_key
 from txmon.errors import UserError
 
@@ -44,6 +44,7 @@ DEFAULT_DATE = date(2026, 3, 2)
 MAX_COUNT = 9_999_999
 BATCH_EVENTS = 50_000
 _EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
+_MILLISECOND = timedelta(milliseconds=1)
 _LATEST = datetime(2100, 1, 1, tzinfo=UTC)
 
 REFERENCE, ISO_COUNTS, TRANSACTIONS = "reference", "iso-counts", "transactions"
@@ -202,7 +203,7 @@ def parse(path: str | Path, day: date | None = None, *, skip_bad: bool = False) 
                     if isinstance(value, str):
                         value = value.strip() or None
                     extra[name].append(value)
-                times.append(int(ts.timestamp() * 1000))
+                times.append((ts - _EARLIEST) // _MILLISECOND)
             else:
                 if fmt == REFERENCE:
                     match = _TIME.match(row[0].strip())
@@ -318,40 +319,29 @@ def expand_counts(parsed: ParsedFile) -> tuple[np.ndarray, np.ndarray, np.ndarra
     return ts[order], parsed.status[row][order], rank[order]
 
 
-_MINUTE_COLUMNS = [0, 1, 2, 3, 5, 6, 8, 9, 11, 12, 14, 15]
-
-
 def batches(parsed: ParsedFile, size: int = BATCH_EVENTS) -> Iterator[ReplayBatch]:
     """The file's transactions, encoded, in batches of `size` (time order for counts)."""
+    stem = parsed.stem.encode()
     if parsed.is_counts:
         ts, status, rank = expand_counts(parsed)
-        stem = parsed.stem.encode()
+        ids = IdFormat(prefix=stem + b"-", per_second="minute", width=8, status_suffix=True)
         for i in range(0, len(ts), size):
-            t, s, r = ts[i : i + size], status[i : i + size], rank[i : i + size]
-            n = len(t)
-            parts = [
-                constant(n, stem + b"-"),
-                iso_seconds(t // 1000)[:, _MINUTE_COLUMNS],
-                constant(n, b"-"),
-                digits(r, 7),
-            ]
-            keys, values = encode_batch(t, s, parts, status_in_id=True)
+            t, s = ts[i : i + size], status[i : i + size]
+            keys, values = encode_batch(t, s, rank[i : i + size], ids)
             yield ReplayBatch(keys, values, t, s)
         return
-    stem = parsed.stem.encode()
+    line_ids = IdFormat(prefix=stem + b"-L", per_second=None, width=12)
     for i in range(0, len(parsed.ts_ms), size):
         t, s = parsed.ts_ms[i : i + size], parsed.status[i : i + size]
         lines = parsed.line[i : i + size]
         if parsed.ids is None and parsed.amounts is None and parsed.terminals is None:
-            n = len(t)
-            parts = [constant(n, stem + b"-L"), digits(lines, 9)]
-            keys, values = encode_batch(t, s, parts)
+            keys, values = encode_batch(t, s, lines, line_ids)
         else:
             keys, values = [], []
             for j in range(len(t)):
                 k = i + j
                 tx = Transaction(
-                    id=parsed.ids[k] if parsed.ids else f"{parsed.stem}-L{int(lines[j]):09d}",
+                    id=parsed.ids[k] if parsed.ids else f"{parsed.stem}-L{int(lines[j]):012d}",
                     status=STATUSES[int(s[j])],
                     timestamp=datetime.fromtimestamp(int(t[j]) / 1000, UTC),
                     amount=parsed.amounts[k] if parsed.amounts else None,

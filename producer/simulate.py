@@ -30,7 +30,7 @@ from datetime import UTC, datetime
 
 import numpy as np
 
-from producer.encode import constant, digits, encode_batch, hexdigits
+from producer.encode import IdFormat, encode_batch
 from producer.incidents import Incident, rate_multipliers
 from producer.shape import STATUS_MIX, shape_at
 from txmon.contracts import STATUSES, IncidentLabel, Transaction
@@ -38,8 +38,8 @@ from txmon.contracts import STATUSES, IncidentLabel, Transaction
 BLOCK_SECONDS = 3600
 #: Events per batch aimed at; a batch is a whole number of seconds dividing a minute.
 BATCH_EVENTS = 50_000
-#: Rank of an event within its second, in the id: enough for 10 M events a second.
-RANK_DIGITS = 7
+#: Rank of an event within its second, in the id: enough for 100 M events a second.
+RANK_DIGITS = 8
 _STEPS = (60, 30, 20, 15, 12, 10, 6, 5, 4, 3, 2, 1)
 
 
@@ -133,21 +133,13 @@ class Batch:
     def __len__(self) -> int:
         return len(self.ts_ms)
 
-    def _id_parts(self) -> list[np.ndarray]:
-        n = len(self.ts_ms)
-        return [
-            constant(n, b"s%d-" % self.seed),
-            hexdigits(self.ts_ms // 1000, 8),
-            constant(n, b"-"),
-            digits(self.rank, RANK_DIGITS),
-        ]
-
     def encode(self) -> tuple[list[bytes], list[bytes]]:
         """(keys, values) ready for the producer; keys are the ids."""
-        return encode_batch(self.ts_ms, self.status, self._id_parts())
+        ids = IdFormat(prefix=b"s%d-" % self.seed, per_second="hex", width=RANK_DIGITS)
+        return encode_batch(self.ts_ms, self.status, self.rank, ids)
 
     def ids(self) -> list[bytes]:
-        return encode_batch(self.ts_ms, self.status, self._id_parts())[0]
+        return self.encode()[0]
 
     def transactions(self) -> list[Transaction]:
         """The events as contract objects (slow; for tests and small scenarios)."""

@@ -75,6 +75,9 @@ def send_paced(
         ts = batch.ts_ms
         for lo, hi in slices(ts, pacer.speed):
             pacer.wait(int(ts[hi - 1]))
-            send(keys[lo:hi], values[lo:hi])
+            if lo == 0 and hi == len(keys):
+                send(keys, values)
+            else:
+                send(keys[lo:hi], values[lo:hi])
             if on_sent:
                 on_sent(batch, lo, hi)

@@ -48,7 +48,7 @@ def test_reference_format_counts_and_expansion(tmp_path):
     txs = [decode_transaction(v) for _, v in events]
     assert [k.decode() for k, _ in events] == [tx.id for tx in txs]
     assert len({tx.id for tx in txs}) == 8
-    assert txs[0].id == "day-202605011435-0000000-approved"
+    assert txs[0].id == "day-202605011435-00000000-approved"
     assert [tx.timestamp for tx in txs] == sorted(tx.timestamp for tx in txs)
     first_minute = [tx for tx in txs if tx.timestamp.minute == 35]
     assert sum(tx.status == "approved" for tx in first_minute) == 5
@@ -76,7 +76,7 @@ def test_iso_counts_and_transactions_formats(tmp_path):
     values = [decode_transaction(v) for _, v in _events(parsed)]
     assert [v.status for v in values] == ["failed", "approved"]  # file order kept
     assert values[0].timestamp == datetime(2026, 3, 2, 10, 0, 30, 250000, tzinfo=UTC)
-    assert values[0].id == "tx-L000000002"
+    assert values[0].id == "tx-L000000000002"
     full = _write(tmp_path, "full.csv", "timestamp,status,id,amount,terminal_id\n"
                   "2026-03-02T10:00:00Z,approved,abc,12.5,T1\n2026-03-02T10:00:01Z,denied,d,,\n")
     events = _events(replay.parse(full))
