@@ -34,10 +34,13 @@ def txmon(*args: str, env: dict[str, str] | None = None, timeout: float = 180):
 
 
 def assert_one_line_error(proc: subprocess.CompletedProcess, *needles: str) -> str:
+    """Exit 2 and one error line (progress lines logged before it are fine)."""
     assert proc.returncode == 2, (proc.returncode, proc.stdout, proc.stderr)
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1, proc.stderr
     assert "Traceback" not in proc.stderr
+    lines = [ln for ln in proc.stderr.strip().splitlines() if " INFO " not in ln]
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith("txmon kafka: error: "), lines[0]
+    assert "\x1b" not in lines[0] and "[0m" not in lines[0], lines[0]
     for needle in needles:
         assert needle in lines[0], lines[0]
     return lines[0]

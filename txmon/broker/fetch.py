@@ -10,6 +10,7 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
+import re
 import shutil
 import subprocess
 import time
@@ -74,9 +75,16 @@ def render_pom(version: str) -> str:
     return template.replace("@KAFKA_VERSION@", version).replace("@LOG4J_VERSION@", LOG4J_VERSION)
 
 
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]|\[[0-9;]*m")
+
+
 def _mvn_error(output: str) -> str:
+    """Maven's first [ERROR] line, without colour codes or its boilerplate."""
+    output = _ANSI.sub("", output)
     lines = [ln.strip() for ln in output.splitlines() if "[ERROR]" in ln and ln.strip()]
     msg = lines[0].replace("[ERROR]", "").strip() if lines else (output.strip()[-300:] or "?")
+    msg = re.sub(r"^Failed to execute goal on project [^:]+: ", "", msg)
+    msg = msg.split(" during a previous attempt")[0].split(" -> [Help")[0]
     return msg[:400]
 
 
@@ -105,7 +113,8 @@ def fetch(version: str | None = None, cache: Path | None = None) -> FetchResult:
         log.info("fetching Kafka %s and its dependencies with mvn into %s (first run only; "
                  "about 30 s)", version, home)
         cmd = [
-            mvn, "-q", "-B", "-Dstyle.color=never", "-f", str(home / "pom.xml"),
+            # -U: retry artifacts a previous failed attempt marked missing in ~/.m2.
+            mvn, "-q", "-B", "-U", "-Dstyle.color=never", "-f", str(home / "pom.xml"),
             "dependency:copy-dependencies", "-DincludeScope=runtime",
             f"-DoutputDirectory={staging}",
         ]
