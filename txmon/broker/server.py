@@ -382,8 +382,10 @@ class LocalKafka:
         return (self.log_dirs / "meta.properties").is_file()
 
     def _format(self, java: str, libs: Path) -> None:
+        archive = cds_archive(java, self.version)
+        cds = [f"-XX:SharedArchiveFile={archive}", "-Xlog:cds*=off"] if archive.is_file() else []
         cmd = [
-            java, f"-Dlog4j2.configurationFile={self.log4j_file}", "-cp", f"{libs}/*",
+            java, *cds, f"-Dlog4j2.configurationFile={self.log4j_file}", "-cp", f"{libs}/*",
             STORAGE_TOOL, "format", "-t", _random_cluster_id(), "-c", str(self.properties_file),
         ]
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
