@@ -66,6 +66,9 @@ SHARE_PRIOR = 1000.0
 #: Today's mix: median over blocks of this many recent minutes, from this many blocks.
 RECENT_BLOCK = 10
 RECENT_MIN_BLOCKS = 6
+#: ...and raises a status's expected share at most this much: a day whose mix differs
+#: is absorbed, an incident that has lasted an hour is not (it would resolve unseen).
+TODAY_MAX_FACTOR = 2.0
 #: A rising status's volume reference is never below the mean of this many minutes
 #: before: at night a minute with one denial and nothing else is not 100 % denials.
 VOLUME_MINUTES = 10
@@ -192,13 +195,15 @@ def expectations(baseline: Baseline, starts: np.ndarray, counts: np.ndarray,
                  level, today: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """Expected value of each feature's count, per minute (rows of `counts`). `today`:
     recent shares; a rising status is then expected at the larger of its usual and
-    today's share (a day whose mix differs is not an incident all day)."""
+    today's share, capped at TODAY_MAX_FACTOR times the usual one (a day whose mix
+    differs is not an incident all day)."""
     m = (starts // 60_000) % MINUTES_PER_DAY
     share = baseline.share[m]
     if today is not None:
         rising = [IDX[s] for s in RISING]
         share = share.copy()
-        share[:, rising] = np.maximum(share[:, rising], today[None, rising])
+        cap = share[:, rising] * TODAY_MAX_FACTOR
+        share[:, rising] = np.maximum(share[:, rising], np.minimum(today[None, rising], cap))
     total = counts.sum(axis=1)
     floor_volume = level * baseline.approved[m] / np.maximum(share[:, APPROVED], 1e-9)
     out = {}
