@@ -61,10 +61,26 @@ def assert_equal_to_pivot(windows, expected: pd.DataFrame) -> None:
     assert int(diff.to_numpy().sum()) == 0, diff[diff.sum(axis=1) > 0].head()
 
 
+#: The visible incidents each reference day must raise an alert inside (shared/README.md).
+SURGES = {
+    "transactions_1.csv": ("reversals", f"{DAY}T14:30Z", f"{DAY}T17:00Z"),
+    "transactions_2.csv": ("denials", f"{DAY}T16:20Z", f"{DAY}T17:25Z"),
+}
+
+
+@pytest.fixture(scope="module")
+def clean_model(tmp_path_factory) -> Path:
+    """A model trained on a simulated clean day, as an operator without history would."""
+    out = tmp_path_factory.mktemp("model") / "model.joblib"
+    subprocess.run([TXMON, "train", "--simulate-days", "1", "--seed", "3", "--out", str(out)],
+                   check=True, capture_output=True)
+    return out
+
+
 @pytest.mark.parametrize("name", REFERENCE)
-def test_reference_day_windows_equal_the_csv_pivot(name, shared_data, kafka_settings, txmon_env,
-                                                   unique_topics, tmp_path):
-    env = processor_env(txmon_env)
+def test_reference_day_windows_equal_the_csv_pivot_and_its_surge_alerts(
+        name, shared_data, clean_model, kafka_settings, txmon_env, unique_topics, tmp_path):
+    env = processor_env(txmon_env, TXMON_MODEL_PATH=str(clean_model))
     worker = Worker(env, tmp_path).start()
     try:
         replay(env, shared_data / name)
@@ -72,11 +88,22 @@ def test_reference_day_windows_equal_the_csv_pivot(name, shared_data, kafka_sett
         windows = wait_for_windows(kafka_settings, unique_topics.window_counts,
                                    minute_id(int(expected.index[-1].timestamp() * 1000)),
                                    [worker])
+        alerts = read_alerts(kafka_settings, unique_topics.alerts)
     finally:
         worker.stop()
     assert duplicates(windows) == 0
     assert_equal_to_pivot(windows, expected)
     assert sum(w.late for w in windows) == 0
+    assert all(w.score is not None and w.threshold is not None for w in windows)
+    group, start, end = SURGES[name]
+    inside = [a for a in alerts if a.group == group and a.event != "resolved"
+              and start <= minute_id(int(a.window_start.timestamp() * 1000)) <= end]
+    assert inside, f"no {group} alert between {start} and {end}: " + ", ".join(
+        f"{a.event} {a.group} {a.window_start:%H:%M}" for a in alerts)
+    printed = subprocess.run([TXMON, "alerts"], env=env, check=True, capture_output=True,
+                             text=True, timeout=60).stdout.splitlines()
+    assert len(printed) == len(unique_by_id(alerts, "alert"))
+    assert any(group in line and "OPEN" in line for line in printed)
 
 
 def test_sigkill_mid_stream_gives_the_same_windows_and_alerts(shared_data, kafka_settings,
