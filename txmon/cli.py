@@ -16,6 +16,7 @@ COMMAND_MODULES = (
     "producer.cli",
     "processor.cli",
     "exporter.cli",
+    "txmon.demo",
 )
 
 
