@@ -49,12 +49,14 @@ test: system-deps venv kafka-fetch
 test-faults: system-deps venv kafka-fetch
 	$(PYTEST) -m faults
 
+# Everything in real time with an injected incident; ends by itself, services keep
+# running. DEMO_FOREVER=1 keeps streaming; other DEMO_* variables: `txmon demo --help`.
 demo: system-deps venv kafka-fetch
-	bash scripts/demo.sh
+	$(TXMON) demo up
 
+# Stops whatever the demo started (its broker included); safe to run twice.
 down:
-	-$(TXMON) demo down 2>/dev/null || true
-	-$(TXMON) kafka down
+	@if [ -x $(TXMON) ]; then $(TXMON) demo down; else echo "nothing to stop: no $(VENV)"; fi
 
 bench: venv kafka-fetch
 	$(PY) bench/run_all.py

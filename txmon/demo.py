@@ -48,7 +48,9 @@ HOST = "127.0.0.1"
 EXIT_DOWN = 3
 #: Wall-clock seconds after the stream ends for its last minute to close (allowed
 #: lateness 10 s, then the idle timeout) and be printed.
-CLOSE_GRACE_S = 30.0
+CLOSE_GRACE_S = 25.0
+#: How much longer to wait, at most, for an alert or notification still on its way.
+PENDING_WAIT_S = 60.0
 POLL_S = 2.0
 SERVICES = ("processor", "api", "exporter", "notify")
 
@@ -57,13 +59,13 @@ SERVICES = ("processor", "api", "exporter", "notify")
 class DemoConfig:
     """Everything `make demo` can be told, from DEMO_* variables or flags."""
 
-    seconds: float = 240.0
+    seconds: float = 210.0
     forever: bool = False
     tps: float = 20.0
     rate: float | None = None
-    incident: str = "denied:x4:3m@60s"
+    incident: str = "denied:x4:2m30s@45s"
     backfill_minutes: int = 30
-    train_days: int = 2
+    train_days: int = 1
     monitoring: bool = True
     seed: int = 7
 
@@ -264,10 +266,13 @@ def _live_rate(cfg: DemoConfig) -> float:
 
 
 def up(cfg: DemoConfig) -> int:
+    import logging
+
     from txmon.broker.server import tail
 
     started = time.monotonic()
     say = Printer(started)
+    logging.getLogger("txmon.broker.server").setLevel(logging.WARNING)  # we say it ourselves
     home = demo_home()
     ports = _ports()
     external = _external_bootstrap()
@@ -433,7 +438,7 @@ def _stream(cfg, say, home, env, ports, daemons, rate, names, monitoring, alerts
     backfilled = 0
     incident_started = False
     end = None if cfg.forever else live_t0 + cfg.seconds + CLOSE_GRACE_S
-    interrupted = False
+    interrupted = waiting = False
     try:
         while True:
             now = time.monotonic()
@@ -460,7 +465,14 @@ def _stream(cfg, say, home, env, ports, daemons, rate, names, monitoring, alerts
                     break
                 end = min(end, now + CLOSE_GRACE_S)
             if end is not None and now >= end:
-                break
+                pending = incident_started and (
+                    not alerts_seen or (monitoring and not notes_seen))
+                if not pending or now >= end + PENDING_WAIT_S:
+                    break
+                if not waiting:
+                    waiting = True
+                    say("wait", f"the {'alert' if not alerts_seen else 'notification'} is on "
+                        f"its way: waiting up to {PENDING_WAIT_S:.0f}s more")
             time.sleep(POLL_S)
     except KeyboardInterrupt:
         interrupted = True
@@ -612,12 +624,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="up: fresh broker, model, worker, API, exporter, notify, Prometheus and "
         "Alertmanager where installed, then real-time simulated traffic with an injected "
         "incident, printing minutes, alerts and notifications. Variables: DEMO_SECONDS "
-        "(240), DEMO_FOREVER (0), DEMO_TPS (20), DEMO_RATE, DEMO_INCIDENT "
-        "(denied:x4:3m@60s), DEMO_BACKFILL_MINUTES (30), DEMO_TRAIN_DAYS (2), "
+        "(210), DEMO_FOREVER (0), DEMO_TPS (20), DEMO_RATE, DEMO_INCIDENT "
+        "(denied:x4:2m30s@45s), DEMO_BACKFILL_MINUTES (30), DEMO_TRAIN_DAYS (1), "
         "DEMO_MONITORING (1), DEMO_SEED (7).")
     actions = p.add_subparsers(dest="demo_command", required=True, metavar="ACTION")
     u = actions.add_parser("up", help="start everything and stream (ends by itself)")
-    u.add_argument("--seconds", type=float, help="real-time streaming (DEMO_SECONDS, 240)")
+    u.add_argument("--seconds", type=float, help="real-time streaming (DEMO_SECONDS, 210)")
     u.add_argument("--forever", action="store_true", help="keep streaming (DEMO_FOREVER=1)")
     u.add_argument("--incident", help="producer --incident spec (DEMO_INCIDENT)")
     u.add_argument("--tps", type=float, help="transactions/s at this hour (DEMO_TPS, 20)")
