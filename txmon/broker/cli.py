@@ -36,6 +36,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--heap", help=f"JVM heap (env TXMON_KAFKA_HEAP; default {DEFAULT_HEAP})")
     p.add_argument("--timeout", type=float, default=60.0,
                    help="seconds to wait for the broker to answer (default 60)")
+    p.add_argument("--secure", action="store_true",
+                   help="SASL/SCRAM-SHA-512 with ACLs; passwords generated into the data dir "
+                        "and printed as env exports (use a new data dir)")
     p.set_defaults(func=run_up)
 
     p = sub.add_parser("down", help="stop the broker and free its ports")
@@ -56,11 +59,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _broker(args: argparse.Namespace, **kw):
+    from txmon.broker import secure
     from txmon.broker.server import LocalKafka
 
-    return LocalKafka(
+    kafka = LocalKafka(
         data_dir=args.data_dir, port=args.port, controller_port=args.controller_port, **kw
     )
+    if getattr(args, "secure", False):
+        secure.make_secure(kafka)
+    else:
+        secure.attach_if_secure(kafka)
+    return kafka
 
 
 def run_fetch(args: argparse.Namespace) -> int:
@@ -81,6 +90,15 @@ def run_up(args: argparse.Namespace) -> int:
     else:
         print(f"Kafka already running at {result.bootstrap} (pid {result.pid}; "
               f"data {kafka.data_dir})")
+    if kafka.format_args:  # secure: ACLs, then how services connect
+        from txmon.broker import secure
+
+        creds = secure.load_credentials(kafka.data_dir)
+        secure.apply_acls(kafka.bootstrap, creds)
+        print(f"# SASL/SCRAM-SHA-512 with ACLs; passwords in "
+              f"{secure.credentials_path(kafka.data_dir)}. For the services:")
+        print(secure.shell_exports(secure.env_exports(kafka.bootstrap, secure.SERVICE,
+                                                      creds[secure.SERVICE])))
     return 0
 
 

@@ -181,7 +181,8 @@ class LocalKafka:
     """A single-node Kafka (KRaft) in `data_dir`, listening on 127.0.0.1 only.
 
     `extra_properties` override or add server.properties entries (e.g. SASL listeners);
-    `client_config` is merged into the probe client's config to match them. With
+    `client_config` is merged into the probe client's config to match them;
+    `format_args` are added to the storage format (SCRAM users: txmon.broker.secure). With
     `owner_pid`, a watchdog stops the broker if that process dies without stopping it
     (test sessions pass their own pid).
     """
@@ -196,6 +197,7 @@ class LocalKafka:
         extra_properties: dict[str, str] | None = None,
         client_config: dict[str, str] | None = None,
         owner_pid: int | None = None,
+        format_args: list[str] | None = None,
     ) -> None:
         self.data_dir = Path(data_dir) if data_dir else default_data_dir()
         self.port = port or env_int("TXMON_KAFKA_PORT", DEFAULT_PORT)
@@ -211,6 +213,7 @@ class LocalKafka:
         self.extra_properties = dict(extra_properties or {})
         self.client_config = dict(client_config or {})
         self.owner_pid = owner_pid
+        self.format_args = list(format_args or [])  # e.g. --add-scram (txmon.broker.secure)
         self._proc: subprocess.Popen | None = None
         self._watchdogs: list[subprocess.Popen] = []
 
@@ -387,6 +390,7 @@ class LocalKafka:
         cmd = [
             java, *cds, f"-Dlog4j2.configurationFile={self.log4j_file}", "-cp", f"{libs}/*",
             STORAGE_TOOL, "format", "-t", _random_cluster_id(), "-c", str(self.properties_file),
+            *self.format_args,
         ]
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
         if proc.returncode != 0:
