@@ -19,7 +19,6 @@ from __future__ import annotations
 import logging
 import threading
 import time
-import uuid
 
 import msgspec
 from confluent_kafka import (
@@ -38,6 +37,7 @@ from txmon.config import KafkaSettings
 from txmon.contracts import DeadLetter, DeadLetterReason, Topics, WindowPartial, encode
 from txmon.contracts import metrics as m
 from txmon.contracts.events import InvalidTransaction, decode_transaction
+from txmon.kafka.read import read_to_end
 
 log = logging.getLogger(__name__)
 
@@ -80,30 +80,12 @@ class Counting:
 
     def _load_states(self, partitions: list[int]) -> dict[int, PartitionWindows]:
         """Latest stored state of these partitions, read from the compacted state topic."""
-        reader = Consumer(self.settings.confluent(**{
-            "group.id": f"{self.cfg.app_id}-state-{uuid.uuid4().hex[:8]}",
-            "enable.auto.commit": False, "enable.partition.eof": False}))
         wanted = {str(p).encode() for p in partitions}
         found: dict[int, PartitionWindows] = {}
-        try:
-            topic = self.names.partition_state
-            meta = reader.list_topics(topic, timeout=30).topics[topic]
-            ends = {}
-            for p in meta.partitions:
-                low, high = reader.get_watermark_offsets(TopicPartition(topic, p), timeout=30)
-                if high > low:
-                    ends[p] = high
-            reader.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in ends])
-            while ends:
-                for msg in reader.consume(10_000, timeout=1.0):
-                    if msg.error():
-                        raise KafkaException(msg.error())
-                    if msg.key() in wanted and msg.value() is not None:
-                        found[int(msg.key())] = _state_decoder.decode(msg.value())
-                    if msg.offset() + 1 >= ends.get(msg.partition(), 0):
-                        ends.pop(msg.partition(), None)
-        finally:
-            reader.close()
+        for msg in read_to_end(self.settings, self.names.partition_state,
+                               f"{self.cfg.app_id}-state"):
+            if msg.key() in wanted and msg.value() is not None:
+                found[int(msg.key())] = _state_decoder.decode(msg.value())
         return found
 
     def _on_assign(self, consumer: Consumer, tps: list[TopicPartition]) -> None:

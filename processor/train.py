@@ -8,7 +8,6 @@ no incidents), or the window-counts topic (what the pipeline itself measured).
 from __future__ import annotations
 
 import argparse
-import uuid
 from datetime import UTC, date, datetime
 
 import msgspec
@@ -50,34 +49,16 @@ def windows_from_simulation(days: int, rate: float, seed: int) -> Windows:
 
 
 def windows_from_topic(settings: KafkaSettings, topic: str) -> Windows:
-    from confluent_kafka import Consumer, TopicPartition
+    from txmon.kafka.read import read_to_end
 
-    consumer = Consumer(settings.confluent(**{
-        "group.id": f"txmon-train-{uuid.uuid4()}", "enable.auto.commit": False,
-        "auto.offset.reset": "earliest"}))
     decoder = msgspec.json.Decoder(WindowCount)
     seen: dict[str, WindowCount] = {}
-    try:
-        meta = consumer.list_topics(topic, timeout=30).topics[topic]
-        ends = {}
-        for p in meta.partitions:
-            low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=30)
-            if high > low:
-                ends[p] = high
-        consumer.assign([TopicPartition(topic, p, 0) for p in ends])
-        while ends:
-            for msg in consumer.consume(1000, timeout=1.0):
-                if msg.error():
-                    continue
-                try:
-                    w = decoder.decode(msg.value())
-                    seen[w.id] = w
-                except msgspec.MsgspecError:
-                    pass
-                if msg.offset() + 1 >= ends.get(msg.partition(), 0):
-                    ends.pop(msg.partition(), None)
-    finally:
-        consumer.close()
+    for msg in read_to_end(settings, topic, "txmon-train"):
+        try:
+            window = decoder.decode(msg.value())
+        except (msgspec.MsgspecError, TypeError):
+            continue
+        seen[window.id] = window  # a re-emitted minute is the same minute
     return sorted((to_ms(w.start), [w.counts.get(s, 0) for s in STATUSES])
                   for w in seen.values())
 

@@ -104,6 +104,10 @@ def test_reference_day_windows_equal_the_csv_pivot_and_its_surge_alerts(
                              text=True, timeout=60).stdout.splitlines()
     assert len(printed) == len(unique_by_id(alerts, "alert"))
     assert any(group in line and "OPEN" in line for line in printed)
+    # The pipeline's own history is training data too.
+    trained = subprocess.run([TXMON, "train", "--from-topic", "--out", str(tmp_path / "m.joblib")],
+                             env=env, check=True, capture_output=True, text=True).stdout
+    assert f"trained on {len(unique_by_id(windows, 'window'))} minutes" in trained
 
 
 def test_sigkill_mid_stream_gives_the_same_windows_and_alerts(shared_data, kafka_settings,

@@ -33,7 +33,9 @@ def pipeline_topics(names: Topics) -> list[TopicSpec]:
     keep = {"cleanup.policy": "compact,delete", "retention.ms": str(30 * 24 * 3600 * 1000)}
     return [
         TopicSpec(names.transactions, partitions, replication),
-        TopicSpec(names.window_partials, 1, replication),
+        # The merge re-reads it from the start after a restart: keep it bounded.
+        TopicSpec(names.window_partials, 1, replication,
+                  {"retention.ms": str(env_int("TXMON_PARTIALS_RETENTION_HOURS", 24) * 3600_000)}),
         TopicSpec(names.partition_state, 1, replication, {
             "cleanup.policy": "compact", "segment.ms": "60000",
             "min.cleanable.dirty.ratio": "0.1"}),

@@ -1,0 +1,42 @@
+"""Reading a topic from its beginning up to where it ends now: state restores, training
+from history, one-shot listings. (Live tails belong to consumers of their own.)"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Message, TopicPartition
+
+from txmon.config import KafkaSettings
+
+
+def read_to_end(settings: KafkaSettings, topic: str, purpose: str = "txmon-read",
+                timeout: float = 30.0) -> Iterator[Message]:
+    """Every record now in `topic`, partition by partition in offset order. Joins no
+    group (assigned partitions, no commits), so it disturbs nobody."""
+    consumer = Consumer(settings.confluent(**{
+        "group.id": f"{purpose}-{uuid.uuid4().hex[:8]}",
+        "enable.auto.commit": False,
+        "enable.partition.eof": False,
+    }))
+    try:
+        meta = consumer.list_topics(topic, timeout=timeout).topics[topic]
+        if meta.error is not None:
+            raise KafkaException(meta.error)
+        ends = {}
+        for p in meta.partitions:
+            low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout)
+            if high > low:
+                ends[p] = high
+        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in ends])
+        while ends:
+            for msg in consumer.consume(10_000, timeout=1.0):
+                if msg.error():
+                    raise KafkaException(msg.error())
+                if msg.offset() < ends.get(msg.partition(), 0):
+                    yield msg
+                if msg.offset() + 1 >= ends.get(msg.partition(), 0):
+                    ends.pop(msg.partition(), None)
+    finally:
+        consumer.close()
