@@ -1,0 +1,230 @@
+"""One measured run of the real worker(s) over N events, and the bare floor beside it.
+
+How a processor run is timed (throughput, memory and scale-out use it):
+
+- the worker's own counter `txmon_processor_events_total{outcome="counted"}` is scraped
+  every 0.1 s from its metrics port: `t_first` is when it first moves (the first batch is
+  counted: Python start-up, Faust start-up and the group join are excluded), `t_counted`
+  when it reaches N;
+- a consumer in this process watches the window-counts topic: `t_closed` is when the
+  last minute's record arrives. Every earlier minute closes by the watermark as the data
+  flows; the last one can only close by the clock (no newer event will come): after the
+  idle timeout (TXMON_IDLE_TIMEOUT_SECONDS, 1 s here) wall-clock silence advances the
+  watermark, which must still cover the gap from the newest event to the window's end
+  plus the allowed lateness (10 s). The events are cut at a whole minute so that gap is
+  small, and `clock_wait` = max(idle timeout, end + lateness - newest event) is
+  subtracted: close-all time = t_closed - t_first - clock_wait. The tick (1 s) that
+  notices the silence and the merge stage's latency stay in: the figure is conservative;
+- every closed minute is compared with the per-minute, per-status counts of the events
+  written: a fast run that counts wrong is reported as wrong.
+"""
+
+from __future__ import annotations
+
+import re
+import signal
+import subprocess
+import time
+from collections import Counter
+from pathlib import Path
+
+import msgspec
+from common import (
+    ROOT,
+    TopicWatcher,
+    Worker,
+    bench_scenario,
+    compare_windows,
+    fresh_topics,
+    minute_id,
+    preload,
+    settings_for,
+    worker_env,
+)
+from tqdm import tqdm
+
+from txmon.config import env_float
+from txmon.contracts import Transaction
+
+IDLE_TIMEOUT_S = 1.0
+LATENESS_MS = int(env_float("TXMON_ALLOWED_LATENESS_SECONDS", 10.0) * 1000)
+WINDOW_MS = 60_000
+PY_SPY = ROOT / ".venv" / "bin" / "py-spy"
+
+
+def _assignments(worker: Worker) -> dict[int, int] | None:
+    """The partitions of the worker's latest assignment, from its log."""
+    text = worker.log.read_text(errors="replace") if worker.log.exists() else ""
+    found = re.findall(r"assigned (\{[^}]*\})", text)
+    if not found:
+        return None
+    return {int(k): 1 for k in re.findall(r"(\d+):", found[-1])}
+
+
+def run_processor(bootstrap: str, n: int, workdir: Path, *, partitions: int = 3,
+                  workers: int = 1, start_first: bool = False, profile: Path | None = None,
+                  label: str = "processor", timeout: float = 900.0) -> dict:
+    """Run `workers` real `txmon process` over n events; see the module docstring.
+
+    start_first: start the workers on the empty topic and write the events once every
+    partition is assigned (so two workers share the work from the first event instead
+    of rebalancing mid-run); otherwise the events are preloaded before the start.
+    profile: record the first worker with py-spy (raw collapsed stacks) into this file.
+    """
+    settings = settings_for(bootstrap)
+    names = fresh_topics(settings, label, partitions)
+    scenario = bench_scenario(n)
+    env = worker_env(bootstrap, names, TXMON_IDLE_TIMEOUT_SECONDS=str(IDLE_TIMEOUT_S))
+    load = None
+    if not start_first:
+        load = preload(settings, names.transactions, scenario, n)
+    watcher = TopicWatcher(settings, names.window_counts)
+    watcher.start()
+    procs = [Worker(env, workdir, f"{label}-{i}") for i in range(workers)]
+    started = time.monotonic()
+    for w in procs:
+        w.start()
+    spy = None
+    try:
+        if start_first:
+            deadline = time.monotonic() + 120
+            while True:
+                got = [_assignments(w) for w in procs]
+                if all(got) and sum(len(g) for g in got) == partitions and \
+                        len(set().union(*got)) == partitions:
+                    break
+                if time.monotonic() > deadline:
+                    raise SystemExit("workers never shared the partitions:\n"
+                                     + "\n".join(w.tail() for w in procs))
+                for w in procs:
+                    if not w.alive():
+                        raise SystemExit(f"worker died:\n{w.tail()}")
+                time.sleep(0.2)
+            load = preload(settings, names.transactions, scenario, n, desc="produce")
+        expected, n = load["expected"], load["events"]
+        last_minute = minute_id(max(expected))
+        t_first = t_counted = t_closed = None
+        bar = tqdm(total=n, unit="ev", unit_scale=True, desc=f"{label:<10}", leave=False,
+                   mininterval=1)
+        shown = 0
+        deadline = time.monotonic() + timeout
+        while t_closed is None:
+            now = time.monotonic()
+            if now > deadline:
+                raise SystemExit(f"{label}: minute {last_minute} never closed\n"
+                                 + "\n".join(w.tail() for w in procs))
+            for w in procs:
+                if not w.alive():
+                    raise SystemExit(f"{label}: worker died:\n{w.tail()}")
+            if t_counted is None:
+                counts = [w.counted() for w in procs]
+                total = sum(c or 0 for c in counts)
+                if total > 0 and t_first is None:
+                    t_first = now
+                    if profile is not None:  # the counting only, not the start-up
+                        spy = subprocess.Popen(
+                            [str(PY_SPY), "record", "--pid", str(procs[0].pid), "--format",
+                             "raw", "--rate", "100", "--nonblocking", "-o", str(profile)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                if total >= n:
+                    t_counted = now
+                    if spy is not None:
+                        spy.send_signal(signal.SIGINT)
+                bar.update(int(total) - shown)
+                shown = int(total)
+            if last_minute in {w for w in watcher.windows()}:
+                t_closed = time.monotonic()
+            time.sleep(0.1)
+        bar.close()
+        windows = watcher.windows()
+        mem = [w.memory() for w in procs]
+        assignments = [w.assigned() for w in procs]
+    finally:
+        if spy is not None and spy.poll() is None:
+            spy.send_signal(signal.SIGINT)
+            try:
+                spy.wait(30)
+            except subprocess.TimeoutExpired:
+                spy.kill()
+        for w in procs:
+            w.stop()
+        watcher.stop()
+    wrong = compare_windows(windows, expected)
+    counted_s = t_counted - t_first
+    # The last minute closes by the clock: once the worker has been idle for the idle
+    # timeout, silence advances its watermark, which must still cover the gap from the
+    # newest event to the window's end plus the allowed lateness.
+    clock_wait = max(IDLE_TIMEOUT_S,
+                     (max(expected) + WINDOW_MS + LATENESS_MS - load["max_ms"]) / 1000)
+    close_s = max(t_closed - t_first - clock_wait, 1e-9)
+    return {
+        "clock_wait_s": clock_wait,
+        "events": n, "workers": workers, "partitions": partitions,
+        "minutes": len(expected), "wrong_minutes": wrong,
+        "counting_s": counted_s, "counting_rate": n / counted_s if counted_s > 0 else None,
+        "close_all_s": close_s, "close_all_rate": n / close_s,
+        "startup_s": t_first - started,
+        "peak_rss": [x.get("VmHWM", 0) for x in mem], "rss": [x.get("VmRSS", 0) for x in mem],
+        "assignments": assignments,
+    }
+
+
+def floor(bootstrap: str, n: int, partitions: int = 3, batch: int = 5000) -> dict:
+    """A bare confluent-kafka loop: consume, msgspec-decode, count per minute and status.
+
+    The least Python can do per event on this machine; the processor adds validation,
+    watermarks, dead letters and state on top. Timed from the first batch received to
+    the last event counted, over the same kind of preloaded topic.
+    """
+    from confluent_kafka import Consumer, TopicPartition
+
+    settings = settings_for(bootstrap)
+    names = fresh_topics(settings, "floor", partitions)
+    load = preload(settings, names.transactions, bench_scenario(n), n)
+    n = load["events"]
+    consumer = Consumer(settings.confluent(**{
+        "group.id": f"{names.transactions}-floor", "enable.auto.commit": False,
+        "auto.offset.reset": "earliest", "enable.partition.eof": False}))
+    consumer.assign([TopicPartition(names.transactions, p, 0) for p in range(partitions)])
+    decode = msgspec.json.Decoder(Transaction).decode
+    counts: Counter = Counter()
+    seen = 0
+    t0 = None
+    bar = tqdm(total=n, unit="ev", unit_scale=True, desc="floor     ", leave=False,
+               mininterval=1)
+    try:
+        while seen < n:
+            msgs = consumer.consume(batch, timeout=1.0)
+            if t0 is None and msgs:
+                t0 = time.perf_counter()
+            for msg in msgs:
+                tx = decode(msg.value())
+                counts[(int(tx.timestamp.timestamp()) // 60, tx.status)] += 1
+            seen += len(msgs)
+            bar.update(len(msgs))
+        elapsed = time.perf_counter() - t0
+    finally:
+        bar.close()
+        consumer.close()
+    ok = sum(counts.values()) == n
+    return {"events": n, "seconds": elapsed, "rate": n / elapsed, "ok": ok}
+
+
+def summarise_profile(path: Path, top: int = 12) -> list[tuple[str, float, float]]:
+    """(function, self %, inclusive %) from py-spy's raw collapsed stacks."""
+    self_n: Counter = Counter()
+    incl_n: Counter = Counter()
+    total = 0
+    for line in path.read_text(errors="replace").splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack or not count.isdigit():
+            continue
+        k = int(count)
+        frames = [re.sub(r":\d+\)$", ")", f) for f in stack.split(";")]
+        total += k
+        self_n[frames[-1]] += k
+        for f in set(frames):
+            incl_n[f] += k
+    if not total:
+        return []
+    return [(f, 100 * c / total, 100 * incl_n[f] / total) for f, c in self_n.most_common(top)]

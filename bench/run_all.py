@@ -1,0 +1,137 @@
+"""Every benchmark, one broker, one results table: what `make bench` runs.
+
+    .venv/bin/python bench/run_all.py [--events 1000000] [--only NAME,...] [--smoke]
+        [--out bench/results]
+
+Starts one private broker (LocalKafka on free ports; or uses KAFKA_BOOTSTRAP_SERVERS),
+runs each benchmark script as its own process against it, and prints one table:
+figure, baseline measured in the same run, ratio, target, met. `--events 10000000`
+is the issue's large run (throughput at 10M, memory 1M vs 10M). `--smoke` runs each at a
+tiny size, only to prove the scripts still work (tests/test_bench_smoke.py). The table,
+the machine and the raw figures go to OUT/results.md and OUT/results.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parent
+sys.path.insert(0, str(BENCH))
+
+from common import Broker, fmt, machine, print_rows, row  # noqa: E402
+
+
+def plan(args) -> dict[str, list[str]]:
+    n = args.events
+    if args.smoke:
+        return {
+            "produce": ["produce.py", "--messages", "20000", "--repeat", "1"],
+            "throughput": ["processor_throughput.py", "--events", "20000", "--repeat", "1"],
+            "memory": ["memory.py", "--sizes", "10000"],
+            "scale-out": ["scale_out.py", "--events", "20000"],
+            "latency": ["alert_latency.py", "--no-model", "--speed", "20", "--live", "150",
+                        "--backfill-minutes", "0", "--tps", "20"],
+            "api": ["ingest_api.py", "--seconds", "2", "--connections", "8"],
+        }
+    sizes = f"{n // 5},{n}" if n <= 1_000_000 else f"1000000,{n}"
+    return {
+        "produce": ["produce.py", "--messages", str(min(n, 1_000_000)), "--repeat", "2"],
+        "throughput": ["processor_throughput.py", "--events", str(n), "--repeat", "2",
+                       "--profile", str(args.out / "throughput-profile.txt")],
+        "memory": ["memory.py", "--sizes", sizes],
+        "scale-out": ["scale_out.py", "--events", str(min(n, 1_000_000))],
+        "latency": ["alert_latency.py"],
+        "api": ["ingest_api.py"],
+    }
+
+
+def produce_rows(data: dict) -> list[dict]:
+    best, counts = data["best_msgs_per_s"], data["messages"]
+    out = []
+    for key, label in (("simulator", "simulator -> Kafka"), ("replay", "replay -> Kafka")):
+        ok = best[key] >= 300_000 and best[key] / best["floor"] >= 0.5
+        out.append(row("producer", f"{label} ({counts[key]:,} msgs)", best[key], "msgs/s",
+                       "bare confluent-kafka produce", best["floor"],
+                       ">= 300,000/s, >= 50%", ok))
+    return out
+
+
+def to_markdown(rows: list[dict], info: dict, durations: dict[str, float]) -> str:
+    lines = ["| benchmark | figure | value | baseline (same run) | ratio | target | met |",
+             "|---|---|---:|---|---:|---|---|"]
+    for r in rows:
+        ratio = f"{r['ratio']:.0%}" if r["ratio"] is not None else "-"
+        met = {True: "yes", False: "**no**", None: "-"}[r["met"]]
+        base = f"{r['baseline']}: {fmt(r['baseline_value'], r['unit'])}" if r["baseline"] \
+            else "-"
+        value = fmt(r["value"], r["unit"])
+        if r["note"]:
+            value += f" <br><sub>{r['note']}</sub>"
+        lines.append(f"| {r['bench']} | {r['metric']} | {value} | {base} | {ratio} | "
+                     f"{r['target'] or '-'} | {met} |")
+    m = info["machine"]
+    lines += ["", f"Machine: {m['nproc']} CPUs ({m['cpu']}), {m['memory']} RAM, load average "
+              f"{m['load']} at the start and {info['load_end']} at the end, Python "
+              f"{m['python']}, kernel {m['kernel']}; broker on the same machine.",
+              f"Run: {info['command']} at {info['started']}, "
+              + ", ".join(f"{k} {v:.0f}s" for k, v in durations.items()) + "."]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--events", type=int, default=1_000_000)
+    ap.add_argument("--only", help="comma-separated: " + ", ".join(plan(
+        argparse.Namespace(events=1, smoke=False, out=Path(".")))))
+    ap.add_argument("--smoke", action="store_true")
+    ap.add_argument("--out", type=Path, default=BENCH / "results")
+    args = ap.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    steps = plan(args)
+    if args.only:
+        wanted = args.only.split(",")
+        unknown = set(wanted) - set(steps)
+        if unknown:
+            raise SystemExit(f"unknown benchmark(s) {sorted(unknown)}; one of {list(steps)}")
+        steps = {k: v for k, v in steps.items() if k in wanted}
+    info = {"machine": machine(), "command": "bench/run_all.py " + " ".join(sys.argv[1:]),
+            "started": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+    rows, raw, durations, failed = [], {}, {}, []
+    with Broker() as bootstrap:
+        env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": bootstrap}
+        for name, (script, *rest) in steps.items():
+            out = args.out / f"{name}.json"
+            out.unlink(missing_ok=True)
+            print(f"\n=== {name}: {script} {' '.join(rest)}", flush=True)
+            t = time.monotonic()
+            code = subprocess.call([sys.executable, str(BENCH / script), *rest, "--json",
+                                    str(out)], env=env)
+            durations[name] = time.monotonic() - t
+            if code != 0 or not out.exists():
+                failed.append(f"{name} (exit {code})")
+                continue
+            data = json.loads(out.read_text())
+            raw[name] = data
+            rows += produce_rows(data) if name == "produce" else data["rows"]
+    info["load_end"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    print(f"\n=== all benchmarks ({info['machine']['nproc']} CPUs, "
+          f"{info['machine']['cpu']}, load {info['machine']['load']} -> {info['load_end']})")
+    print_rows(rows)
+    (args.out / "results.md").write_text(to_markdown(rows, info, durations))
+    (args.out / "results.json").write_text(json.dumps(
+        {"info": info, "rows": rows, "raw": raw, "durations_s": durations}, indent=1) + "\n")
+    print(f"\ntable: {args.out / 'results.md'}")
+    if failed:
+        print("FAILED: " + ", ".join(failed), file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
