@@ -46,8 +46,11 @@ test: system-deps venv kafka-fetch
 	$(VENV)/bin/ruff check .
 	$(PYTEST) -m "not faults"
 
+# The fault tests record their figures; docs/reliability.md's table is rendered from them.
 test-faults: system-deps venv kafka-fetch
+	rm -f build/reliability.jsonl
 	$(PYTEST) -m faults
+	$(PY) tests/reliability_report.py
 
 # Everything in real time with an injected incident; ends by itself, services keep
 # running. DEMO_FOREVER=1 keeps streaming; other DEMO_* variables: `txmon demo --help`.

@@ -1,0 +1,193 @@
+"""Shared pieces of the fault tests: a preloaded reference day, per-run output topics,
+a live count of the windows a worker has emitted, and exact comparisons that count
+(lost, double-counted, duplicated, re-emitted) instead of stopping at the first error."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import threading
+import time
+import uuid
+from collections import Counter
+from pathlib import Path
+
+import msgspec
+import pandas as pd
+from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+
+from txmon.config import KafkaSettings, shared_data_dir
+from txmon.contracts import STATUSES, Topics, WindowCount
+from txmon.contracts.topics import ENV_PREFIX
+
+DAY = "2026-03-02"
+OUTPUTS = ("window_counts", "alerts", "dead_letter", "window_partials", "partition_state")
+
+
+def pipeline_env(settings: KafkaSettings, names: Topics, **extra: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env["KAFKA_BOOTSTRAP_SERVERS"] = settings.bootstrap
+    for field in dataclasses.fields(names):
+        env[ENV_PREFIX + field.name.upper()] = getattr(names, field.name)
+    env.update(extra)
+    return env
+
+
+def fresh_outputs(names: Topics, tag: str) -> Topics:
+    """Same transactions topic, new output topics: a run independent of every other."""
+    return dataclasses.replace(names, **{f: f"{getattr(names, f)}-{tag}" for f in OUTPUTS})
+
+
+def slug(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+def reference_data() -> Path:
+    """The reference CSVs, for module-scoped fixtures (the rule of conftest's shared_data:
+    skipped when absent, failed in CI)."""
+    import pytest
+
+    path = shared_data_dir()
+    if not path.is_dir() or not any(path.glob("*.csv")):
+        message = f"reference data not found at {path} (set TXMON_DATA_DIR)"
+        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+            pytest.fail(message)
+        pytest.skip(message)
+    return path
+
+
+def pivot(path: Path, day: str = DAY) -> pd.DataFrame:
+    """The CSV's per-minute, per-status counts with pandas alone, empty minutes as 0."""
+    df = pd.read_csv(path)
+    df["minute"] = pd.to_datetime(day + " " + df["time"].str.replace("h ", ":"), utc=True)
+    table = df.pivot_table(index="minute", columns="status", values="F1", aggfunc="sum",
+                           fill_value=0)
+    minutes = pd.date_range(table.index.min(), table.index.max(), freq="min")
+    return table.reindex(minutes, fill_value=0).reindex(columns=list(STATUSES), fill_value=0)
+
+
+@dataclasses.dataclass
+class Tally:
+    """How a run's records compare with the truth."""
+
+    expected: int = 0  # transactions (or records) that should be there
+    lost: int = 0
+    double_counted: int = 0
+    missing_ids: int = 0  # windows/alerts absent
+    extra_ids: int = 0  # windows/alerts that should not exist
+    conflicting: int = 0  # one id emitted with two different contents
+    reemitted: int = 0  # one id emitted again with identical content (harmless)
+
+    @property
+    def duplicated(self) -> int:
+        return self.extra_ids + self.conflicting
+
+    def clean(self) -> bool:
+        return not (self.lost or self.double_counted or self.missing_ids or self.duplicated)
+
+
+def by_id(records) -> tuple[dict, int, int]:
+    """(records by id, re-emissions with the same content, re-emissions that differ)."""
+    out, same, differ = {}, 0, 0
+    for r in records:
+        if r.id in out:
+            if msgspec.to_builtins(out[r.id]) == msgspec.to_builtins(r):
+                same += 1
+            else:
+                differ += 1
+        out[r.id] = r
+    return out, same, differ
+
+
+def tally_windows(windows: list[WindowCount], truth: pd.DataFrame) -> Tally:
+    """Every transaction of the truth in its minute and status: count what is missing and
+    what is there twice; every minute once."""
+    got, same, differ = by_id(windows)
+    t = Tally(expected=int(truth.to_numpy().sum()), reemitted=same, conflicting=differ)
+    first, last = truth.index[0], truth.index[-1]
+    seen = set()
+    for w in got.values():
+        start = pd.Timestamp(w.start).tz_convert("UTC")
+        if start < first or start > last:
+            continue
+        seen.add(start)
+        want = truth.loc[start]
+        for s in STATUSES:
+            diff = w.counts.get(s, 0) - int(want[s])
+            t.lost += max(0, -diff)
+            t.double_counted += max(0, diff)
+    for start in truth.index:
+        if start not in seen:
+            t.missing_ids += 1
+            t.lost += int(truth.loc[start].sum())
+    return t
+
+
+def tally_records(got_records, want_records) -> Tally:
+    """Records against a reference run's, by id and content (alerts, windows)."""
+    got, same, differ = by_id(got_records)
+    want, _, _ = by_id(want_records)
+    t = Tally(expected=len(want), reemitted=same, conflicting=differ)
+    t.missing_ids = len(want.keys() - got.keys())
+    t.extra_ids = len(got.keys() - want.keys())
+    both = got.keys() & want.keys()
+    t.conflicting += sum(msgspec.to_builtins(got[i]) != msgspec.to_builtins(want[i])
+                         for i in both)
+    t.lost = t.missing_ids
+    return t
+
+
+class WindowWatch(threading.Thread):
+    """Counts the distinct window ids on a topic as they arrive, so a kill can be aimed at
+    a point in the stream without re-reading the topic each time."""
+
+    def __init__(self, settings: KafkaSettings, topic: str):
+        super().__init__(daemon=True)
+        self.settings, self.topic = settings, topic
+        self.ids: set[str] = set()
+        self.records = 0
+        self.stop_event = threading.Event()
+        self.changed = threading.Condition()
+
+    def run(self) -> None:
+        consumer = Consumer(self.settings.confluent(**{
+            "group.id": slug("watch"), "enable.auto.commit": False,
+            "enable.partition.eof": False}))
+        try:
+            while not self.stop_event.is_set():
+                meta = consumer.list_topics(self.topic, timeout=5).topics.get(self.topic)
+                if meta is not None and meta.partitions and meta.error is None:
+                    break
+                time.sleep(0.2)  # the worker creates its output topics at start
+            else:
+                return
+            consumer.assign([TopicPartition(self.topic, p, OFFSET_BEGINNING)
+                             for p in meta.partitions])
+            decoder = msgspec.json.Decoder(WindowCount)
+            while not self.stop_event.is_set():
+                for msg in consumer.consume(500, 0.2):
+                    if msg.error() or msg.value() is None:
+                        continue
+                    with self.changed:
+                        self.ids.add(decoder.decode(msg.value()).id)
+                        self.records += 1
+                        self.changed.notify_all()
+        finally:
+            consumer.close()
+
+    def wait_for(self, count: int, timeout: float, alive=lambda: True) -> int:
+        deadline = time.monotonic() + timeout
+        with self.changed:
+            while len(self.ids) < count:
+                assert time.monotonic() < deadline, f"only {len(self.ids)} windows of {count}"
+                assert alive(), "worker died"
+                self.changed.wait(0.2)
+            return len(self.ids)
+
+    def stop(self) -> None:
+        self.stop_event.set()
+        self.join(10)
+
+
+def counter_summary(counter: Counter) -> str:
+    return ", ".join(f"{k}={v}" for k, v in sorted(counter.items()))
