@@ -18,7 +18,7 @@ DAY = datetime(2026, 3, 9, tzinfo=UTC)
 
 def test_quick_suite_meets_acceptance(shared_data, tmp_path):
     report = tmp_path / "detection.md"
-    report.write_text("# Detection\n\nintro\n\n<!-- evaluate:begin -->\nold\n"
+    report.write_text("# Detection\n\nintro\n\n<!-- evaluate:begin -->\nSTALE-BLOCK\n"
                       "<!-- evaluate:end -->\n\nafter\n")
     out = subprocess.run(
         [TXMON, "evaluate", "--quick", "--train-days", "1", "--strict", "--no-progress",
@@ -32,7 +32,7 @@ def test_quick_suite_meets_acceptance(shared_data, tmp_path):
         assert png.stat().st_size > 10_000, name
     text = report.read_text()
     assert text.startswith("# Detection\n\nintro") and text.rstrip().endswith("after")
-    assert "old" not in text and "txmon evaluate --quick" in text
+    assert "STALE-BLOCK" not in text and "txmon evaluate --quick" in text
     assert "| transactions_2.csv | 16:23-17:25 | denials | yes |" in text
 
 
