@@ -38,7 +38,7 @@ pytestmark = [pytest.mark.faults, pytest.mark.timeout(1500)]
 
 TRIALS = int(os.environ.get("TXMON_FAULT_TRIALS", "10"))
 PARALLEL = int(os.environ.get("TXMON_FAULT_PARALLEL", "5"))
-SEED = 20260302
+SEED = int(os.environ.get("TXMON_FAULT_SEED", "20260302"))  # trial n uses SEED + n
 SOURCE = "transactions_1.csv"
 #: Faster restarts: the killed member leaves the group after this, not the default 10 s.
 WORKER_ENV = {"TXMON_WARMUP_WINDOWS": "60", "TXMON_SESSION_TIMEOUT_MS": "6000"}
