@@ -266,6 +266,15 @@ def _live_rate(cfg: DemoConfig) -> float:
 
 
 def up(cfg: DemoConfig) -> int:
+    try:
+        return _up(cfg)
+    except UserError as exc:
+        if demo_home().exists() and any(demo_home().glob("*.pid")):
+            raise UserError(f"{exc} (`make down` stops what had started)") from None
+        raise
+
+
+def _up(cfg: DemoConfig) -> int:
     import logging
 
     from txmon.broker.server import tail
@@ -323,6 +332,35 @@ def up(cfg: DemoConfig) -> int:
         state["bootstrap"] = bootstrap
         (home / "demo.json").write_text(json.dumps(state, indent=2) + "\n")
         env["KAFKA_BOOTSTRAP_SERVERS"] = bootstrap
+        from txmon.config import KafkaSettings
+        from txmon.contracts import topics
+        from txmon.kafka.admin import ensure_topics, pipeline_topics
+
+        with _patched_env(env):
+            ensure_topics(KafkaSettings.from_env(), pipeline_topics(topics()))
+            names = topics()
+
+        # The services start while the model trains: the worker loads it when it appears,
+        # and nothing reaches the worker before the backfill, after training.
+        daemons = _all_daemons(home, ports, env)
+        for name in SERVICES:
+            t0 = time.monotonic()
+            outcome = daemons[name].start()
+            say(name, f"{outcome} {daemons[name].url} in {time.monotonic() - t0:.1f}s "
+                f"(log {daemons[name].logfile})")
+
+        monitoring = cfg.monitoring and _monitoring_installed()
+        if monitoring:
+            from exporter import monitoring as mon
+
+            with _patched_env(env):
+                for line in mon.up(ports, home / "monitoring"):
+                    say("monitor", line)
+        elif cfg.monitoring:
+            say("monitor", "Prometheus/Alertmanager not installed: skipped "
+                "(bash scripts/system-deps.sh installs them)")
+        state["monitoring"] = monitoring
+        (home / "demo.json").write_text(json.dumps(state, indent=2) + "\n")
         code = train.wait()
     except BaseException:
         train.kill()
@@ -330,38 +368,9 @@ def up(cfg: DemoConfig) -> int:
     if code != 0:
         raise UserError(f"txmon train failed ({code}): "
                         + " | ".join(tail(home / "train.log", 3)))
-    fitted = [line for line in tail(home / "train.log", 20) if "threshold" in line or "saved" in
-              line.lower()]
-    say("train", f"model ready in {time.monotonic() - started:.0f}s"
+    fitted = [line for line in tail(home / "train.log", 20) if "threshold" in line]
+    say("train", f"model ready after {time.monotonic() - started:.0f}s"
         + (f": {fitted[-1].strip()}" if fitted else ""))
-
-    from txmon.config import KafkaSettings
-    from txmon.contracts import topics
-    from txmon.kafka.admin import ensure_topics, pipeline_topics
-
-    with _patched_env(env):
-        ensure_topics(KafkaSettings.from_env(), pipeline_topics(topics()))
-        names = topics()
-
-    daemons = _all_daemons(home, ports, env)
-    for name in SERVICES:
-        t0 = time.monotonic()
-        outcome = daemons[name].start()
-        say(name, f"{outcome} {daemons[name].url} in {time.monotonic() - t0:.1f}s "
-            f"(log {daemons[name].logfile})")
-
-    monitoring = cfg.monitoring and _monitoring_installed()
-    if monitoring:
-        from exporter import monitoring as mon
-
-        with _patched_env(env):
-            for line in mon.up(ports, home / "monitoring"):
-                say("monitor", line)
-    elif cfg.monitoring:
-        say("monitor", "Prometheus/Alertmanager not installed: skipped "
-            "(bash scripts/system-deps.sh installs them)")
-    state["monitoring"] = monitoring
-    (home / "demo.json").write_text(json.dumps(state, indent=2) + "\n")
 
     stop = threading.Event()
     alerts_seen: list = []
