@@ -77,6 +77,11 @@ class Tally:
     extra_ids: int = 0  # windows/alerts that should not exist
     conflicting: int = 0  # one id emitted with two different contents
     reemitted: int = 0  # one id emitted again with identical content (harmless)
+    examples: list = dataclasses.field(default_factory=list, repr=False)
+
+    def __str__(self) -> str:
+        base = repr(self)
+        return base + (f"; e.g. {'; '.join(self.examples[:4])}" if self.examples else "")
 
     @property
     def duplicated(self) -> int:
@@ -130,9 +135,12 @@ def tally_records(got_records, want_records) -> Tally:
     t = Tally(expected=len(want), reemitted=same, conflicting=differ)
     t.missing_ids = len(want.keys() - got.keys())
     t.extra_ids = len(got.keys() - want.keys())
-    both = got.keys() & want.keys()
-    t.conflicting += sum(msgspec.to_builtins(got[i]) != msgspec.to_builtins(want[i])
-                         for i in both)
+    for i in sorted(got.keys() & want.keys()):
+        a, b = msgspec.to_builtins(got[i]), msgspec.to_builtins(want[i])
+        if a != b:
+            t.conflicting += 1
+            fields = {k: (a.get(k), b.get(k)) for k in a.keys() | b.keys() if a.get(k) != b.get(k)}
+            t.examples.append(f"{i}: {str(fields)[:300]} (got, undisturbed)")
     t.lost = t.missing_ids
     return t
 
