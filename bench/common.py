@@ -303,7 +303,7 @@ def machine() -> dict[str, str]:
 def row(bench: str, metric: str, value: float, unit: str, baseline: str | None = None,
         baseline_value: float | None = None, target: str = "", met: bool | None = None,
         note: str = "") -> dict:
-    ratio = (value / baseline_value) if baseline_value else None
+    ratio = (value / baseline_value) if baseline_value and value is not None else None
     return {"bench": bench, "metric": metric, "value": value, "unit": unit,
             "baseline": baseline, "baseline_value": baseline_value, "ratio": ratio,
             "target": target, "met": met, "note": note}

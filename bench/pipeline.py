@@ -3,7 +3,7 @@
 How a processor run is timed (throughput, memory and scale-out use it):
 
 - the worker's own counter `txmon_processor_events_total{outcome="counted"}` is scraped
-  every 0.1 s from its metrics port: `t_first` is when it first moves (the first batch is
+  every 0.5 s from its metrics port: `t_first` is when it first moves (the first batch is
   counted: Python start-up, Faust start-up and the group join are excluded), `t_counted`
   when it reaches N;
 - a consumer in this process watches the window-counts topic: `t_closed` is when the
@@ -47,6 +47,8 @@ from txmon.config import env_float
 from txmon.contracts import Transaction
 
 IDLE_TIMEOUT_S = 1.0
+#: Scraping the worker's /metrics costs it CPU (about 10 % at 10 Hz on a loaded box).
+SCRAPE_S = 0.5
 LATENESS_MS = int(env_float("TXMON_ALLOWED_LATENESS_SECONDS", 10.0) * 1000)
 WINDOW_MS = 60_000
 PY_SPY = ROOT / ".venv" / "bin" / "py-spy"
@@ -59,6 +61,25 @@ def _assignments(worker: Worker) -> dict[int, int] | None:
     if not found:
         return None
     return {int(k): 1 for k in re.findall(r"(\d+):", found[-1])}
+
+
+def _wait_settled(procs: list[Worker], quiet_s: float = 5.0, timeout: float = 180.0) -> float:
+    """Seconds until every worker's Faust side (the merge stage's group) is ready and no
+    rebalance was logged for `quiet_s`: a second worker joining rebalances that group
+    too, and the merge stalls while it does."""
+    start = time.monotonic()
+    sizes: list[int] = []
+    quiet_since = start
+    while time.monotonic() - start < timeout:
+        texts = [w.log.read_text(errors="replace") if w.log.exists() else "" for w in procs]
+        ready = all("[^Worker]: Ready" in t for t in texts)
+        marks = [len(re.findall(r"rebalanc|Revoking|Setting newly assigned", t)) for t in texts]
+        if marks != sizes:
+            sizes, quiet_since = marks, time.monotonic()
+        if ready and time.monotonic() - quiet_since >= quiet_s:
+            return time.monotonic() - start
+        time.sleep(0.5)
+    return time.monotonic() - start
 
 
 def run_processor(bootstrap: str, n: int, workdir: Path, *, partitions: int = 3,
@@ -85,6 +106,7 @@ def run_processor(bootstrap: str, n: int, workdir: Path, *, partitions: int = 3,
     for w in procs:
         w.start()
     spy = None
+    settled = None
     try:
         if start_first:
             deadline = time.monotonic() + 120
@@ -100,6 +122,7 @@ def run_processor(bootstrap: str, n: int, workdir: Path, *, partitions: int = 3,
                     if not w.alive():
                         raise SystemExit(f"worker died:\n{w.tail()}")
                 time.sleep(0.2)
+            settled = _wait_settled(procs)
             load = preload(settings, names.transactions, scenario, n, desc="produce")
         expected, n = load["expected"], load["events"]
         last_minute = minute_id(max(expected))
@@ -107,6 +130,7 @@ def run_processor(bootstrap: str, n: int, workdir: Path, *, partitions: int = 3,
         bar = tqdm(total=n, unit="ev", unit_scale=True, desc=f"{label:<10}", leave=False,
                    mininterval=1)
         shown = 0
+        scraped = 0.0
         deadline = time.monotonic() + timeout
         while t_closed is None:
             now = time.monotonic()
@@ -116,7 +140,8 @@ def run_processor(bootstrap: str, n: int, workdir: Path, *, partitions: int = 3,
             for w in procs:
                 if not w.alive():
                     raise SystemExit(f"{label}: worker died:\n{w.tail()}")
-            if t_counted is None:
+            if t_counted is None and now - scraped >= SCRAPE_S:
+                scraped = now
                 counts = [w.counted() for w in procs]
                 total = sum(c or 0 for c in counts)
                 if total > 0 and t_first is None:
@@ -158,6 +183,7 @@ def run_processor(bootstrap: str, n: int, workdir: Path, *, partitions: int = 3,
                      (max(expected) + WINDOW_MS + LATENESS_MS - load["max_ms"]) / 1000)
     close_s = max(t_closed - t_first - clock_wait, 1e-9)
     return {
+        "settle_s": settled if start_first else None,
         "clock_wait_s": clock_wait,
         "events": n, "workers": workers, "partitions": partitions,
         "minutes": len(expected), "wrong_minutes": wrong,

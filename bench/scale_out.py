@@ -3,8 +3,9 @@
     .venv/bin/python bench/scale_out.py [--events 1000000] [--json FILE]
 
 Both set-ups run the real `txmon process` in one consumer group on a fresh topic, and
-the events are written only once every partition is assigned (start_first in
-bench/pipeline.py): otherwise the second worker would join while the first is already
+the events are written only once every partition is assigned and the Faust side
+(the merge stage's group) has stopped rebalancing (start_first in bench/pipeline.py):
+otherwise the second worker would join while the first is already
 counting and the run would measure a rebalance. Writing then overlaps the counting
 (in both set-ups alike). The figure is the counting rate (first to last event, summed
 over the workers' own counters) and the close-all rate; the window counts of both runs
@@ -41,7 +42,8 @@ def main() -> int:
     speedup = two["counting_rate"] / one["counting_rate"]
     note = (f"{os.cpu_count()} CPUs shared with the broker and this load generator; "
             f"minutes wrong: 1 worker {one['wrong_minutes']}, 2 workers {two['wrong_minutes']}"
-            f"; assignments per worker {two['assignments']}")
+            f"; assignments per worker {two['assignments']}; waited "
+            f"{two['settle_s']:.0f}s for the merge stage's Faust group to settle first")
     rows = [
         row("scale-out", "2 workers, counting rate", two["counting_rate"], "tx/s",
             "1 worker", one["counting_rate"], f">= {TARGET}x, identical",
