@@ -63,7 +63,7 @@ class DemoConfig:
     forever: bool = False
     tps: float = 20.0
     rate: float | None = None
-    incident: str = "denied:x4:2m30s@45s"
+    incident: str = "denied:x4:2m30s@30s"
     backfill_minutes: int = 30
     train_days: int = 1
     monitoring: bool = True
@@ -407,37 +407,40 @@ def _patched_env(env: dict) -> Iterator[None]:
 
 def _stream(cfg, say, home, env, ports, daemons, rate, names, monitoring, alerts_seen,
             notes_seen, started) -> int:
-    from producer.incidents import parse_incident
-
-    incident = parse_incident(cfg.incident)
     labels = home / "labels.jsonl"
     common = ["--rate", str(rate), "--no-progress", "--labels", str(labels)]
+    # The live stream's clock starts where the backfill's ends, so no minute has a hole;
+    # event time then trails the wall clock by the backfill's few seconds.
+    clock = datetime.now(UTC).replace(microsecond=0)
     if cfg.backfill_minutes > 0:
-        begin = datetime.now(UTC) - timedelta(minutes=cfg.backfill_minutes)
+        begin = clock - timedelta(minutes=cfg.backfill_minutes)
         say("produce", f"backfilling the last {cfg.backfill_minutes} minutes at full speed "
             "(the detector judges nothing before 10 minutes of today's traffic)")
         with open(home / "backfill.log", "wb") as log:
             code = subprocess.call(
-                _txmon("produce", "--start", begin.strftime("%Y-%m-%dT%H:%M:%S"), "--speed",
-                       "max", "--duration", f"{cfg.backfill_minutes}m",
+                _txmon("produce", "--start", _iso(begin), "--speed", "max",
+                       "--duration", f"{cfg.backfill_minutes}m",
                        "--seed", str(cfg.seed + 1), *common),
                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
         if code != 0:
             raise UserError(f"backfill failed ({code}); see {home / 'backfill.log'}")
+    spec, incident = aligned_incident(cfg.incident, clock)
 
-    live = ["produce", "--seed", str(cfg.seed), "--incident", cfg.incident, *common]
+    live = ["produce", "--start", _iso(clock), "--speed", "1", "--seed", str(cfg.seed),
+            "--incident", spec, *common]
     if not cfg.forever:
         live += ["--duration", f"{cfg.seconds:g}s"]
     producer = daemons["producer"]
     producer.command = _txmon(*live)
     producer.start()
-    live_start = datetime.now(UTC)
+    live_start = clock
     live_t0 = time.monotonic()
     incident_at = live_t0 + incident.offset
+    lag = (datetime.now(UTC) - clock).total_seconds()
     say("produce", f"streaming in real time: ~{cfg.tps:g} tx/s now (peak rate {rate:g}/s), "
-        f"{'until stopped' if cfg.forever else f'for {cfg.seconds:g}s'}; incident "
-        f"{cfg.incident} starts at "
-        f"{(live_start + timedelta(seconds=incident.offset)):%H:%M:%S}Z "
+        f"{'until stopped' if cfg.forever else f'for {cfg.seconds:g}s'}, event time "
+        f"{lag:.0f}s behind the wall clock; incident {spec} starts at "
+        f"{(live_start + timedelta(seconds=incident.offset)):%H:%M:%S}Z event time "
         f"(log {producer.logfile})")
     _print_urls(say, ports, monitoring, names, home)
 
@@ -490,6 +493,24 @@ def _stream(cfg, say, home, env, ports, daemons, rate, names, monitoring, alerts
     _summary(say, home, ports, alerts_seen, notes_seen, incident_at, incident_started,
              monitoring, started, interrupted)
     return 0
+
+
+def _iso(ts: datetime) -> str:
+    return ts.strftime("%Y-%m-%dT%H:%M:%S")
+
+
+def aligned_incident(spec: str, clock: datetime):
+    """The incident moved to the first minute boundary at or after its offset: its first
+    minute is then wholly anomalous (a minute it only grazes says little), and it is
+    detected when that minute closes."""
+    from producer.incidents import parse_incident
+
+    incident = parse_incident(spec)
+    at = clock.timestamp() + incident.offset
+    offset = int(-(-at // 60) * 60 - clock.timestamp())
+    body = spec.rpartition("@")[0] if "@" in spec else spec
+    spec = f"{body}@{offset}s"
+    return spec, parse_incident(spec)
 
 
 def _exited(daemon) -> bool:
@@ -567,8 +588,10 @@ def down() -> int:
     state = _state(home)
     daemons = _all_daemons(home, ports)
     for name in ("producer", *SERVICES):
+        t0 = time.monotonic()
         stopped = daemons[name].stop()
-        print(f"{name}: {'stopped' if stopped else 'was not running'}")
+        print(f"{name}: " + (f"stopped in {time.monotonic() - t0:.1f}s" if stopped
+                             else "was not running"), flush=True)
     if (home / "monitoring").exists():
         from exporter import monitoring as mon
 
@@ -634,8 +657,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "Alertmanager where installed, then real-time simulated traffic with an injected "
         "incident, printing minutes, alerts and notifications. Variables: DEMO_SECONDS "
         "(210), DEMO_FOREVER (0), DEMO_TPS (20), DEMO_RATE, DEMO_INCIDENT "
-        "(denied:x4:2m30s@45s), DEMO_BACKFILL_MINUTES (30), DEMO_TRAIN_DAYS (1), "
-        "DEMO_MONITORING (1), DEMO_SEED (7).")
+        "(denied:x4:2m30s@30s, moved to the next minute boundary), DEMO_BACKFILL_MINUTES "
+        "(30), DEMO_TRAIN_DAYS (1), DEMO_MONITORING (1), DEMO_SEED (7).")
     actions = p.add_subparsers(dest="demo_command", required=True, metavar="ACTION")
     u = actions.add_parser("up", help="start everything and stream (ends by itself)")
     u.add_argument("--seconds", type=float, help="real-time streaming (DEMO_SECONDS, 210)")
