@@ -60,7 +60,14 @@ MINUTES_PER_DAY = 1440
 LEVEL_MINUTES = 120
 #: Minutes whose median volume ratio sets today's level.
 LEVEL_WINDOW = 60
-LEVEL_MIN_MINUTES = 10
+LEVEL_MIN_MINUTES = 3
+#: Today's level is this quantile of the recent ratios: above the median, so that an
+#: outage can cover three quarters of the window before it lowers the level it is
+#: judged against (a surge that raises it is harmless: see SHARE_MAX_RATIO).
+LEVEL_QUANTILE = 0.75
+#: With fewer approvals expected a minute, an outage cannot be told from a lull within
+#: a few minutes (at night a real day has minutes with none): approvals are not judged.
+OUTAGE_MIN_EXPECTED = 20.0
 #: History transactions an hour needs before its own share outweighs the pooled one.
 SHARE_PRIOR = 1000.0
 #: Today's mix: median over blocks of this many recent minutes, from this many blocks.
@@ -176,11 +183,11 @@ def recent_shares(rows: np.ndarray) -> np.ndarray | None:
 
 
 def volume_level(baseline: Baseline, recent: list[tuple[int, list[int]]]) -> float | None:
-    """How busy today is against the history: the median, over the last LEVEL_WINDOW
-    minutes, of approvals over their usual count for that minute of day. 1.0 on a usual
-    day, 10 on a day ten times busier; the median keeps a half-hour outage from
-    becoming the new normal. None until LEVEL_MIN_MINUTES minutes are known: before
-    that nothing is judged against a level."""
+    """How busy today is against the history: the LEVEL_QUANTILE quantile, over the last
+    LEVEL_WINDOW minutes, of approvals over their usual count for that minute of day.
+    1.0 on a usual day, 10 on a day ten times busier; the quantile keeps an outage of up
+    to three quarters of the window from becoming the new normal. None until
+    LEVEL_MIN_MINUTES minutes are known: before that nothing is judged against a level."""
     ratios = [
         c[APPROVED] / baseline.approved[minute_of_day(s)]
         for s, c in recent[-LEVEL_WINDOW:]
@@ -188,7 +195,7 @@ def volume_level(baseline: Baseline, recent: list[tuple[int, list[int]]]) -> flo
     ]
     if len(ratios) < LEVEL_MIN_MINUTES:
         return None
-    return float(np.median(ratios))
+    return float(np.quantile(ratios, LEVEL_QUANTILE))
 
 
 def expectations(baseline: Baseline, starts: np.ndarray, counts: np.ndarray,
@@ -299,12 +306,6 @@ def evidence(baseline: Baseline, start_ms: int, counts: list[int],
            and starts[-1 - k] == start_ms - 60_000 * k):
         k += 1
     vector, z = [], {}
-    if not known:
-        # Nothing about today is known yet (a worker's very first minutes): judging the
-        # first minutes of a stream against another day's mix pages for nothing.
-        zero = {name: 0.0 for name in (*RISING, "approved_share", "approved_count", "approved")}
-        return Evidence(vector=[0.0] * len(FEATURES), z=zero,
-                        expected=_expected(baseline, start_ms, rows, exp, 0.0))
     for name in (*RISING, "approved_share", "approved_count"):
         o, e = obs[name], exp[name]
         phi_recent = dispersion(o[:-1], e[:-1])
@@ -319,7 +320,8 @@ def evidence(baseline: Baseline, start_ms: int, counts: list[int],
         elif name == "approved_share":
             # Approvals' share also falls when another status surges: only a share
             # drop with fewer approvals than today's level is an outage's.
-            below = not known or o1 < float(exp["approved_count"][-1])
+            e_count = float(exp["approved_count"][-1])
+            below = known and e_count >= OUTAGE_MIN_EXPECTED and o1 < e_count
             z1 = z_drop(o1, e1, phi) if below and o1 <= SHARE_MAX_RATIO * e1 else 0.0
             z3 = 0.0
             vector.append(z1)
@@ -328,7 +330,8 @@ def evidence(baseline: Baseline, start_ms: int, counts: list[int],
             # arrives at all): volume alone, up or down, is not an anomaly.
             share_falls = total_now == 0 or (
                 obs["approved_share"][-1] <= SHARE_MAX_RATIO * exp["approved_share"][-1])
-            material = known and share_falls and o1 <= OUTAGE_MAX_RATIO * e1
+            material = (known and share_falls and e1 >= OUTAGE_MIN_EXPECTED
+                        and o1 <= OUTAGE_MAX_RATIO * e1)
             z1 = z_drop(o1, e1, phi) if material else 0.0
             z3 = z_drop(o3, e3, phi) if material and o3 <= OUTAGE_MAX_RATIO * e3 else 0.0
             vector += [z1, z3]
@@ -359,8 +362,8 @@ def training_dispersion(baseline: Baseline, windows: list[tuple[int, list[int]]]
     levels = np.ones(len(rows))
     for j in range(len(rows)):
         past = ratio[max(0, j - LEVEL_WINDOW):j]
-        if len(past) >= 10:
-            levels[j] = np.median(past)
+        if len(past) >= LEVEL_MIN_MINUTES:
+            levels[j] = np.quantile(past, LEVEL_QUANTILE)
     obs = observed(rows)
     exp = expectations(baseline, starts, rows, levels)
     out = {}

@@ -113,3 +113,25 @@ def test_first_minutes_of_a_stream_are_not_judged(detector):
     start = int(DAY.timestamp() * 1000)
     v = detector.score(start, [0, 500, 0, 500, 0, 0, 0], [])
     assert not v.anomalous and v.score >= 0
+
+
+def test_incidents_right_after_a_stream_starts(detector):
+    """`txmon produce --outage 10m` starts 5 minutes in: approvals are judged from the
+    third minute of a stream, rising statuses from the first."""
+    from processor.incidents import IncidentTracker
+
+    start = DAY.replace(hour=10)
+    for spec, group in (("outage:10m", "outage"), ("denied:x4:2m30s@45s", "denials")):
+        incident = (parse_outage(spec.split(":", 1)[1]) if spec.startswith("outage")
+                    else parse_incident(spec))
+        frame = minute_counts(Scenario(start=start, rate=20.0, seed=9, duration=1800,
+                                       incidents=(incident,)))
+        starts = frame.index.as_unit("ms").asi8.tolist()
+        tracker, opened = IncidentTracker(), []
+        for s, v in verdicts(detector, list(zip(starts, frame.to_numpy().tolist(),
+                                                strict=True))):
+            opened += [(minute(s) - 600, a.group) for a in tracker.step(s, [0] * 7, v, "m")
+                       if a.event == "open"]
+        assert [g for _, g in opened] == [group], (spec, opened)
+        first = opened[0][0]
+        assert first <= {"outage": 7, "denials": 2}[group], (spec, opened)
