@@ -34,6 +34,7 @@ from processor.windows import MinuteMerger
 from txmon.config import KafkaSettings
 from txmon.contracts import Topics, WindowPartial, encode
 from txmon.contracts import metrics as m
+from txmon.kafka.read import read_range
 
 log = logging.getLogger(__name__)
 
@@ -113,8 +114,9 @@ class CountingService(Service):
 class Merging:
     """Stage 2: one record per minute, scored, with its alerts."""
 
-    def __init__(self, cfg: ProcessorConfig, table: StateTable, source_partitions: int,
-                 counts: faust.TopicT, alerts: faust.TopicT):
+    def __init__(self, settings: KafkaSettings, cfg: ProcessorConfig, table: StateTable,
+                 source_partitions: int, counts: faust.TopicT, alerts: faust.TopicT):
+        self.settings = settings
         self.cfg, self.table = cfg, table
         self.source_partitions = source_partitions
         self.counts, self.alerts = counts, alerts
@@ -131,16 +133,38 @@ class Merging:
         return state
 
     async def process(self, event) -> None:
+        """Apply one partial; first any the state has not applied yet.
+
+        Faust can commit an offset beyond what its changelog holds (seen after SIGKILL
+        and after rebalances): the agent then starts past partials its restored state
+        never applied. The state's own offset decides: the gap is read straight from
+        Kafka and applied first, so no minute loses a partition's counts.
+        """
         state = self.load()
-        offset = event.message.offset
-        if offset <= state.last_offset:
+        message = event.message
+        expected = state.last_offset + 1
+        if message.offset < expected:
             return
+        loop = asyncio.get_running_loop()
+        if message.offset > expected:
+            missed = await loop.run_in_executor(
+                None, read_range, self.settings, message.topic, message.partition, expected,
+                message.offset, f"{self.cfg.app_id}-catch-up")
+            log.warning("partials %s: state applied up to %d, stream resumed at %d: "
+                        "applying %d skipped partials first", message.topic,
+                        state.last_offset, message.offset, len(missed))
+            for msg in missed:
+                await self.apply(state, message.partition, msg.offset(), msg.value())
+        await self.apply(state, message.partition, message.offset, event.value)
+
+    async def apply(self, state: MinuteState, partition: int, offset: int,
+                    value: bytes | None) -> None:
         try:
-            partial = _partial_decoder.decode(event.value)
-        except msgspec.MsgspecError:
+            partial = _partial_decoder.decode(value)
+        except (msgspec.MsgspecError, TypeError):
             log.error("undecodable partial at offset %d: skipped", offset)
             state.last_offset = offset
-            self.table.save(event.message.partition, MINUTES_KEY, state)
+            self.table.save(partition, MINUTES_KEY, state)
             return
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(None, self.minutes.reload_model)
@@ -154,7 +178,7 @@ class Merging:
         if pending:
             await asyncio.gather(*pending)
         WINDOWS_EMITTED.inc(len(closed))
-        self.table.save(event.message.partition, MINUTES_KEY, state)
+        self.table.save(partition, MINUTES_KEY, state)
 
 
 def create_app(cfg: ProcessorConfig, settings: KafkaSettings, names: Topics,
@@ -176,17 +200,14 @@ def create_app(cfg: ProcessorConfig, settings: KafkaSettings, names: Topics,
     counts = raw_topic(app, names.window_counts)
     alerts = raw_topic(app, names.alerts)
     minute_table = raw_table(app, "minutes", 1)
-    merging = Merging(cfg, StateTable(minute_table, _minutes_decoder), source_partitions,
-                      counts, alerts)
+    merging = Merging(settings, cfg, StateTable(minute_table, _minutes_decoder),
+                      source_partitions, counts, alerts)
 
     @app.agent(partials, name="merge-minutes")
     async def merge_minutes(stream):
-        # Never acked, so never committed: after a restart the agent re-reads the
-        # (time-bounded) partials topic and skips what its restored state has applied.
-        # Faust's commits can run ahead of its changelog (changelog writes are sent with
-        # acks=0), and a commit ahead of the state would skip partials: a lost minute.
-        async for event in stream.noack().events():
+        async for event in stream.events():
             await merging.process(event)
+
 
     return app
 

@@ -11,6 +11,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from confluent_kafka import Producer
+from kafka_utils import end_offsets
 from processor_support import (
     TXMON,
     Worker,
@@ -255,3 +256,42 @@ def test_late_events_are_counted_within_lateness_and_dead_lettered_after(
     assert [d.reason for d in dead] == ["late"]
     assert json.loads(dead[0].payload)["id"] == f"{DAY}T10:00:40Z-4"
     assert dead[0].topic == unique_topics.transactions and dead[0].offset == 3
+
+
+def test_merge_catches_up_when_faust_committed_past_its_state(kafka_settings, txmon_env,
+                                                           unique_topics, tmp_path):
+    """The failure seen after a SIGKILL, made deterministic: the merge group's committed
+    offset is ahead of the merge state (here: a brand-new state). The agent must go back
+    to what its state applied, not trust the commit, or minutes lose counts."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    env = processor_env(txmon_env)
+    subprocess.run([TXMON, "produce", "--start", f"{DAY}T09:00", "--speed", "max",
+                    "--duration", "15m", "--rate", "20", "--seed", "5", "--no-progress"],
+                   env=env, check=True, capture_output=True)
+    last = f"{DAY}T09:14Z"
+    first = Worker(env, tmp_path, "first").start()
+    try:
+        reference = wait_for_windows(kafka_settings, unique_topics.window_counts, last, [first])
+    finally:
+        first.stop()
+    # A second deployment on the same partials, with its merge group committed far ahead.
+    second_env = dict(env, TXMON_APP_ID=env["TXMON_APP_ID"] + "-second")
+    for topic in ("WINDOW_COUNTS", "ALERTS", "PARTITION_STATE"):
+        second_env[f"TXMON_TOPIC_{topic}"] = env[f"TXMON_TOPIC_{topic}"] + "-second"
+    group = Consumer(kafka_settings.confluent(**{"group.id": second_env["TXMON_APP_ID"] + "-merge",
+                                                 "enable.auto.commit": False}))
+    ahead = end_offsets(kafka_settings, unique_topics.window_partials)[0] // 2
+    group.commit(offsets=[TopicPartition(unique_topics.window_partials, 0, ahead)],
+                 asynchronous=False)
+    group.close()
+    second = Worker(second_env, tmp_path, "second").start()
+    try:
+        again = wait_for_windows(kafka_settings, second_env["TXMON_TOPIC_WINDOW_COUNTS"], last,
+                                 [second])
+    finally:
+        second.stop()
+    want = {k: v.counts for k, v in unique_by_id(reference, "window").items() if k <= last}
+    got = {k: v.counts for k, v in unique_by_id(again, "window").items() if k <= last}
+    assert got == want
+    assert "skipped partials first" in second.log.read_text()

@@ -40,3 +40,32 @@ def read_to_end(settings: KafkaSettings, topic: str, purpose: str = "txmon-read"
                     ends.pop(msg.partition(), None)
     finally:
         consumer.close()
+
+
+def read_range(settings: KafkaSettings, topic: str, partition: int, start: int, end: int,
+               purpose: str = "txmon-read", timeout: float = 30.0) -> list[Message]:
+    """The records of one partition with offsets in [start, end), fewer only where
+    retention already deleted the oldest."""
+    consumer = Consumer(settings.confluent(**{
+        "group.id": f"{purpose}-{uuid.uuid4().hex[:8]}",
+        "enable.auto.commit": False,
+        "enable.partition.eof": False,
+    }))
+    out: list[Message] = []
+    try:
+        low, _ = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=timeout)
+        start = max(start, low)
+        if start >= end:
+            return out
+        consumer.assign([TopicPartition(topic, partition, start)])
+        while True:
+            for msg in consumer.consume(1000, timeout=1.0):
+                if msg.error():
+                    raise KafkaException(msg.error())
+                if msg.offset() >= end:
+                    return out
+                out.append(msg)
+                if msg.offset() + 1 >= end:
+                    return out
+    finally:
+        consumer.close()
