@@ -34,8 +34,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = sub.add_parser("up", help="start the broker (fetching Kafka first if needed)")
     common(p)
     p.add_argument("--heap", help=f"JVM heap (env TXMON_KAFKA_HEAP; default {DEFAULT_HEAP})")
-    p.add_argument("--timeout", type=float, default=60.0,
-                   help="seconds to wait for the broker to answer (default 60)")
+    p.add_argument("--timeout", type=float, default=120.0,
+                   help="seconds to wait for the broker to answer (default 120)")
     p.add_argument("--secure", action="store_true",
                    help="SASL/SCRAM-SHA-512 with ACLs; passwords generated into the data dir "
                         "and printed as env exports (use a new data dir)")
