@@ -24,6 +24,7 @@ from __future__ import annotations
 import re
 import signal
 import subprocess
+import threading
 import time
 from collections import Counter
 from pathlib import Path
@@ -61,6 +62,33 @@ def _assignments(worker: Worker) -> dict[int, int] | None:
     if not found:
         return None
     return {int(k): 1 for k in re.findall(r"(\d+):", found[-1])}
+
+
+class CounterSampler(threading.Thread):
+    """Scrapes the workers' counted totals every SCRAPE_S from their start, in the
+    background, so the first and last counts are seen even while this process is busy
+    writing the events (start_first)."""
+
+    def __init__(self, procs: list[Worker]):
+        super().__init__(daemon=True, name="counter-sampler")
+        self.procs = procs
+        self.samples: list[tuple[float, float]] = []
+        self.stop_event = threading.Event()
+
+    def run(self) -> None:
+        while not self.stop_event.wait(SCRAPE_S):
+            total = sum(c or 0 for c in (w.counted() for w in self.procs))
+            self.samples.append((time.monotonic(), total))
+
+    def total(self) -> float:
+        return self.samples[-1][1] if self.samples else 0.0
+
+    def first_at(self, at_least: float) -> float | None:
+        return next((t for t, total in self.samples if total >= at_least), None)
+
+    def stop(self) -> None:
+        self.stop_event.set()
+        self.join(5)
 
 
 def _wait_settled(procs: list[Worker], quiet_s: float = 5.0, timeout: float = 180.0) -> float:
@@ -105,6 +133,8 @@ def run_processor(bootstrap: str, n: int, workdir: Path, *, partitions: int = 3,
     started = time.monotonic()
     for w in procs:
         w.start()
+    sampler = CounterSampler(procs)
+    sampler.start()
     spy = None
     settled = None
     try:
@@ -130,7 +160,6 @@ def run_processor(bootstrap: str, n: int, workdir: Path, *, partitions: int = 3,
         bar = tqdm(total=n, unit="ev", unit_scale=True, desc=f"{label:<10}", leave=False,
                    mininterval=1)
         shown = 0
-        scraped = 0.0
         deadline = time.monotonic() + timeout
         while t_closed is None:
             now = time.monotonic()
@@ -140,10 +169,8 @@ def run_processor(bootstrap: str, n: int, workdir: Path, *, partitions: int = 3,
             for w in procs:
                 if not w.alive():
                     raise SystemExit(f"{label}: worker died:\n{w.tail()}")
-            if t_counted is None and now - scraped >= SCRAPE_S:
-                scraped = now
-                counts = [w.counted() for w in procs]
-                total = sum(c or 0 for c in counts)
+            if t_counted is None:
+                total = sampler.total()
                 if total > 0 and t_first is None:
                     t_first = now
                     if profile is not None:  # the counting only, not the start-up
@@ -171,10 +198,14 @@ def run_processor(bootstrap: str, n: int, workdir: Path, *, partitions: int = 3,
                 spy.wait(30)
             except subprocess.TimeoutExpired:
                 spy.kill()
+        sampler.stop()
         for w in procs:
             w.stop()
         watcher.stop()
     wrong = compare_windows(windows, expected)
+    # From the sampler: a count seen while the events were still being written counts.
+    t_first = sampler.first_at(1) or t_first
+    t_counted = sampler.first_at(n) or t_counted
     counted_s = t_counted - t_first
     # The last minute closes by the clock: once the worker has been idle for the idle
     # timeout, silence advances its watermark, which must still cover the gap from the

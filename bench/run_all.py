@@ -26,6 +26,9 @@ sys.path.insert(0, str(BENCH))
 
 from common import Broker, fmt, machine, print_rows, row  # noqa: E402
 
+LABELS = {"produce": "producer", "throughput": "processor", "memory": "memory",
+          "scale-out": "scale-out", "latency": "latency", "api": "ingest API"}
+
 
 def plan(args) -> dict[str, list[str]]:
     n = args.events
@@ -120,6 +123,20 @@ def main() -> int:
             raw[name] = data
             rows += produce_rows(data) if name == "produce" else data["rows"]
     info["load_end"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    previous = args.out / "results.json"
+    if args.only and previous.exists():
+        # Keep the other benchmarks' figures of the previous full run, marked as such.
+        old = json.loads(previous.read_text())
+        mine = {LABELS[k] for k in steps}
+        kept = [r for r in old["rows"] if r["bench"] not in mine]
+        rows = kept + rows
+        raw = {**{k: v for k, v in old["raw"].items() if k not in steps}, **raw}
+        durations = {**{k: v for k, v in old["durations_s"].items() if k not in steps},
+                     **durations}
+        info["command"] += f" (other rows from: {old['info']['command']}, " \
+                           f"{old['info']['started']}, load {old['info']['machine']['load']})"
+        order = list(LABELS.values())
+        rows.sort(key=lambda r: order.index(r["bench"]) if r["bench"] in order else 99)
     print(f"\n=== all benchmarks ({info['machine']['nproc']} CPUs, "
           f"{info['machine']['cpu']}, load {info['machine']['load']} -> {info['load_end']})")
     print_rows(rows)
