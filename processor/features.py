@@ -70,6 +70,7 @@ LEVEL_QUANTILE = 0.75
 OUTAGE_MIN_EXPECTED = 20.0
 #: History transactions an hour needs before its own share outweighs the pooled one.
 SHARE_PRIOR = 1000.0
+SHARE_PRIOR_EVENTS = 20.0
 #: Today's mix: median over blocks of this many recent minutes, from this many blocks.
 RECENT_BLOCK = 10
 RECENT_MIN_BLOCKS = 6
@@ -144,18 +145,23 @@ class Baseline:
 def _hourly_shares(counts: np.ndarray, hours: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Pooled and per-hour shares of volume, robust to incidents in the history.
 
-    Pooled: per status, the median over the busier hours of the hour's ratio of sums
-    (an incident lasting less than half of them cannot move it). Per hour: the ratio of
+    Pooled: per status, the ratio of sums over the history with each minute capped at
+    what the median over the busier hours of the hourly ratios makes plausible (an
+    incident lasting less than half of them cannot move it). Per hour: the ratio of
     sums with each minute's count capped at what the pooled share makes plausible
     (an incident minute counts as a normal one), shrunk towards the pooled share by
-    SHARE_PRIOR transactions, so a quiet hour with a few dozen transactions does not
-    claim that a rare status never happens (a per-minute median or trimmed mean would:
+    SHARE_PRIOR_EVENTS events, so an hour that saw two failures does not claim that
+    failures never happen (a per-minute median or trimmed mean would:
     most quiet minutes have none of it)."""
     totals = counts.sum(axis=1)
     overall = counts.sum(axis=0) / max(totals.sum(), 1.0)
     per_hour = [counts[hours == h] for h in range(24)]
     busy = [r.sum(axis=0) / r.sum() for r in per_hour if r.sum() >= SHARE_PRIOR]
-    pooled = np.median(busy, axis=0) if len(busy) >= 3 else overall
+    rough = np.median(busy, axis=0) if len(busy) >= 3 else overall
+    # The median of hourly ratios is robust but biased low for a rare status (most
+    # hours see one or two); the ratio of capped sums over the whole history is not.
+    e = rough[None, :] * totals[:, None]
+    pooled = np.minimum(counts, e + 4.0 * np.sqrt(e) + 3.0).sum(axis=0) / max(totals.sum(), 1.0)
     pooled = np.maximum(pooled, 1e-6)
     pooled = pooled / pooled.sum()
     share = np.empty((24, N))
@@ -166,7 +172,10 @@ def _hourly_shares(counts: np.ndarray, hours: np.ndarray) -> tuple[np.ndarray, n
         t = rows.sum(axis=1, keepdims=True)
         e = pooled[None, :] * t
         capped = np.minimum(rows, e + 4.0 * np.sqrt(e) + 3.0)
-        share[h] = (capped.sum(axis=0) + SHARE_PRIOR * pooled) / (t.sum() + SHARE_PRIOR)
+        # Empirical Bayes: the pooled share is worth SHARE_PRIOR_EVENTS events of each
+        # status, so an hour speaks for itself only when it saw many more of them.
+        share[h] = ((capped.sum(axis=0) + SHARE_PRIOR_EVENTS)
+                    / (t.sum() + SHARE_PRIOR_EVENTS / pooled))
         share[h] /= share[h].sum()
     return pooled, share
 
