@@ -111,15 +111,21 @@ def main() -> int:
                 if not worker.alive() or time.monotonic() > deadline:
                     raise SystemExit(f"worker did not start:\n{worker.tail()}")
                 time.sleep(0.2)
-            # Event time of the live part: now (real time) or now, run faster (--speed).
-            live_start = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=2)
-            rate = peak_rate(args.tps, live_start)
-            publisher = Publisher(settings, names.transactions)
+            # The backfill ends now; the live part starts once it is delivered, so that
+            # the one-hop baseline and the live clock see no backlog.
+            back_end = datetime.now(UTC).replace(microsecond=0)
+            rate = peak_rate(args.tps, back_end)
             if args.backfill_minutes:
-                back = Scenario(live_start - timedelta(minutes=args.backfill_minutes), rate,
+                back_pub = Publisher(settings, names.transactions)
+                back = Scenario(back_end - timedelta(minutes=args.backfill_minutes), rate,
                                 seed=2, duration=args.backfill_minutes * 60)
                 for batch in generate(back):
-                    publisher.send(*batch.encode())
+                    back_pub.send(*batch.encode())
+                if back_pub.close(120):
+                    raise SystemExit("backfill undelivered")
+            # Event time of the live part: now (real time) or now, run faster (--speed).
+            live_start = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=1)
+            publisher = Publisher(settings, names.transactions)
             live = Scenario(live_start, rate, seed=1, duration=args.live,
                             incidents=(parse_incident(args.incident),))
             anchor_ms = int(live_start.timestamp() * 1000)
@@ -177,8 +183,7 @@ def main() -> int:
         alert_lat.append(ts - close_at(end_ms))
         alert_seen.append(seen - close_at(end_ms))
         events.append(a.event)
-    hop = [seen - ts for _, ts, seen in watch_tx.snapshot()
-           if ts * 1000 >= anchor_ms or args.speed != 1]
+    hop = [seen - ts for _, ts, seen in watch_tx.snapshot() if ts >= pacer.wall0]
     hop50, hop99 = percentiles(hop)
     w50, w99 = percentiles(win_lat)
     a50, a99 = percentiles(alert_lat)

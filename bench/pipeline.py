@@ -91,6 +91,13 @@ class CounterSampler(threading.Thread):
         self.join(5)
 
 
+def _shared(procs: list[Worker], partitions: int) -> bool:
+    """Every worker holds some partitions, and together exactly all of them."""
+    got = [_assignments(w) for w in procs]
+    return all(got) and sum(len(g) for g in got) == partitions and \
+        len(set().union(*got)) == partitions
+
+
 def _wait_settled(procs: list[Worker], quiet_s: float = 5.0, timeout: float = 180.0) -> float:
     """Seconds until every worker's Faust side (the merge stage's group) is ready and no
     rebalance was logged for `quiet_s`: a second worker joining rebalances that group
@@ -156,7 +163,7 @@ def run_processor(bootstrap: str, n: int, workdir: Path, *, partitions: int = 3,
             load = preload(settings, names.transactions, scenario, n, desc="produce")
         expected, n = load["expected"], load["events"]
         last_minute = minute_id(max(expected))
-        t_first = t_counted = t_closed = None
+        t_first = t_counted = t_closed = t_shared = None
         bar = tqdm(total=n, unit="ev", unit_scale=True, desc=f"{label:<10}", leave=False,
                    mininterval=1)
         shown = 0
@@ -169,6 +176,8 @@ def run_processor(bootstrap: str, n: int, workdir: Path, *, partitions: int = 3,
             for w in procs:
                 if not w.alive():
                     raise SystemExit(f"{label}: worker died:\n{w.tail()}")
+            if t_shared is None and _shared(procs, partitions):
+                t_shared = now
             if t_counted is None:
                 total = sampler.total()
                 if total > 0 and t_first is None:
@@ -207,6 +216,13 @@ def run_processor(bootstrap: str, n: int, workdir: Path, *, partitions: int = 3,
     t_first = sampler.first_at(1) or t_first
     t_counted = sampler.first_at(n) or t_counted
     counted_s = t_counted - t_first
+    # Steady state: from the moment every worker holds its share of the partitions
+    # (after the rebalance a second worker's arrival causes) to the last event.
+    t_from = max(t_shared or t_first, t_first)
+    before = [total for t, total in sampler.samples if t <= t_from]
+    done_then = before[-1] if before else 0.0
+    steady = (n - done_then) / (t_counted - t_from) if t_counted > t_from and \
+        done_then < n else None
     # The last minute closes by the clock: once the worker has been idle for the idle
     # timeout, silence advances its watermark, which must still cover the gap from the
     # newest event to the window's end plus the allowed lateness.
@@ -218,7 +234,8 @@ def run_processor(bootstrap: str, n: int, workdir: Path, *, partitions: int = 3,
         "clock_wait_s": clock_wait,
         "events": n, "workers": workers, "partitions": partitions,
         "minutes": len(expected), "wrong_minutes": wrong,
-        "counting_s": counted_s, "counting_rate": n / counted_s if counted_s > 0 else None,
+        "counting_s": counted_s, "steady_rate": steady, "counted_before_shared": done_then,
+        "counting_rate": n / counted_s if counted_s > 0 else None,
         "close_all_s": close_s, "close_all_rate": n / close_s,
         "startup_s": t_first - started,
         "peak_rss": [x.get("VmHWM", 0) for x in mem], "rss": [x.get("VmRSS", 0) for x in mem],
