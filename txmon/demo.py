@@ -53,6 +53,8 @@ CLOSE_GRACE_S = 25.0
 PENDING_WAIT_S = 60.0
 POLL_S = 2.0
 SERVICES = ("processor", "api", "exporter", "notify")
+#: Faust's log line once the worker has joined its group and recovered its tables.
+WORKER_READY = "[^Worker]: Ready"
 
 
 @dataclass(frozen=True)
@@ -368,6 +370,7 @@ def _up(cfg: DemoConfig) -> int:
     if code != 0:
         raise UserError(f"txmon train failed ({code}): "
                         + " | ".join(tail(home / "train.log", 3)))
+    _wait_worker_ready(daemons["processor"], say)
     fitted = [line for line in tail(home / "train.log", 20) if "threshold" in line]
     say("train", f"model ready after {time.monotonic() - started:.0f}s"
         + (f": {fitted[-1].strip()}" if fitted else ""))
@@ -456,7 +459,7 @@ def _stream(cfg, say, home, env, ports, daemons, rate, names, monitoring, alerts
             now = time.monotonic()
             if not incident_started and now >= incident_at:
                 incident_started = True
-                say("produce", f"incident now: {cfg.incident} (labelled in {labels})")
+                say("produce", f"incident now: {spec} (labelled in {labels})")
             fresh = [r for r in _poll_minutes(ports) if r["minute"] not in printed]
             old = [r for r in fresh if r["minute"] < live_minute]
             if old:
@@ -493,6 +496,22 @@ def _stream(cfg, say, home, env, ports, daemons, rate, names, monitoring, alerts
     _summary(say, home, ports, alerts_seen, notes_seen, incident_at, incident_started,
              monitoring, started, interrupted)
     return 0
+
+
+def _wait_worker_ready(daemon, say, timeout: float = 90.0) -> None:
+    """The worker's metrics answer before its Faust stage has joined its group; records
+    sent before that can leave the merge stage stalled (seen: partials consumed up to
+    the first few, then none), so the stream waits for Faust's own "Ready" line."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError):
+            if WORKER_READY in daemon.logfile.read_text(errors="replace"):
+                return
+        if daemon.pid() is None:
+            raise UserError(f"the worker exited; see {daemon.logfile}")
+        time.sleep(0.5)
+    say("worker", f"no \"{WORKER_READY}\" in {daemon.logfile} after {timeout:.0f}s: "
+        "streaming anyway")
 
 
 def _iso(ts: datetime) -> str:
