@@ -328,9 +328,10 @@ def evidence(baseline: Baseline, start_ms: int, counts: list[int],
             vector += [z1, z3]
         elif name == "approved_share":
             # Approvals' share also falls when another status surges: only a share
-            # drop with fewer approvals than today's level is an outage's.
+            # drop with materially fewer approvals than today's level is an outage's.
             e_count = float(exp["approved_count"][-1])
-            below = known and e_count >= OUTAGE_MIN_EXPECTED and o1 < e_count
+            below = (known and e_count >= OUTAGE_MIN_EXPECTED
+                     and o1 <= OUTAGE_MAX_RATIO * e_count)
             z1 = z_drop(o1, e1, phi) if below and o1 <= SHARE_MAX_RATIO * e1 else 0.0
             z3 = 0.0
             vector.append(z1)
