@@ -31,9 +31,10 @@ from processor.counting import Counting
 from processor.incidents import IncidentTracker
 from processor.minutes import Minutes, MinuteState
 from processor.windows import MinuteMerger
-from txmon.config import KafkaSettings
+from txmon.config import KafkaSettings, env_int
 from txmon.contracts import Topics, WindowPartial, encode
 from txmon.contracts import metrics as m
+from txmon.kafka.admin import TopicSpec
 from txmon.kafka.read import read_range
 
 log = logging.getLogger(__name__)
@@ -179,6 +180,18 @@ class Merging:
             await asyncio.gather(*pending)
         WINDOWS_EMITTED.inc(len(closed))
         self.table.save(partition, MINUTES_KEY, state)
+
+
+def faust_topics(cfg: ProcessorConfig) -> list[TopicSpec]:
+    """The topics Faust would create lazily for the merge app. Created up front: when
+    partials arrived before Faust had created its changelog, the merge stalled for good
+    ("Topic ...-minutes-changelog not found ... Ignoring missing topic")."""
+    app_id = f"{cfg.app_id}-merge"
+    return [
+        TopicSpec(f"{app_id}-minutes-changelog", 1, env_int("TXMON_REPLICATION", 1),
+                  {"cleanup.policy": "compact"}),
+        TopicSpec(f"{app_id}-__assignor-__leader", 1, env_int("TXMON_REPLICATION", 1)),
+    ]
 
 
 def create_app(cfg: ProcessorConfig, settings: KafkaSettings, names: Topics,

@@ -73,7 +73,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run_process(args: argparse.Namespace) -> int:
     from prometheus_client import start_http_server
 
-    from processor.app import create_worker
+    from processor.app import create_worker, faust_topics
     from processor.config import ProcessorConfig
     from txmon.config import KafkaSettings
     from txmon.contracts import topics
@@ -84,7 +84,7 @@ def run_process(args: argparse.Namespace) -> int:
     cfg = dataclasses.replace(ProcessorConfig(), **overrides)
     settings = KafkaSettings.from_env()
     names = topics()
-    ensure_topics(settings, pipeline_topics(names))
+    ensure_topics(settings, pipeline_topics(names) + faust_topics(cfg))
     partitions = partition_count(settings, names.transactions)
     if cfg.metrics_port:
         start_http_server(cfg.metrics_port, addr=cfg.metrics_host)
