@@ -150,8 +150,12 @@ def main() -> int:
             if failed:
                 raise SystemExit(f"{failed} transactions undelivered")
             live_end_ms = anchor_ms + int(args.live * 1000)
-            # Minutes closed by live traffic: end + lateness inside the live part.
+            # Minutes closed by live traffic: end + lateness inside the live part (and,
+            # without a backfill, only minutes that hold an event: an empty minute before
+            # the first event is never reported).
             first = math.ceil((anchor_ms - LATENESS_MS) / WINDOW_MS) * WINDOW_MS
+            if not args.backfill_minutes:
+                first = anchor_ms // WINDOW_MS * WINDOW_MS + WINDOW_MS
             ends = list(range(first, live_end_ms - LATENESS_MS + 1, WINDOW_MS))
             wanted = {datetime.fromtimestamp((e - WINDOW_MS) / 1000, UTC)
                       .strftime("%Y-%m-%dT%H:%MZ") for e in ends}

@@ -33,6 +33,8 @@ def test_every_benchmark_runs_at_a_tiny_size(kafka_bootstrap: str, tmp_path: Pat
     for (bench, metric), r in by_metric.items():
         if bench == "latency" and "alert" in metric:
             continue  # no model in the smoke run: no alerts, by design
+        if bench == "scale-out" and "steady" in metric:
+            continue  # a tiny run may be all counted before the second worker joins
         assert r["value"] is not None and r["value"] > 0, (bench, metric, r)
     # Correctness rides along: every processor run's minutes equal the events written.
     for name in ("throughput", "memory"):
