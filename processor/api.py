@@ -95,7 +95,7 @@ def create_api(settings: KafkaSettings | None = None) -> FastAPI:
         state["history"].stop()
         state["producer"].close()
 
-    def authorized(request: Request) -> None:
+    async def authorized(request: Request) -> None:
         if not token:
             return
         given = request.headers.get("authorization", "")
