@@ -23,7 +23,7 @@ def test_quick_suite_meets_acceptance(shared_data, tmp_path):
     report.write_text("# Detection\n\nintro\n\n<!-- evaluate:begin -->\nSTALE-BLOCK\n"
                       "<!-- evaluate:end -->\n\nafter\n")
     out = subprocess.run(
-        [TXMON, "evaluate", "--quick", "--train-days", "1", "--no-progress",
+        [TXMON, "evaluate", "--quick", "--train-days", "2", "--no-progress",
          "--data-dir", str(shared_data), "--out", str(tmp_path / "png"), "--report",
          str(report)], capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
