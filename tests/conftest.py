@@ -15,9 +15,10 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from faults_support import reference_data
 
 from txmon.broker.server import LocalKafka, free_ports
-from txmon.config import KafkaSettings, shared_data_dir
+from txmon.config import KafkaSettings
 from txmon.contracts import Topics
 from txmon.contracts.topics import ENV_PREFIX
 from txmon.kafka.admin import ensure_topics, pipeline_topics
@@ -104,13 +105,7 @@ def txmon_env(
 @pytest.fixture
 def shared_data() -> Path:
     """The reference CSVs (never copied into the repo): skipped when absent, except in CI."""
-    path = shared_data_dir()
-    if not path.is_dir() or not any(path.glob("*.csv")):
-        message = f"reference data not found at {path} (set TXMON_DATA_DIR)"
-        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
-            pytest.fail(message)
-        pytest.skip(message)
-    return path
+    return reference_data()
 
 
 @pytest.fixture

@@ -43,8 +43,8 @@ def slug(prefix: str) -> str:
 
 
 def reference_data() -> Path:
-    """The reference CSVs, for module-scoped fixtures (the rule of conftest's shared_data:
-    skipped when absent, failed in CI)."""
+    """The reference CSVs: skipped when absent, failed in CI (conftest's `shared_data`
+    fixture, and module-scoped fixtures, call this)."""
     import pytest
 
     path = shared_data_dir()

@@ -11,6 +11,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from confluent_kafka import Producer
+from faults_support import DAY, pivot
 from kafka_utils import end_offsets
 from processor_support import (
     TXMON,
@@ -27,18 +28,7 @@ from processor_support import (
 from processor.windows import minute_id
 from txmon.contracts import STATUSES
 
-DAY = "2026-03-02"  # the replay's default date for reference-format files
 REFERENCE = ["transactions_1.csv", "transactions_2.csv"]
-
-
-def pivot(path: Path) -> pd.DataFrame:
-    """The CSV's per-minute, per-status counts with pandas alone, empty minutes as 0."""
-    df = pd.read_csv(path)
-    df["minute"] = pd.to_datetime(DAY + " " + df["time"].str.replace("h ", ":"), utc=True)
-    table = df.pivot_table(index="minute", columns="status", values="F1", aggfunc="sum",
-                           fill_value=0)
-    minutes = pd.date_range(table.index.min(), table.index.max(), freq="min")
-    return table.reindex(minutes, fill_value=0).reindex(columns=list(STATUSES), fill_value=0)
 
 
 def frame(windows) -> pd.DataFrame:
