@@ -86,6 +86,12 @@ class CounterSampler(threading.Thread):
     def first_at(self, at_least: float) -> float | None:
         return next((t for t, total in self.samples if total >= at_least), None)
 
+    def last_before(self, at_least: float) -> float | None:
+        """The last sample still short of `at_least`: the count began after it, so
+        timing from it never overstates a rate, even when a small run is counted
+        within one scrape interval."""
+        return next((t for t, total in reversed(self.samples) if total < at_least), None)
+
     def stop(self) -> None:
         self.stop_event.set()
         self.join(5)
@@ -213,7 +219,7 @@ def run_processor(bootstrap: str, n: int, workdir: Path, *, partitions: int = 3,
         watcher.stop()
     wrong = compare_windows(windows, expected)
     # From the sampler: a count seen while the events were still being written counts.
-    t_first = sampler.first_at(1) or t_first
+    t_first = sampler.last_before(1) or sampler.first_at(1) or t_first
     t_counted = sampler.first_at(n) or t_counted
     counted_s = t_counted - t_first
     # Steady state: from the moment every worker holds its share of the partitions
