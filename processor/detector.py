@@ -56,6 +56,9 @@ class Verdict:
     expected: dict[str, float]
     #: Evidence per status (and approved_share / approved_count), one-sided z.
     z: dict[str, float]
+    #: Evidence still standing from the recent minutes (`features.Evidence.held`);
+    #: None: as `z`.
+    held: dict[str, float] | None = None
 
 
 def group_z(z: dict[str, float]) -> dict[str, float]:
@@ -210,6 +213,7 @@ class Detector:
             statuses=statuses if anomalous else (),
             expected=ev.expected,
             z=ev.z,
+            held=ev.held,
         )
 
     def save(self, path: str | Path) -> None:

@@ -291,8 +291,13 @@ class Evidence:
     #: Model input, FEATURES order: gated one-sided z-scores.
     vector: list[float]
     #: Per feature family (RISING statuses, approved_share, approved_count): the larger
-    #: of the 1-minute and sustained z, 0 when the effect is not material.
+    #: of the 1-minute and sustained z, 0 when the effect is not material. A rising
+    #: status needs material events in this very minute: "at fault *now*".
     z: dict[str, float]
+    #: As `z`, but the sustained evidence counts without events in this minute: what
+    #: still stands from the minutes before. A rare status has empty minutes in the
+    #: middle of its incident; they must not count as normal ones.
+    held: dict[str, float]
     #: Expected count per status for this minute (what the alert reports).
     expected: dict[str, float]
 
@@ -314,7 +319,7 @@ def evidence(baseline: Baseline, start_ms: int, counts: list[int],
     while (k < SUSTAIN_MINUTES and k < len(starts)
            and starts[-1 - k] == start_ms - 60_000 * k):
         k += 1
-    vector, z = [], {}
+    vector, z, held = [], {}, {}
     for name in (*RISING, "approved_share", "approved_count"):
         o, e = obs[name], exp[name]
         phi_recent = dispersion(o[:-1], e[:-1])
@@ -324,8 +329,10 @@ def evidence(baseline: Baseline, start_ms: int, counts: list[int],
         if name in RISING:
             material = o1 >= RISE_MIN_RATIO * e1 and o1 >= 1
             z1 = z_rise(o1, e1, phi) if material else 0.0
-            z3 = z_rise(o3, e3, phi) if material and o3 >= RISE_MIN_RATIO * e3 else 0.0
+            zk = z_rise(o3, e3, phi) if o3 >= RISE_MIN_RATIO * e3 else 0.0
+            z3 = zk if material else 0.0
             vector += [z1, z3]
+            held[name] = max(z1, zk)
         elif name == "approved_share":
             # Approvals' share also falls when another status surges: only a share
             # drop with materially fewer approvals than today's level is an outage's.
@@ -346,8 +353,10 @@ def evidence(baseline: Baseline, start_ms: int, counts: list[int],
             z3 = z_drop(o3, e3, phi) if material and o3 <= OUTAGE_MAX_RATIO * e3 else 0.0
             vector += [z1, z3]
         z[name] = max(z1, z3)
-    z["approved"] = max(z["approved_share"], z["approved_count"])
-    return Evidence(vector=vector, z=z, expected=_expected(baseline, start_ms, rows, exp, level))
+        held.setdefault(name, z[name])
+    z["approved"] = held["approved"] = max(z["approved_share"], z["approved_count"])
+    return Evidence(vector=vector, z=z, held=held,
+                    expected=_expected(baseline, start_ms, rows, exp, level))
 
 
 def _expected(baseline: Baseline, start_ms: int, rows: np.ndarray, exp: dict,

@@ -67,6 +67,7 @@ class IncidentTracker:
     ) -> list[Alert]:
         alerts = []
         evidence = group_z(verdict.z)
+        held = evidence if verdict.held is None else group_z(verdict.held)
         for group in GROUPS:
             incident = self.open.get(group)
             flagged = group in verdict.groups
@@ -89,7 +90,7 @@ class IncidentTracker:
                                         windows=pending.windows)
                 self.open[group] = incident
                 event = "open"
-            elif flagged or evidence[group] >= CLEAR_Z:
+            elif flagged or held[group] >= CLEAR_Z:
                 incident.normal_streak = 0
                 incident.windows += flagged
                 if not flagged:

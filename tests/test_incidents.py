@@ -76,3 +76,21 @@ def test_replay_gives_identical_alerts_and_state_roundtrips():
         rest += restored.step(T0 + i * 60_000, COUNTS, v, "m1")
     assert [a.id for a in first] == [a.id for a in part + rest]
     assert first == part + rest
+
+
+def test_empty_minutes_of_a_rare_status_do_not_resolve_its_incident():
+    """A minute without events has no evidence of its own, but the sustained evidence
+    still standing from the minutes before keeps it from counting as a normal one."""
+    bad = verdict(9.0, anomalous_groups=["denials"])
+    quiet_but_standing = _held(4.5)
+    alerts = run(IncidentTracker(resolve_after=3), [bad] + [quiet_but_standing] * 4 + [bad])
+    assert [a.event for a in alerts] == ["open"]
+    alerts = run(IncidentTracker(resolve_after=3), [bad] + [verdict()] * 3)
+    assert [a.event for a in alerts] == ["open", "resolved"]
+
+
+def _held(z_denied: float) -> Verdict:
+    v = verdict()
+    return Verdict(score=v.score, threshold=v.threshold, anomalous=False, groups=(),
+                   statuses=(), expected=v.expected, z=v.z,
+                   held={**v.z, "denied": z_denied})
