@@ -17,8 +17,8 @@ from datetime import UTC, datetime, timedelta
 from txmon.contracts import STATUSES
 
 WINDOW_MS = 60_000
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_ONE_MS = timedelta(milliseconds=1)
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+ONE_MS = timedelta(milliseconds=1)
 N_STATUSES = len(STATUSES)
 #: Slot of the late counter in a window's count vector (after the statuses).
 LATE = N_STATUSES
@@ -41,7 +41,7 @@ def minute_id(ms: int) -> str:
 def to_ms(ts: datetime) -> int:
     """Exact milliseconds of an aware datetime (float seconds would round): timedelta
     floor division is integer arithmetic on microseconds, in C (the hot path)."""
-    return (ts - _EPOCH) // _ONE_MS
+    return (ts - EPOCH) // ONE_MS
 
 
 def empty_counts() -> list[int]:
@@ -165,14 +165,18 @@ class MinuteMerger:
         windows: dict[int, list[int]],
         sent_ms: int = 0,
     ) -> None:
+        previous = self.reported.get(partition)
         for start, counts in windows.items():
+            if previous is not None and start < previous:
+                # Received already: a partition closes each window once, in order, so a
+                # window below its own earlier claim is a re-send (a restarted or
+                # reassigned worker repeating what it did since its last checkpoint).
+                continue
             if self.emitted_until is not None and start < self.emitted_until:
-                # Partition came back from idle with a minute already reported.
+                # A partition left out while it had no events, now with a reported minute.
                 self.late_carry += sum(counts)
                 continue
-            # Overwrite, never add: a partial re-sent after a crash is the same partial.
             self.partials.setdefault(start, {})[partition] = list(counts)
-        previous = self.reported.get(partition)
         if closed_until is not None and (previous is None or closed_until > previous):
             self.reported[partition] = closed_until
             if not idle:

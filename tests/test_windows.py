@@ -110,6 +110,27 @@ def test_merge_is_idempotent_for_resent_partials():
     assert run(False) == run(True)
 
 
+def test_a_worker_repeating_emitted_minutes_after_a_restart_changes_nothing():
+    """A restarted worker re-sends every window closed since its last checkpoint, batched
+    differently; minutes already emitted must not come back as late events."""
+    a, b, c = [3, 1] + [0] * 6, [5] + [0] * 7, [2] * 7 + [0]
+
+    def run(restart: bool):
+        mm = MinuteMerger(partitions=1)
+        mm.apply(0, T0 + M, False, {T0: a})
+        out = mm.close()
+        mm.apply(0, T0 + 2 * M, False, {T0 + M: b})
+        out += mm.close()
+        if restart:
+            mm.apply(0, T0 + 2 * M, False, {T0: a, T0 + M: b})
+            out += mm.close()
+        mm.apply(0, T0 + 3 * M, False, {T0 + 2 * M: c})
+        return out + mm.close()
+
+    assert run(True) == run(False)
+    assert run(True)[-1] == (T0 + 2 * M, c)
+
+
 def test_idle_partitions_do_not_hold_minutes_back():
     mm = MinuteMerger(partitions=2, idle_confirm_ms=2000)
     mm.apply(1, None, True, {}, sent_ms=0)
