@@ -29,7 +29,11 @@ class ProcessorConfig:
     #: Kafka group session timeout: how soon a dead worker's partitions move on.
     session_timeout_ms: int = field(
         default_factory=lambda: env_int("TXMON_SESSION_TIMEOUT_MS", 10_000))
+    #: Heartbeat and checkpoint period: partition state is saved this often, not per batch.
     tick_s: float = field(default_factory=lambda: env_float("TXMON_TICK_SECONDS", 1.0))
+    #: librdkafka's prefetch queue (default 64 MiB): the worker's largest memory item.
+    prefetch_kbytes: int = field(
+        default_factory=lambda: env_int("TXMON_PREFETCH_KBYTES", 16_384))
     model_path: str | None = field(
         default_factory=lambda: env_str("TXMON_MODEL_PATH", str(state_dir() / "model.joblib")))
     warmup_windows: int = field(default_factory=lambda: env_int("TXMON_WARMUP_WINDOWS", 60))
