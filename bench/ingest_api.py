@@ -2,14 +2,14 @@
 
     .venv/bin/python bench/ingest_api.py [--seconds 10] [--connections 32] [--json FILE]
 
-Two servers, one after the other, each a single uvicorn process with the settings
-`txmon api` uses (one worker, access log at info): the real `txmon api` on fresh topics
-of a real broker (each 200 means the transaction was validated and acknowledged by
-Kafka), and bench/bare_api.py, FastAPI answering the same JSON without doing anything
-(the floor of this framework on this machine). Load: `wrk` (Debian package wrk; C, one
-thread, keep-alive connections) with the same body for both; without wrk, an asyncio
-httpx client (slower: it competes for the same two cores). Every non-2xx answer is
-counted and reported. Target (issue 7): >= 5,000 req/s per API process.
+Two servers, one after the other, each a single uvicorn process with the settings `txmon
+api` uses (one worker, uvloop and httptools, no access log): the real `txmon api` on
+fresh topics of a real broker (each 200 means the transaction was validated and
+acknowledged by Kafka), and bench/bare_api.py, FastAPI answering the same JSON without
+doing anything (the floor of this framework on this machine). Load: `wrk` (Debian
+package wrk; C, one thread, keep-alive connections) with the same body for both; without
+wrk, an asyncio httpx client (slower: it competes for the same two cores). Every non-2xx
+answer is counted and reported. Target (issue 7): >= 5,000 req/s per API process.
 """
 
 from __future__ import annotations
@@ -141,7 +141,7 @@ def main() -> int:
                      load, args.seconds, args.connections)
         port = free_port()
         bare = serve([sys.executable, "-m", "uvicorn", "--app-dir", str(BENCH), "bare_api:app",
-                      "--port", str(port), "--log-level", "info"], env, port,
+                      "--port", str(port), "--log-level", "info", "--no-access-log"], env, port,
                      Path(tmp) / "bare.log", load, args.seconds, args.connections)
     note = (f"{real['tool']}, {args.connections} connections, {args.seconds:g}s; p50 "
             f"{real['p50'] * 1000:.1f} ms (bare {bare['p50'] * 1000:.1f} ms); non-2xx "
