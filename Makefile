@@ -7,8 +7,8 @@ TXMON := $(VENV)/bin/txmon
 PYTEST_ARGS ?=
 PYTEST := $(PY) -m pytest -p no:cacheprovider -ra --durations=15 $(PYTEST_ARGS)
 
-.PHONY: venv system-deps kafka-fetch kafka-up kafka-down test test-faults demo down bench \
-	lint fmt clean
+.PHONY: venv system-deps kafka-fetch kafka-up kafka-down test test-quick test-faults demo down \
+	bench lint fmt clean
 
 venv: $(VENV)/.installed
 
@@ -41,12 +41,21 @@ lint: venv
 fmt: venv
 	$(VENV)/bin/ruff check --fix .
 
-# pytest exits 5 when it collects nothing, which fails this target like any error.
+# What CI runs: ruff, every test, the fault tests included (one session, one broker).
+# The fault tests record their figures; docs/reliability.md's table is rendered from
+# them. pytest exits 5 when it collects nothing, which fails the target like any error.
 test: system-deps venv kafka-fetch
+	$(VENV)/bin/ruff check .
+	rm -f build/reliability.jsonl
+	$(PYTEST)
+	$(PY) tests/reliability_report.py
+
+# While working: everything but the fault tests (about two thirds of the time).
+test-quick: system-deps venv kafka-fetch
 	$(VENV)/bin/ruff check .
 	$(PYTEST) -m "not faults"
 
-# The fault tests record their figures; docs/reliability.md's table is rendered from them.
+# Only the fault tests, and their table.
 test-faults: system-deps venv kafka-fetch
 	rm -f build/reliability.jsonl
 	$(PYTEST) -m faults
