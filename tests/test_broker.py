@@ -288,3 +288,12 @@ def test_clients_produce_consume_and_commit(kafka_settings, unique_topics) -> No
     assert got == 300
     assert sum(committed.values()) == 300
     assert len(consume_all(kafka_settings, topic, expected=300)) == 300
+
+
+def test_cluster_ids_never_look_like_an_option():
+    """kafka-storage parses `-t <id>`: an id starting with `-` failed one format in 64."""
+    from txmon.broker.server import _random_cluster_id
+
+    ids = [_random_cluster_id() for _ in range(5000)]
+    assert not any(i.startswith("-") for i in ids)
+    assert all(len(i) == 22 for i in ids) and len(set(ids)) == len(ids)

@@ -103,8 +103,13 @@ def _accepts(port: int, host: str = HOST) -> bool:
 
 
 def _random_cluster_id() -> str:
-    """Kafka's Uuid text form: 16 random bytes, URL-safe base64 without padding."""
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    """Kafka's Uuid text form: 16 random bytes, URL-safe base64 without padding. Like
+    Kafka's Uuid.randomUuid, never one starting with `-`: kafka-storage's argument
+    parser would take it for an option (1 format in 64 failed that way)."""
+    while True:
+        text = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not text.startswith("-"):
+            return text
 
 
 def _pid_alive(pid: int) -> bool:
