@@ -208,15 +208,27 @@ def volume_level(baseline: Baseline, recent: list[tuple[int, list[int]]]) -> flo
 
 
 def expectations(baseline: Baseline, starts: np.ndarray, counts: np.ndarray,
-                 level, today: np.ndarray | None = None) -> dict[str, np.ndarray]:
+                 level, today: np.ndarray | None = None,
+                 mix_unknown: bool = False) -> dict[str, np.ndarray]:
     """Expected value of each feature's count, per minute (rows of `counts`). `today`:
     recent shares; a rising status is then expected at the larger of its usual and
     today's share, capped at TODAY_MAX_FACTOR times the usual one (a day whose mix
-    differs is not an incident all day)."""
+    differs is not an incident all day).
+
+    `mix_unknown`: the stream's first minutes, before it has a level. They have no
+    level floor, no volume history and no idea of today's mix, so against the training
+    mix alone an odd mix at start-up (a midnight batch of denials) would page. A
+    rising status is then expected at the most today's mix is ever allowed to explain,
+    TODAY_MAX_FACTOR times its usual share: a clear incident right after start-up still
+    opens (the demo's), a mix that an hour of history would absorb does not; and the
+    sustained evidence of the minutes after does not sum these minutes (`evidence`)."""
     m = (starts // 60_000) % MINUTES_PER_DAY
     share = baseline.share[m]
-    if today is not None:
-        rising = [IDX[s] for s in RISING]
+    rising = [IDX[s] for s in RISING]
+    if mix_unknown:
+        share = share.copy()
+        share[:, rising] *= TODAY_MAX_FACTOR
+    elif today is not None:
         share = share.copy()
         cap = share[:, rising] * TODAY_MAX_FACTOR
         share[:, rising] = np.maximum(share[:, rising], np.minimum(today[None, rising], cap))
@@ -311,12 +323,15 @@ def evidence(baseline: Baseline, start_ms: int, counts: list[int],
     window = [(s, c[:N]) for s, c in recent[-LEVEL_MINUTES:]] + [(start_ms, counts[:N])]
     starts = np.array([s for s, _ in window], dtype=np.int64)
     rows = np.array([c for _, c in window], dtype=np.float64)
-    exp = expectations(baseline, starts, rows, level, recent_shares(rows[:-1]))
+    exp = expectations(baseline, starts, rows, level, recent_shares(rows[:-1]),
+                       mix_unknown=not known)
     obs = observed(rows)
     total_now = float(rows[-1].sum())
-    # Minutes consecutive with this one, for the sustained evidence.
+    # Minutes consecutive with this one, for the sustained evidence, among those that
+    # had a level: see `expectations(mix_unknown=...)` for the first minutes of a stream.
+    judged = len(recent) + 1 - LEVEL_MIN_MINUTES  # exact while `recent` is the whole stream
     k = 1
-    while (k < SUSTAIN_MINUTES and k < len(starts)
+    while (k < min(SUSTAIN_MINUTES, judged) and k < len(starts)
            and starts[-1 - k] == start_ms - 60_000 * k):
         k += 1
     vector, z, held = [], {}, {}

@@ -7,7 +7,11 @@ single noisy minute. So, per status group:
   rarer than the false-alarm budget), or on CONFIRM_WINDOWS anomalous minutes in a row;
   an outage always needs CONFIRM_WINDOWS: it is judged against today's volume level,
   itself an estimate, and real traffic has one-minute dips in approvals (a client's
-  retry, a batch boundary) that no operator wants paged for;
+  retry, a batch boundary) that no operator wants paged for; a minute the forest did
+  not flag still confirms what it started when its evidence reaches FAULT_Z with events
+  of its own, and minutes between keep it pending while their standing evidence is
+  CLEAR_Z or more: a rare status's onset (one failure a minute against 0.03) has empty
+  minutes and one-event minutes that no forest isolates, and would otherwise open late;
 - while open, `update` only when the incident gets worse (severity rises, another
   status joins) or, as a reminder, every UPDATE_EVERY minutes it lasts;
 - resolve after `resolve_after` minutes in a row whose evidence is below CLEAR_Z
@@ -72,17 +76,26 @@ class IncidentTracker:
             incident = self.open.get(group)
             flagged = group in verdict.groups
             if incident is None:
-                if not flagged:
-                    self.pending.pop(group, None)
-                    continue
                 pending = self.pending.get(group)
-                if pending is not None and pending.last_ms == start_ms - WINDOW_MS:
+                if pending is not None and pending.last_ms != start_ms - WINDOW_MS:
+                    pending = None
+                confirms = flagged or (pending is not None and evidence[group] >= FAULT_Z)
+                if not confirms:
+                    # The forest started it; the evidence still stands (a rare status's
+                    # minute without events, one with too few to isolate): keep waiting.
+                    if pending is not None and held[group] >= CLEAR_Z:
+                        pending.last_ms = start_ms
+                    else:
+                        self.pending.pop(group, None)
+                    continue
+                if pending is not None:
                     pending.windows += 1
                     pending.last_ms = start_ms
                 else:
                     pending = Pending(start_ms, start_ms)
                     self.pending[group] = pending
-                strong = evidence[group] >= OPEN_Z and group not in ALWAYS_CONFIRM
+                strong = (flagged and evidence[group] >= OPEN_Z
+                          and group not in ALWAYS_CONFIRM)
                 if not strong and pending.windows < CONFIRM_WINDOWS:
                     continue
                 del self.pending[group]

@@ -94,3 +94,19 @@ def _held(z_denied: float) -> Verdict:
     return Verdict(score=v.score, threshold=v.threshold, anomalous=False, groups=(),
                    statuses=(), expected=v.expected, z=v.z,
                    held={**v.z, "denied": z_denied})
+
+
+def test_evidence_confirms_what_the_forest_started():
+    """A rare status's incident: the forest flags a minute, the next has no events (its
+    sustained evidence still stands), the one after has too few events to isolate but
+    significant evidence: the incident opens there, with the first minute's id."""
+    flagged = verdict(4.5, anomalous_groups=["denials"])
+    too_few_to_isolate = verdict(4.5)
+    alerts = run(IncidentTracker(), [flagged, _held(3.0), too_few_to_isolate])
+    assert [a.event for a in alerts] == ["open"]
+    assert alerts[0].window_start.minute == 2
+    assert alerts[0].incident_id == "denials-2026-03-02T00:00Z"
+    # Evidence alone never starts one, and what was started ends when the evidence does.
+    assert run(IncidentTracker(), [too_few_to_isolate] * 3) == []
+    assert run(IncidentTracker(), [flagged, verdict(), too_few_to_isolate]) == []
+    assert run(IncidentTracker(), [flagged, _held(1.0), too_few_to_isolate]) == []
