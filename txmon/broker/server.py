@@ -34,6 +34,7 @@ from txmon.broker import (
     kafka_version,
 )
 from txmon.broker.fetch import FetchResult, fetch, java_executable, kafka_home
+from txmon.broker.watchdog import pid_alive
 from txmon.config import env_int, env_str, state_dir
 from txmon.errors import UserError
 
@@ -110,20 +111,6 @@ def _random_cluster_id() -> str:
         text = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
         if not text.startswith("-"):
             return text
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # a zombie is dead for our purposes
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        return stat.rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return True
 
 
 def _cmdline(pid: int) -> list[str]:
@@ -345,7 +332,7 @@ class LocalKafka:
         if self._proc is not None and self._proc.poll() is not None:
             self._proc = None
         pid = self._read_pid()
-        if pid is None or not _pid_alive(pid):
+        if pid is None or not pid_alive(pid):
             return None
         cmd = _cmdline(pid)
         if cmd and (MAIN_CLASS not in cmd or str(self.properties_file) not in cmd):
@@ -494,7 +481,7 @@ class LocalKafka:
 
     def _wait_ready(self, pid: int, deadline: float) -> None:
         while True:
-            if not _pid_alive(pid) or (self._proc is not None and self._proc.poll() is not None):
+            if not pid_alive(pid) or (self._proc is not None and self._proc.poll() is not None):
                 raise UserError(f"Kafka exited during startup; {self._log_hint()}")
             if self.answers(timeout=1.0):
                 return
@@ -515,10 +502,10 @@ class LocalKafka:
             if self._proc is not None and self._proc.pid == pid:
                 with contextlib.suppress(subprocess.TimeoutExpired):
                     self._proc.wait(timeout=0.1)
-            if not _pid_alive(pid):
+            if not pid_alive(pid):
                 return True
             time.sleep(0.1)
-        return not _pid_alive(pid)
+        return not pid_alive(pid)
 
     def _stop_pid(self, pid: int, timeout: float) -> bool:
         """SIGTERM, then SIGKILL after `timeout`; True if it exited by itself."""

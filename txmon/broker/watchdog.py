@@ -20,7 +20,8 @@ POLL_S = 1.0
 GRACE_S = 30.0
 
 
-def _alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """A zombie is dead for our purposes. Stdlib only: this module runs on its own."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -43,13 +44,13 @@ def _is_broker(pid: int, properties: str) -> bool:
 
 def main(argv: list[str]) -> int:
     owner, broker, properties = int(argv[0]), int(argv[1]), argv[2]
-    while _alive(broker) and _is_broker(broker, properties):
-        if not _alive(owner):
+    while pid_alive(broker) and _is_broker(broker, properties):
+        if not pid_alive(owner):
             os.kill(broker, signal.SIGTERM)
             deadline = time.monotonic() + GRACE_S
-            while _alive(broker) and time.monotonic() < deadline:
+            while pid_alive(broker) and time.monotonic() < deadline:
                 time.sleep(0.2)
-            if _alive(broker) and _is_broker(broker, properties):
+            if pid_alive(broker) and _is_broker(broker, properties):
                 os.kill(broker, signal.SIGKILL)
             return 0
         time.sleep(POLL_S)
