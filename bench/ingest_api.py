@@ -20,6 +20,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -39,6 +40,7 @@ from common import (
     worker_env,
     write_json,
 )
+from pipeline import PY_SPY, summarise_profile
 
 TARGET = 5000
 BODY = {"status": "approved", "timestamp": "2026-03-02T16:00:00", "terminal_id": "T-1"}
@@ -108,14 +110,25 @@ def run_httpx(url: str, seconds: float, connections: int) -> dict:
             "p99": float(np.percentile(lat, 99)), "tool": "httpx"}
 
 
-def serve(cmd: list[str], env: dict, port: int, log: Path, load, seconds, connections) -> dict:
+def serve(cmd: list[str], env: dict, port: int, log: Path, load, seconds, connections,
+          profile: Path | None = None) -> dict:
+    """profile: record the server with py-spy during the measured run (slows it down)."""
     with open(log, "wb") as out:
         proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT,
                                 start_new_session=True)
+    spy = None
     try:
         wait_up(port, proc)
         load(f"http://127.0.0.1:{port}/check", 2, connections)  # warm-up
-        return load(f"http://127.0.0.1:{port}/check", seconds, connections)
+        if profile is not None:
+            spy = subprocess.Popen([str(PY_SPY), "record", "--pid", str(proc.pid), "--format",
+                                    "raw", "--rate", "100", "--nonblocking", "-o", str(profile)],
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        result = load(f"http://127.0.0.1:{port}/check", seconds, connections)
+        if spy is not None:
+            spy.send_signal(signal.SIGINT)
+            spy.wait(30)
+        return result
     finally:
         proc.terminate()
         try:
@@ -129,6 +142,7 @@ def main() -> int:
     ap.add_argument("--seconds", type=float, default=10)
     ap.add_argument("--connections", type=int, default=32)
     ap.add_argument("--json", type=Path)
+    ap.add_argument("--profile", type=Path, help="py-spy raw output of the real API's run")
     args = ap.parse_args()
     load = run_wrk if shutil.which("wrk") else run_httpx
 
@@ -138,7 +152,7 @@ def main() -> int:
         env = worker_env(bootstrap, names)
         port = free_port()
         real = serve([TXMON, "api", "--port", str(port)], env, port, Path(tmp) / "api.log",
-                     load, args.seconds, args.connections)
+                     load, args.seconds, args.connections, profile=args.profile)
         port = free_port()
         bare = serve([sys.executable, "-m", "uvicorn", "--app-dir", str(BENCH), "bare_api:app",
                       "--port", str(port), "--log-level", "info", "--no-access-log"], env, port,
@@ -154,7 +168,12 @@ def main() -> int:
             "bare FastAPI endpoint", bare["p99"] * 1000, "", None),
     ]
     print_rows(rows)
-    write_json(args.json, rows, {"real": real, "bare": bare})
+    hot = summarise_profile(args.profile) if args.profile else None
+    if hot:
+        print("\nwhere the API's time goes (py-spy; self % of samples, inclusive %):")
+        for func, self_pct, incl in hot:
+            print(f"  {self_pct:5.1f}%  {incl:5.1f}%  {func}")
+    write_json(args.json, rows, {"real": real, "bare": bare, "profile": hot})
     return 0
 
 
