@@ -46,7 +46,7 @@ def main() -> int:
                                  profile=args.profile, label="profiled")
             hot = summarise_profile(args.profile)
     best_floor = max(f["rate"] for f in floors)
-    best_count = max(r["counting_rate"] for r in runs)
+    best_count = max(r["counting_rate"] or 0.0 for r in runs)
     best_close = max(r["close_all_rate"] for r in runs)
     wrong = sum(r["wrong_minutes"] for r in runs)
     rss = max(max(r["peak_rss"]) for r in runs)
@@ -55,8 +55,9 @@ def main() -> int:
           f"best of {args.repeat}; {runs[0]['minutes']} minutes, start-up "
           f"{min(r['startup_s'] for r in runs):.1f}s (excluded)")
     for i, (f, r) in enumerate(zip(floors, runs, strict=True)):
-        print(f"  run {i}: floor {f['rate']:,.0f}/s, processor counting {r['counting_rate']:,.0f}"
-              f"/s, close-all {r['close_all_rate']:,.0f}/s ({r['close_all_s']:.1f}s), "
+        print(f"  run {i}: floor {f['rate']:,.0f}/s, processor counting "
+              f"{r['counting_rate'] or 0:,.0f}/s, close-all {r['close_all_rate']:,.0f}/s "
+              f"({r['close_all_s']:.1f}s), "
               f"wrong minutes {r['wrong_minutes']}, peak RSS {max(r['peak_rss']) / 2**20:.0f} MB")
     target = f">= {TARGET_RATE:,}/s, >= {TARGET_RATIO:.0%}"
     rows = [

@@ -42,7 +42,7 @@ def plan(args) -> dict[str, list[str]]:
                         "--backfill-minutes", "0", "--tps", "20"],
             "api": ["ingest_api.py", "--seconds", "2", "--connections", "8"],
         }
-    sizes = f"{n},{10 * n}"  # the 1M vs 10M at the default size
+    sizes = f"{n},{10 * n}" if n <= 1_000_000 else f"1000000,{n}"  # the 1M vs 10M
     return {
         "produce": ["produce.py", "--messages", str(min(n, 1_000_000)), "--repeat", "2"],
         "throughput": ["processor_throughput.py", "--events", str(n), "--repeat", "2",

@@ -34,6 +34,9 @@ class ProcessorConfig:
     #: librdkafka's prefetch queue (default 64 MiB): the worker's largest memory item.
     prefetch_kbytes: int = field(
         default_factory=lambda: env_int("TXMON_PREFETCH_KBYTES", 16_384))
+    #: Messages a partition librdkafka keeps prefetched (its default is 100,000).
+    prefetch_messages: int = field(
+        default_factory=lambda: env_int("TXMON_PREFETCH_MESSAGES", 50_000))
     model_path: str | None = field(
         default_factory=lambda: env_str("TXMON_MODEL_PATH", str(state_dir() / "model.joblib")))
     warmup_windows: int = field(default_factory=lambda: env_int("TXMON_WARMUP_WINDOWS", 60))

@@ -66,11 +66,10 @@ class Counting:
             "session.timeout.ms": cfg.session_timeout_ms,
             "heartbeat.interval.ms": max(500, cfg.session_timeout_ms // 10),
             "enable.partition.eof": False,
-            # Prefetch: librdkafka's defaults (100,000 messages a partition, up to 64 MiB)
-            # made the worker's peak memory grow with the backlog; two batches a
-            # partition keep the thread fed.
+            # librdkafka's prefetch defaults (100,000 messages a partition, up to 64 MiB)
+            # made the worker's peak memory grow with the backlog.
             "queued.max.messages.kbytes": cfg.prefetch_kbytes,
-            "queued.min.messages": 2 * cfg.batch_size,
+            "queued.min.messages": cfg.prefetch_messages,
         }))
         self.producer = Producer(settings.confluent(**{
             "enable.idempotence": True,
