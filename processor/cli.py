@@ -80,13 +80,14 @@ def run_process(args: argparse.Namespace) -> int:
     from processor.config import ProcessorConfig
     from txmon.config import KafkaSettings
     from txmon.contracts import topics
-    from txmon.kafka.admin import ensure_topics, partition_count, pipeline_topics
+    from txmon.kafka.admin import ensure_topics, partition_count, pipeline_topics, wait_for_kafka
 
     overrides = {k: v for k, v in vars(args).items()
                  if k in ProcessorConfig.__dataclass_fields__ and v is not None}
     cfg = dataclasses.replace(ProcessorConfig(), **overrides)
     settings = KafkaSettings.from_env()
     names = topics()
+    wait_for_kafka(settings, cfg.kafka_wait_s)
     ensure_topics(settings, pipeline_topics(names) + faust_topics(cfg))
     partitions = partition_count(settings, names.transactions)
     if cfg.metrics_port:

@@ -26,6 +26,9 @@ class ProcessorConfig:
     batch_size: int = field(default_factory=lambda: env_int("TXMON_BATCH_SIZE", 5000))
     batch_within_s: float = field(
         default_factory=lambda: env_float("TXMON_BATCH_WITHIN_SECONDS", 0.2))
+    #: How long a worker started before its broker waits for it.
+    kafka_wait_s: float = field(
+        default_factory=lambda: env_float("TXMON_KAFKA_WAIT_SECONDS", 300.0))
     #: Kafka group session timeout: how soon a dead worker's partitions move on.
     session_timeout_ms: int = field(
         default_factory=lambda: env_int("TXMON_SESSION_TIMEOUT_MS", 10_000))

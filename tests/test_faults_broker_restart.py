@@ -133,3 +133,43 @@ def test_broker_restart_mid_replay_loses_and_duplicates_nothing(
     assert same.clean(), f"windows differ from an undisturbed run: {same}"
     assert alert_tally.clean(), f"alerts differ from an undisturbed run: {alert_tally}"
     assert not dead, f"{len(dead)} dead letters, e.g. {dead[0]}"
+
+
+def test_a_worker_started_before_its_broker_waits_for_it(local_kafka_factory, txmon_env,
+                                                          unique_topics, tmp_path):
+    """Services start in any order: a worker whose broker is not up yet says it is waiting,
+    stays alive, and counts once the broker comes."""
+    import dataclasses
+
+    from confluent_kafka import Producer
+
+    from txmon.contracts import Transaction, encode
+
+    kafka = local_kafka_factory()
+    settings = dataclasses.replace(KafkaSettings(), bootstrap=kafka.bootstrap)
+    assert kafka.down(timeout=30)
+    env = processor_env(txmon_env, KAFKA_BOOTSTRAP_SERVERS=kafka.bootstrap)
+    worker = Worker(env, tmp_path, "early").start()
+    try:
+        time.sleep(12)
+        assert worker.alive(), worker.tail()
+        assert "waiting for Kafka" in worker.log.read_text(), worker.tail()
+        kafka.up(timeout=120)
+        producer = Producer(settings.confluent())
+        minute = pd.Timestamp("2026-03-02T10:00:00Z")
+        for i, offset_s in enumerate([1, 2, 3, 70]):  # the last one closes 10:00
+            tx = Transaction(id=f"early-{i}", status="approved",
+                             timestamp=(minute + pd.Timedelta(seconds=offset_s)).to_pydatetime())
+            producer.produce(unique_topics.transactions, encode(tx), tx.id.encode())
+        assert producer.flush(30) == 0
+        deadline = time.monotonic() + 120
+        first = None
+        while first is None:
+            assert time.monotonic() < deadline and worker.alive(), worker.tail()
+            got = [w for w in read_windows(settings, unique_topics.window_counts)
+                   if w.id == "2026-03-02T10:00Z"]
+            first = got[0] if got else None
+            time.sleep(1)
+    finally:
+        worker.stop()
+    assert first.counts["approved"] == 3

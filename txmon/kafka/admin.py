@@ -3,6 +3,8 @@ processor to create them with the wrong settings, so every component calls this 
 
 from __future__ import annotations
 
+import logging
+import time
 from dataclasses import dataclass, field
 
 from confluent_kafka import KafkaException
@@ -11,6 +13,8 @@ from confluent_kafka.admin import AdminClient, NewTopic
 from txmon.config import KafkaSettings, env_int
 from txmon.contracts import Topics
 from txmon.errors import UserError
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -43,6 +47,25 @@ def pipeline_topics(names: Topics) -> list[TopicSpec]:
         TopicSpec(names.alerts, 1, replication, keep),
         TopicSpec(names.dead_letter, 1, replication),
     ]
+
+
+def wait_for_kafka(settings: KafkaSettings, wait_s: float, probe_s: float = 5.0) -> None:
+    """Services start in any order (Compose, systemd, a broker restarting): a worker
+    started before its broker waits for it, saying so, rather than exiting; only after
+    `wait_s` does it give up with a one-line error."""
+    quiet = logging.getLogger("txmon.kafka.probe")  # librdkafka would log every 50 ms
+    quiet.setLevel(logging.CRITICAL)
+    admin = AdminClient(settings.confluent(logger=quiet))
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            admin.list_topics(timeout=probe_s)
+            return
+        except KafkaException as exc:
+            if time.monotonic() >= deadline:
+                raise UserError(f"cannot reach Kafka at {settings.bootstrap} after "
+                                f"{wait_s:g}s: {exc}") from None
+            log.warning("waiting for Kafka at %s (%s)", settings.bootstrap, exc.args[0])
 
 
 def ensure_topics(settings: KafkaSettings, specs: list[TopicSpec], timeout: float = 30.0) -> None:
