@@ -71,6 +71,10 @@ OUTAGE_MIN_EXPECTED = 20.0
 #: History transactions an hour needs before its own share outweighs the pooled one.
 SHARE_PRIOR = 1000.0
 SHARE_PRIOR_EVENTS = 20.0
+#: A history minute counts at most its expectation plus this many standard deviations
+#: plus a few events (PLAUSIBLE_SLACK): an incident minute then counts as a normal one.
+PLAUSIBLE_SD = 4.0
+PLAUSIBLE_SLACK = 3.0
 #: Today's mix: median over blocks of this many recent minutes, from this many blocks.
 RECENT_BLOCK = 10
 RECENT_MIN_BLOCKS = 6
@@ -142,6 +146,12 @@ class Baseline:
         return level * self.approved[m] / max(self.share[m, APPROVED], 1e-9)
 
 
+def _plausible(counts: np.ndarray, share: np.ndarray, totals: np.ndarray) -> np.ndarray:
+    """Each minute's counts capped at what `share` of its total makes plausible."""
+    e = share[None, :] * totals
+    return np.minimum(counts, e + PLAUSIBLE_SD * np.sqrt(e) + PLAUSIBLE_SLACK)
+
+
 def _hourly_shares(counts: np.ndarray, hours: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Pooled and per-hour shares of volume, robust to incidents in the history.
 
@@ -160,8 +170,7 @@ def _hourly_shares(counts: np.ndarray, hours: np.ndarray) -> tuple[np.ndarray, n
     rough = np.median(busy, axis=0) if len(busy) >= 3 else overall
     # The median of hourly ratios is robust but biased low for a rare status (most
     # hours see one or two); the ratio of capped sums over the whole history is not.
-    e = rough[None, :] * totals[:, None]
-    pooled = np.minimum(counts, e + 4.0 * np.sqrt(e) + 3.0).sum(axis=0) / max(totals.sum(), 1.0)
+    pooled = _plausible(counts, rough, totals[:, None]).sum(axis=0) / max(totals.sum(), 1.0)
     pooled = np.maximum(pooled, 1e-6)
     pooled = pooled / pooled.sum()
     share = np.empty((24, N))
@@ -170,8 +179,7 @@ def _hourly_shares(counts: np.ndarray, hours: np.ndarray) -> tuple[np.ndarray, n
             share[h] = pooled
             continue
         t = rows.sum(axis=1, keepdims=True)
-        e = pooled[None, :] * t
-        capped = np.minimum(rows, e + 4.0 * np.sqrt(e) + 3.0)
+        capped = _plausible(rows, pooled, t)
         # Empirical Bayes: the pooled share is worth SHARE_PRIOR_EVENTS events of each
         # status, so an hour speaks for itself only when it saw many more of them.
         share[h] = ((capped.sum(axis=0) + SHARE_PRIOR_EVENTS)
