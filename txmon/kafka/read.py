@@ -11,15 +11,21 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Message,
 from txmon.config import KafkaSettings
 
 
-def read_to_end(settings: KafkaSettings, topic: str, purpose: str = "txmon-read",
-                timeout: float = 30.0) -> Iterator[Message]:
-    """Every record now in `topic`, partition by partition in offset order. Joins no
-    group (assigned partitions, no commits), so it disturbs nobody."""
-    consumer = Consumer(settings.confluent(**{
+def _reader(settings: KafkaSettings, purpose: str) -> Consumer:
+    """A consumer that is assigned partitions, never subscribes and never commits: the
+    group id only names it in the broker's logs."""
+    return Consumer(settings.confluent(**{
         "group.id": f"{purpose}-{uuid.uuid4().hex[:8]}",
         "enable.auto.commit": False,
         "enable.partition.eof": False,
     }))
+
+
+def read_to_end(settings: KafkaSettings, topic: str, purpose: str = "txmon-read",
+                timeout: float = 30.0) -> Iterator[Message]:
+    """Every record now in `topic`, partition by partition in offset order. Joins no
+    group (assigned partitions, no commits), so it disturbs nobody."""
+    consumer = _reader(settings, purpose)
     try:
         meta = consumer.list_topics(topic, timeout=timeout).topics[topic]
         if meta.error is not None:
@@ -46,11 +52,7 @@ def read_range(settings: KafkaSettings, topic: str, partition: int, start: int, 
                purpose: str = "txmon-read", timeout: float = 30.0) -> list[Message]:
     """The records of one partition with offsets in [start, end), fewer only where
     retention already deleted the oldest."""
-    consumer = Consumer(settings.confluent(**{
-        "group.id": f"{purpose}-{uuid.uuid4().hex[:8]}",
-        "enable.auto.commit": False,
-        "enable.partition.eof": False,
-    }))
+    consumer = _reader(settings, purpose)
     out: list[Message] = []
     try:
         low, _ = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=timeout)
