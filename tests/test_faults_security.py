@@ -24,6 +24,7 @@ from txmon.broker import secure
 from txmon.broker.server import free_ports
 from txmon.config import KafkaSettings
 from txmon.contracts import STATUSES, Topics
+from txmon.kafka import probe_logger
 from txmon.kafka.admin import ensure_topics, pipeline_topics
 
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(600)]
@@ -69,19 +70,12 @@ def try_produce(settings: KafkaSettings, topic: str) -> tuple[bool, list[str]]:
     delivered: list[bool] = []
     producer = Producer(settings.confluent(**{
         "message.timeout.ms": 8000, "error_cb": lambda e: errors.append(e.name()),
-        "logger": _quiet()}))
+        "logger": probe_logger()}))
     producer.produce(topic, b'{"probe": 1}',
                      on_delivery=lambda err, msg: (delivered.append(err is None),
                                                    err and errors.append(err.name())))
     producer.flush(15)
     return bool(delivered and delivered[0]), errors
-
-
-def _quiet():
-    import logging
-    log = logging.getLogger("txmon.test.refused")
-    log.setLevel(logging.CRITICAL)
-    return log
 
 
 def per_minute_csv(path: Path) -> dict[str, int]:
@@ -225,7 +219,7 @@ def _read_strict(settings: KafkaSettings, topic: str):
 
     errors = []
     consumer = Consumer(settings.confluent(**{
-        "group.id": slug("denied"), "auto.offset.reset": "earliest", "logger": _quiet(),
+        "group.id": slug("denied"), "auto.offset.reset": "earliest", "logger": probe_logger(),
         "error_cb": errors.append}))
     try:
         consumer.subscribe([topic])

@@ -359,9 +359,10 @@ class LocalKafka:
         from confluent_kafka import KafkaException
         from confluent_kafka.admin import AdminClient
 
-        quiet = logging.getLogger("txmon.broker.probe")
-        quiet.setLevel(logging.CRITICAL)
-        conf = {"bootstrap.servers": self.bootstrap, "logger": quiet, **self.client_config}
+        from txmon.kafka import probe_logger
+
+        conf = {"bootstrap.servers": self.bootstrap, "logger": probe_logger(),
+                **self.client_config}
         try:
             meta = AdminClient(conf).list_topics(timeout=timeout)
         except KafkaException:

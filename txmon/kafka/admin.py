@@ -13,6 +13,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 from txmon.config import KafkaSettings, env_int
 from txmon.contracts import Topics
 from txmon.errors import UserError
+from txmon.kafka import probe_logger
 
 log = logging.getLogger(__name__)
 
@@ -53,9 +54,7 @@ def wait_for_kafka(settings: KafkaSettings, wait_s: float, probe_s: float = 5.0)
     """Services start in any order (Compose, systemd, a broker restarting): a worker
     started before its broker waits for it, saying so, rather than exiting; only after
     `wait_s` does it give up with a one-line error."""
-    quiet = logging.getLogger("txmon.kafka.probe")  # librdkafka would log every 50 ms
-    quiet.setLevel(logging.CRITICAL)
-    admin = AdminClient(settings.confluent(logger=quiet))
+    admin = AdminClient(settings.confluent(logger=probe_logger()))
     deadline = time.monotonic() + wait_s
     while True:
         try:
