@@ -221,7 +221,6 @@ def create_app(cfg: ProcessorConfig, settings: KafkaSettings, names: Topics,
         async for event in stream.events():
             await merging.process(event)
 
-
     return app
 
 
