@@ -14,8 +14,6 @@ import os
 import platform
 import re
 import shutil
-import signal
-import subprocess
 import sys
 import tempfile
 import threading
@@ -32,8 +30,10 @@ from tqdm import tqdm
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))  # processor_support: one worker subprocess helper
 sys.path.insert(0, str(BENCH))
 
+import processor_support  # noqa: E402
 from produce import Broker  # noqa: E402,F401  (re-exported: one broker helper for all)
 
 from producer.publish import Publisher  # noqa: E402
@@ -82,38 +82,22 @@ def free_port() -> int:
     return fp()
 
 
-class Worker:
-    """One `txmon process` subprocess with its own data dir, log and metrics port."""
+class Worker(processor_support.Worker):
+    """The tests' worker subprocess, with a metrics port to read its count from, and its
+    memory."""
 
     def __init__(self, env: dict[str, str], workdir: Path, name: str = "worker"):
-        self.env = dict(env)
-        self.dir = workdir / name
-        self.dir.mkdir(parents=True, exist_ok=True)
-        self.env["TXMON_PROCESSOR_DATA_DIR"] = str(self.dir / "data")
-        self.log = self.dir / "worker.log"
-        self.port = free_port()
-        self.proc: subprocess.Popen | None = None
-        self.peak_rss = 0
-
-    def start(self) -> Worker:
-        with open(self.log, "ab") as out:
-            self.proc = subprocess.Popen(
-                [TXMON, "process", "--metrics-port", str(self.port)], env=self.env,
-                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-        return self
+        super().__init__(env, workdir, name, metrics_port=free_port())
 
     @property
     def pid(self) -> int:
         assert self.proc is not None
         return self.proc.pid
 
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
     def counted(self) -> float | None:
         """txmon_processor_events_total{outcome="counted"}, None until it answers."""
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics",
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics",
                                         timeout=2) as r:
                 text = r.read().decode()
         except OSError:
@@ -138,20 +122,6 @@ class Worker:
         """How many times the worker's counting stage was handed partitions."""
         text = self.log.read_text(errors="replace") if self.log.exists() else ""
         return len(re.findall(r"processor\.counting.*assigned|assigned \{", text))
-
-    def stop(self) -> None:
-        if self.alive():
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(10)
-
-    def tail(self, n: int = 30) -> str:
-        if not self.log.exists():
-            return ""
-        return "\n".join(self.log.read_text(errors="replace").splitlines()[-n:])
 
 
 class Workdir:

@@ -31,9 +31,12 @@ def processor_env(base: dict[str, str], **extra: str) -> dict[str, str]:
 
 
 class Worker:
-    """One `txmon process` subprocess with its own data dir and log."""
+    """One `txmon process` subprocess with its own data dir and log (the benchmarks'
+    Worker adds its metrics and memory). `metrics_port` 0: no metrics server."""
 
-    def __init__(self, env: dict[str, str], workdir: Path, name: str = "worker"):
+    def __init__(self, env: dict[str, str], workdir: Path, name: str = "worker",
+                 metrics_port: int = 0):
+        self.metrics_port = metrics_port
         self.env = dict(env)
         self.dir = workdir / name
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -46,7 +49,8 @@ class Worker:
         self.starts += 1
         with open(self.log, "ab") as out:  # the child keeps its own copy of the fd
             self.proc = subprocess.Popen(
-                [TXMON, "process", "--metrics-port", "0"], env=self.env, stdout=out,
+                [TXMON, "process", "--metrics-port", str(self.metrics_port)], env=self.env,
+                stdout=out,
                 stderr=subprocess.STDOUT, start_new_session=True)
         return self
 
@@ -68,6 +72,8 @@ class Worker:
                 self.kill()
 
     def tail(self, n: int = 40) -> str:
+        if not self.log.exists():
+            return ""
         return "\n".join(self.log.read_text(errors="replace").splitlines()[-n:])
 
 
