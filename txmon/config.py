@@ -12,6 +12,8 @@ import ssl
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from txmon.errors import UserError
+
 DEFAULT_BOOTSTRAP = "127.0.0.1:9092"
 
 
@@ -20,13 +22,23 @@ def env_str(name: str, default: str) -> str:
 
 
 def env_int(name: str, default: int) -> int:
-    value = os.environ.get(name)
-    return int(value) if value else default
+    return _env_number(name, default, int)
 
 
 def env_float(name: str, default: float) -> float:
+    return _env_number(name, default, float)
+
+
+def _env_number(name: str, default, kind: type):
+    """A malformed setting is the user's to fix: one line naming it, not a traceback."""
     value = os.environ.get(name)
-    return float(value) if value else default
+    if not value:
+        return default
+    try:
+        return kind(value)
+    except ValueError:
+        expected = "an integer" if kind is int else "a number"
+        raise UserError(f"{name}={value!r} is not {expected}") from None
 
 
 def shared_data_dir() -> Path:
