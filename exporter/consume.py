@@ -5,6 +5,12 @@ compacted and keyed by deterministic ids), so counters, open incidents and fresh
 function of the topics' content: restarting the exporter neither resets nor double counts
 them. Partitions are assigned, not subscribed, so a broker restart or a group rebalance
 never rewinds us; librdkafka reconnects by itself and we only count the errors meanwhile.
+
+Ready means caught up: the end offsets of window-counts and alerts are noted once the
+partitions are assigned, and the metrics read from the topics are served (and /ready
+answers 200) only when every partition has been read up to them. A restarted exporter
+thus never shows an open incident as gone, which would resolve its alert. Dead letters
+are not waited for: they are not compacted (long to read) and no alert resolves on them.
 """
 
 from __future__ import annotations
@@ -47,8 +53,10 @@ class TopicReader:
                       names.dead_letter: "dead-letter"}
         self._next: dict[tuple[str, int], int] = {}
         self._assigned: set[tuple[str, int]] = set()
-        self.ready = threading.Event()
+        self.assigned = threading.Event()
         self._logged: dict[str, float] = {}
+        #: (topic, partition) -> end offset still to reach before ready; None: not noted.
+        self._pending: dict[tuple[str, int], int] | None = None
 
     def _on_error(self, err: KafkaError) -> None:
         # Broker down, connection refused...: librdkafka retries on its own. Every error is
@@ -105,9 +113,11 @@ class TopicReader:
         }))
         try:
             self._assign_new(consumer)
-            self.ready.set()
+            self.assigned.set()
             refreshed = time.monotonic()
             while not self.stop.is_set():
+                if not self.metrics.ready.is_set():
+                    self._check_caught_up(consumer)
                 if time.monotonic() - refreshed > METADATA_REFRESH_S:
                     self._assign_new(consumer)
                     refreshed = time.monotonic()
@@ -122,6 +132,48 @@ class TopicReader:
                     self._handle(msg)
         finally:
             consumer.close()
+
+    def _note_ends(self, consumer: Consumer) -> None:
+        """The end offsets of window-counts and alerts as the exporter starts reading."""
+        ends = {}
+        for topic, partition in sorted(self._assigned):
+            if self.kinds[topic] == "dead-letter":
+                continue
+            try:
+                low, high = consumer.get_watermark_offsets(
+                    TopicPartition(topic, partition), timeout=10, cached=False)
+            except KafkaException as exc:
+                self.metrics.kafka_error("watermarks")
+                log.warning("end offsets unavailable, retrying: %s", exc)
+                return
+            if high > low:
+                ends[(topic, partition)] = high
+        self._pending = ends
+
+    def _check_caught_up(self, consumer: Consumer) -> None:
+        """Mark the metrics ready once every noted end offset is reached. The consumer's
+        position counts too: it moves past records the fetch skips (transaction markers)."""
+        if self._pending is None:
+            self._note_ends(consumer)
+            if self._pending is None:
+                return
+        left = {k: end for k, end in self._pending.items() if self._next.get(k, 0) < end}
+        if left:
+            for tp in consumer.position([TopicPartition(t, p) for t, p in left]):
+                if tp.offset >= left[(tp.topic, tp.partition)]:
+                    del left[(tp.topic, tp.partition)]
+        self._pending = left
+        if not left:
+            self.metrics.mark_ready()
+            log.info("caught up with %s and %s: ready", self.names.window_counts,
+                     self.names.alerts)
+
+    def progress(self) -> str:
+        """How far the catch-up is, for /ready's 503 answer."""
+        if self._pending is None:
+            return "end offsets not known yet"
+        return ", ".join(f"{t}[{p}] at {self._next.get((t, p), 0)} of {end}"
+                         for (t, p), end in sorted(self._pending.items())) or "done"
 
     def _handle(self, msg) -> None:
         err = msg.error()
@@ -143,27 +195,29 @@ class TopicReader:
 def run_exporter(settings: KafkaSettings, names: Topics, *, host: str, port: int,
                  group: str, processor_group: str, lag_interval: float,
                  stop: threading.Event | None = None) -> int:
-    """Serve /metrics and keep it fed until SIGTERM/SIGINT (or `stop`)."""
+    """Serve /metrics and /ready and keep them fed until SIGTERM/SIGINT (or `stop`)."""
     import signal
 
+    from exporter.http import serve
     from exporter.lag import LagPoller
-    from exporter.metrics import start_metrics_server
 
     stop = stop or threading.Event()
-    metrics = PipelineMetrics()
+    metrics = PipelineMetrics(ready=False)
+    reader = TopicReader(settings, names, metrics, stop, group)
     try:
-        server, _ = start_metrics_server(port, host, metrics.registry)
+        server = serve(host, port, metrics, reader.progress)
     except OSError as exc:
         raise UserError(f"cannot serve metrics on {host}:{port}: {exc.strerror}") from None
     if threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: stop.set())
-    log.info("exporter serving http://%s:%d/metrics (topics %s, %s, %s; lag of %s)", host,
-             port, names.window_counts, names.alerts, names.dead_letter, processor_group)
+    log.info("exporter serving http://%s:%d/metrics and /ready (topics %s, %s, %s; "
+             "lag of %s)", host, port, names.window_counts, names.alerts, names.dead_letter,
+             processor_group)
     lag = LagPoller(settings, metrics, processor_group, names.transactions, lag_interval, stop)
     lag.start()
     try:
-        TopicReader(settings, names, metrics, stop, group).run()
+        reader.run()
     finally:
         stop.set()
         server.shutdown()

@@ -4,12 +4,18 @@ Records from the window-counts, alerts and dead-letter topics are applied here o
 The processor may re-emit a window or an alert after a crash (same id, same content), so
 every id is counted once; a record that does not decode is counted and skipped, never
 fatal. Kafka itself is touched only by exporter/consume.py and exporter/lag.py.
+
+Everything read from the topics is served only once the exporter is `ready` (caught up
+with the topics' end offsets at start): a restarted exporter that served a half-read
+alerts topic would make open incidents vanish, and Prometheus would resolve them. Until
+then /metrics carries only the exporter's own health (process, Kafka, lag, ready 0).
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import threading
 from collections import Counter as Tally
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -30,6 +36,8 @@ from txmon.contracts import metrics as m
 log = logging.getLogger(__name__)
 
 DEFAULT_RECENT_INCIDENTS = 50
+#: Where an alert record without its own runbook link sends the reader.
+DEFAULT_RUNBOOK_URL = "docs/runbook.md#transactionanomaly"
 
 
 def start_metrics_server(port: int, host: str = "127.0.0.1", registry=None):
@@ -47,6 +55,15 @@ def _ts(value: datetime) -> float:
     return value.timestamp()
 
 
+def describe(alert: Alert, since: datetime | None = None) -> str:
+    """The summary line for a record that carries none (written before the processor
+    did): observed against expected per status, and since when."""
+    parts = [f"{s} {alert.observed.get(s, 0)}/min against ~{alert.expected.get(s, 0):.0f} "
+             "expected" for s in alert.statuses]
+    start = alert.since or since or alert.window_start
+    return ", ".join(parts) + f", since {start:%H:%M} UTC"
+
+
 @dataclass
 class _Incident:
     group: str
@@ -57,6 +74,27 @@ class _Incident:
     score: float = 0.0
     labels: tuple[str, str, str, str] = ("", "", "", "")
     seen_events: set[str] = field(default_factory=set)
+    # The words of the newest open/update record (window start `latest`).
+    groups: list[str] = field(default_factory=list)
+    summary: str = ""
+    runbook_url: str = DEFAULT_RUNBOOK_URL
+    duration: float = 0.0
+    latest: float = float("-inf")
+    info_labels: tuple[str, ...] = ()
+
+
+class _WhenReady:
+    """Serves the families of `source` only once `ready` is set (see the module doc)."""
+
+    def __init__(self, source: CollectorRegistry, ready: threading.Event):
+        self.source, self.ready = source, ready
+
+    def describe(self):
+        return []  # names are checked in `source`; nothing to register twice
+
+    def collect(self):
+        if self.ready.is_set():
+            yield from self.source.collect()
 
 
 class PipelineMetrics:
@@ -68,14 +106,23 @@ class PipelineMetrics:
         recent_incidents: int = DEFAULT_RECENT_INCIDENTS,
         process_metrics: bool = True,
         now: float | None = None,
+        ready: bool = True,
     ):
+        """`ready=False` (the exporter) hides the topic-derived series until mark_ready();
+        fed by hand (the unit tests), everything is served at once."""
         import time
 
         self.registry = registry or CollectorRegistry()
         if process_metrics:
             ProcessCollector(registry=self.registry)
             PlatformCollector(registry=self.registry)
-        r = self.registry
+        health = self.registry
+        self.topics_registry = r = CollectorRegistry()
+        self.ready = threading.Event()
+        health.register(_WhenReady(r, self.ready))
+        self.ready_gauge = Gauge(
+            m.EXPORTER_READY, "1 once the topics are read up to their end offsets at start.",
+            registry=health)
         self.window_tx = Gauge(
             m.WINDOW_TRANSACTIONS, "Transactions in the newest closed minute, by status.",
             ["status"], registry=r)
@@ -119,7 +166,7 @@ class PipelineMetrics:
             ["reason", "source"], registry=r)
         self.lag = Gauge(
             m.CONSUMER_LAG, "End offset minus committed offset, per partition.",
-            ["group", "topic", "partition"], registry=r)
+            ["group", "topic", "partition"], registry=health)
         self.bad_records = Counter(
             m.EXPORTER_BAD_RECORDS_TOTAL.removesuffix("_total"),
             "Records the exporter could not decode (skipped).", ["topic"], registry=r)
@@ -128,9 +175,16 @@ class PipelineMetrics:
             "Re-emitted records ignored (id already counted).", ["topic"], registry=r)
         self.kafka_errors = Counter(
             m.EXPORTER_KAFKA_ERRORS_TOTAL.removesuffix("_total"), "Kafka client errors seen.",
-            ["kind"], registry=r)
+            ["kind"], registry=health)
         self.kafka_up = Gauge(m.EXPORTER_KAFKA_UP, "1 when the last Kafka round trip worked.",
-                              registry=r)
+                              registry=health)
+        self.incident_info = Gauge(
+            m.INCIDENT_INFO, "1 per open incident, labelled with its latest summary.",
+            ["incident_id", "group", "groups", "severity", "summary", "runbook_url"],
+            registry=r)
+        self.incident_duration = Gauge(
+            m.INCIDENT_DURATION, "Duration of an open incident as of its latest minute.",
+            ["incident_id", "group"], registry=r)
 
         for status in STATUSES:
             self.window_tx.labels(status)
@@ -155,6 +209,13 @@ class PipelineMetrics:
             "alerts": msgspec.json.Decoder(Alert),
             "dead-letter": msgspec.json.Decoder(DeadLetter),
         }
+        if ready:
+            self.mark_ready()
+
+    def mark_ready(self) -> None:
+        """The topics are read up to where they ended at start: serve what they say."""
+        self.ready_gauge.set(1)
+        self.ready.set()
 
     # --- records -------------------------------------------------------------------------
 
@@ -230,10 +291,28 @@ class PipelineMetrics:
             inc.severity = _worse(inc.severity, alert.severity)
             merged = set(inc.statuses.split(",")) | set(alert.statuses)
             inc.statuses = ",".join(sorted(s for s in merged if s))
+            self._take_words(inc, alert)
         else:
             inc.resolved = _ts(alert.window_end)
         self._refresh_incidents(alert.incident_id)
         return True
+
+    @staticmethod
+    def _take_words(inc: _Incident, alert: Alert) -> None:
+        """What a person reads about the incident: the newest record's words, with the
+        fallbacks for records written before the processor carried them."""
+        for group in [alert.group, *alert.groups]:
+            if group not in inc.groups:
+                inc.groups.append(group)
+        start = _ts(alert.window_start)
+        if start < inc.latest:
+            return  # an older step arriving late says nothing newer
+        inc.latest = start
+        since = alert.since.timestamp() if alert.since else inc.opened
+        inc.summary = alert.summary or describe(
+            alert, datetime.fromtimestamp(since, alert.window_start.tzinfo))
+        inc.runbook_url = alert.runbook_url or DEFAULT_RUNBOOK_URL
+        inc.duration = alert.duration_s or max(_ts(alert.window_end) - since, 0.0)
 
     def apply_dead_letter(self, dl: DeadLetter) -> None:
         self.dead_letters.labels(str(dl.reason), dl.source).inc()
@@ -274,6 +353,7 @@ class PipelineMetrics:
         self.incident_score.labels(*labels).set(inc.score)
         if inc.resolved is not None:
             self.incident_resolved.labels(*labels).set(inc.resolved)
+        self._refresh_info(changed, inc)
 
         tally = Tally((i.group, i.severity) for i in self._incidents.values()
                       if i.resolved is None)
@@ -292,6 +372,23 @@ class PipelineMetrics:
                 # The id stays known (so a re-emission is not a new incident) but its
                 # series are gone.
                 self._incidents[iid] = old
+
+    def _refresh_info(self, iid: str, inc: _Incident) -> None:
+        """One info series per open incident, its latest words only; none once resolved.
+        The TransactionAnomaly rule groups it by (incident_id, group), so replacing the
+        labels of an update does not change the alert's identity."""
+        info = () if inc.resolved is not None else (
+            iid, inc.group, ",".join(inc.groups or [inc.group]), inc.severity, inc.summary,
+            inc.runbook_url)
+        if inc.info_labels and inc.info_labels != info:
+            self.incident_info.remove(*inc.info_labels)
+        if info:
+            self.incident_info.labels(*info).set(1)
+            self.incident_duration.labels(iid, inc.group).set(inc.duration)
+        elif inc.info_labels:
+            with contextlib.suppress(KeyError):
+                self.incident_duration.remove(iid, inc.group)
+        inc.info_labels = info
 
     def _remove_incident_series(self, labels: tuple[str, str, str, str]) -> None:
         for gauge in (self.incident_opened, self.incident_resolved, self.incident_score):

@@ -82,14 +82,17 @@ def reference_windows(path: Path, day: date) -> list[WindowCount]:
 
 
 def make_alert(incident: str, event: str, group: str, start: datetime, *, score: float = 0.8,
-               severity: str = "critical", statuses: list[str] | None = None) -> Alert:
+               severity: str = "critical", statuses: list[str] | None = None,
+               **words) -> Alert:
+    """An alert record as the processor writes it; `words` are the newer fields (groups,
+    summary, since, duration_s, runbook_url), absent as in records written before them."""
     statuses = statuses or [group]
     return Alert(
         id=f"{incident}:{event}:{start.isoformat()}", incident_id=incident, event=event,
         group=group, window_start=start, window_end=start + timedelta(minutes=1),
         statuses=statuses, observed={s: 120 for s in statuses},
         expected={s: 20.0 for s in statuses}, score=score, threshold=0.6,
-        severity=severity, model_version="test")
+        severity=severity, model_version="test", **words)
 
 
 def make_dead_letter(reason: str = "unknown_status") -> DeadLetter:
@@ -129,6 +132,7 @@ class ExporterProcess:
                  log: Path | None = None):
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}/metrics"
+        self.ready_url = f"http://127.0.0.1:{self.port}/ready"
         self.log = log
         out = open(log, "ab") if log else subprocess.DEVNULL  # noqa: SIM115
         self.proc = subprocess.Popen(
@@ -144,6 +148,20 @@ class ExporterProcess:
             return True
         except OSError:
             return False
+
+    def ready(self) -> bool:
+        """/ready answers 200: the topics are read up to their end offsets at start."""
+        if self.proc.poll() is not None:
+            raise AssertionError(f"exporter exited with {self.proc.returncode}")
+        try:
+            return http_get(self.ready_url, timeout=1) == b"ready\n"
+        except OSError:  # 503 (HTTPError) while catching up, or not listening yet
+            return False
+
+    def wait_ready(self, timeout: float = 60) -> dict[tuple[str, tuple], float]:
+        """Wait for readiness; then /metrics is whole: returns its samples."""
+        wait_for(self.ready, timeout, what="exporter /ready")
+        return self.samples()
 
     def samples(self) -> dict[tuple[str, tuple], float]:
         return parse_metrics(http_get(self.url).decode())
@@ -176,15 +194,17 @@ def value(samples, name: str, **labels) -> float | None:
 
 def short_rules(dest: Path, overrides: dict[str, dict]) -> Path:
     """A copy of the real rule file with per-alert changes: {"PipelineStalled":
-    {"for": "5s", "replace": ("> 120", "> 6")}}. Untouched alerts keep their values."""
+    {"for": "5s", "keep_firing_for": "0s", "replace": ("> 120", "> 6")}}. Untouched
+    alerts keep their values."""
     doc = yaml.safe_load(RULES.read_text())
     for group in doc["groups"]:
         for rule in group["rules"]:
             change = overrides.get(rule.get("alert"))
             if not change:
                 continue
-            if "for" in change:
-                rule["for"] = change["for"]
+            for key in ("for", "keep_firing_for"):
+                if key in change:
+                    rule[key] = change[key]
             for old, new in change.get("replace", []):
                 assert old in rule["expr"], (rule["alert"], old)
                 rule["expr"] = rule["expr"].replace(old, new)
@@ -302,6 +322,8 @@ class NotifyProcess:
         self.port = port
         self.url = f"http://127.0.0.1:{port}/"
         self.lines: list[str] = []
+        #: (wall-clock time the line was read, line): when a notification was delivered.
+        self.stamped: list[tuple[float, str]] = []
         self.proc = subprocess.Popen([TXMON, "notify", "--port", str(port)],
                                      env=env or dict(os.environ), stdout=subprocess.PIPE,
                                      stderr=subprocess.STDOUT, text=True)
@@ -312,6 +334,7 @@ class NotifyProcess:
 
     def _read(self):
         for line in self.proc.stdout:
+            self.stamped.append((time.time(), line.rstrip("\n")))
             self.lines.append(line.rstrip("\n"))
 
     def headers(self, prefix: str = "[") -> list[str]:

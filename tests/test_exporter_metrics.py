@@ -145,3 +145,80 @@ def test_every_exported_name_is_a_contract_name():
     assert exported <= set(m.ALL), exported - set(m.ALL)
     exporter_names = {v for v in m.ALL if not v.startswith("txmon_processor_")}
     assert exporter_names <= exported, exporter_names - exported
+
+
+def info_series(s) -> dict[str, dict]:
+    return {dict(k[1])["incident_id"]: dict(k[1]) for k, v in s.items()
+            if k[0] == m.INCIDENT_INFO and v == 1}
+
+
+def test_incident_info_carries_the_latest_words_of_open_incidents_only():
+    pm = PipelineMetrics(process_metrics=False)
+    first = make_alert("inc-e", "open", "reversed", T0, severity="warning",
+                       statuses=["reversed"])
+    first.groups, first.summary, first.since, first.duration_s = (
+        ["reversed"], "reversed 120/min against ~20 expected, since 14:00 UTC", T0, 60)
+    first.runbook_url = "https://runbook.example/txmon#reversed"
+    later = make_alert("inc-e", "update", "reversed", T0 + timedelta(minutes=3),
+                       statuses=["reversed", "approved"])
+    later.groups, later.summary, later.since, later.duration_s = (
+        ["reversed", "approved"], "reversed 122/min against ~2 expected, approved 62 "
+        "against ~300, since 14:00 UTC", T0, 240)
+    pm.apply_alert(first)
+    s = scrape(pm)
+    assert info_series(s)["inc-e"]["summary"].startswith("reversed 120/min")
+    assert info_series(s)["inc-e"]["runbook_url"] == "https://runbook.example/txmon#reversed"
+    assert value(s, m.INCIDENT_DURATION, incident_id="inc-e", group="reversed") == 60
+
+    pm.apply_alert(later)
+    s = scrape(pm)
+    # Replaced, not added: one series, the latest words, the worst severity so far; the
+    # opening group stays the routing label and every group is listed.
+    assert list(info_series(s)) == ["inc-e"]
+    info = info_series(s)["inc-e"]
+    assert info["summary"] == later.summary and info["severity"] == "critical"
+    assert info["group"] == "reversed" and info["groups"] == "reversed,approved"
+    assert value(s, m.INCIDENT_DURATION, incident_id="inc-e", group="reversed") == 240
+    assert value(s, m.INCIDENTS_OPEN, group="reversed", severity="critical") == 1
+
+    # A step older than the latest (read late) does not bring old words back.
+    pm.apply_alert(make_alert("inc-e", "update", "reversed", T0 + timedelta(minutes=1)))
+    assert info_series(scrape(pm))["inc-e"]["summary"] == later.summary
+
+    pm.apply_alert(make_alert("inc-e", "resolved", "reversed", T0 + timedelta(minutes=15),
+                              severity="info"))
+    s = scrape(pm)
+    assert info_series(s) == {}
+    assert value(s, m.INCIDENT_DURATION, incident_id="inc-e", group="reversed") is None
+
+
+def test_records_without_words_get_the_exporters_own():
+    """Alert records written before the summary existed: observed against expected and
+    the incident's start, the group as the only group, the runbook section."""
+    pm = PipelineMetrics(process_metrics=False)
+    pm.apply_alert(make_alert("old", "open", "denied", T0))
+    pm.apply_alert(make_alert("old", "update", "denied", T0 + timedelta(minutes=2)))
+    info = info_series(scrape(pm))["old"]
+    assert info["summary"] == "denied 120/min against ~20 expected, since 14:00 UTC"
+    assert info["groups"] == "denied"
+    assert info["runbook_url"] == "docs/runbook.md#transactionanomaly"
+    assert value(scrape(pm), m.INCIDENT_DURATION, incident_id="old", group="denied") == 180
+
+
+def test_nothing_from_the_topics_is_served_before_ready():
+    """A restarted exporter half way through the alerts topic would show an open incident
+    as gone: until caught up it serves its own health and ready 0, nothing else."""
+    pm = PipelineMetrics(process_metrics=False, ready=False)
+    pm.apply_alert(make_alert("inc", "open", "denied", T0))
+    pm.apply_window(window(0, approved=1))
+    pm.set_lag("g", "t", {0: 3})
+    s = scrape(pm)
+    assert value(s, m.EXPORTER_READY) == 0
+    assert value(s, m.CONSUMER_LAG, group="g", topic="t", partition="0") == 3
+    assert not [k for k in s if k[0] in (m.INCIDENTS_OPEN, m.INCIDENT_INFO, m.WINDOWS_TOTAL,
+                                         m.TRANSACTIONS_TOTAL, m.WINDOW_LAST_EMITTED)]
+    pm.mark_ready()
+    s = scrape(pm)
+    assert value(s, m.EXPORTER_READY) == 1
+    assert value(s, m.INCIDENTS_OPEN, group="denied", severity="critical") == 1
+    assert value(s, m.WINDOWS_TOTAL) == 1

@@ -47,6 +47,14 @@ INCIDENT_OPENED = "txmon_incident_opened_timestamp_seconds"
 INCIDENT_RESOLVED = "txmon_incident_resolved_timestamp_seconds"
 #: gauge {incident_id, group, severity, statuses}: latest score of the incident.
 INCIDENT_SCORE = "txmon_incident_score"
+#: gauge {incident_id, group, groups, severity, summary, runbook_url} = 1 per OPEN
+#: incident, its latest words only (replaced on update, removed on resolve). The
+#: TransactionAnomaly rule fires one alert per incident from it and reads the summary
+#: into its annotations; `group` is the opening group (routing), `groups` every group.
+INCIDENT_INFO = "txmon_incident_info"
+#: gauge {incident_id, group}: how long an open incident has lasted, as of its latest
+#: closed minute (from the start of its first anomalous minute).
+INCIDENT_DURATION = "txmon_incident_duration_seconds"
 
 # --- dead letters and pipeline health ---
 #: counter {reason, source}: records sent to the dead-letter topic.
@@ -63,6 +71,10 @@ EXPORTER_DUPLICATE_RECORDS_TOTAL = "txmon_exporter_duplicate_records_total"
 EXPORTER_KAFKA_ERRORS_TOTAL = "txmon_exporter_kafka_errors_total"
 #: gauge: 1 when the exporter's last Kafka round trip succeeded, else 0.
 EXPORTER_KAFKA_UP = "txmon_exporter_kafka_up"
+#: gauge: 1 once the exporter has read the window-counts and alerts topics up to the end
+#: offsets they had when it started (also GET /ready). Until then it serves only its own
+#: health series, never a partial count or a missing incident.
+EXPORTER_READY = "txmon_exporter_ready"
 
 # --- the processor's own numbers (served by `txmon process` itself) ---
 #: counter {outcome}: transactions read by the worker: counted, late or dead_letter.
