@@ -28,7 +28,7 @@ from prometheus_client import Counter
 
 from processor.config import ProcessorConfig
 from processor.counting import Counting
-from processor.incidents import IncidentTracker
+from processor.incidents import IncidentTracker, Policy
 from processor.minutes import Minutes, MinuteState
 from processor.windows import MinuteMerger
 from txmon.config import KafkaSettings, env_int
@@ -121,7 +121,8 @@ class Merging:
         self.cfg, self.table = cfg, table
         self.source_partitions = source_partitions
         self.counts, self.alerts = counts, alerts
-        self.minutes = Minutes(cfg.model_path, cfg.warmup_windows)
+        self.minutes = Minutes(cfg.model_path, cfg.warmup_windows,
+                               Policy(cfg.recovery_window, cfg.runbook_url))
 
     def load(self) -> MinuteState:
         state = self.table.load(MINUTES_KEY)
@@ -129,7 +130,7 @@ class Merging:
             state = MinuteState(
                 merger=MinuteMerger(self.source_partitions, self.cfg.max_empty_minutes,
                                     int(2 * self.cfg.tick_s * 1000)),
-                incidents=IncidentTracker(self.cfg.resolve_after),
+                incidents=IncidentTracker(),
             )
         return state
 

@@ -7,6 +7,10 @@ from dataclasses import dataclass, field
 
 from txmon.config import env_float, env_int, env_str, state_dir
 
+#: Closed normal minutes in a row that resolve an incident (see processor/incidents.py).
+RECOVERY_WINDOW = 10
+RUNBOOK_URL = "docs/runbook.md#transactionanomaly"
+
 
 @dataclass(frozen=True)
 class ProcessorConfig:
@@ -43,7 +47,13 @@ class ProcessorConfig:
     model_path: str | None = field(
         default_factory=lambda: env_str("TXMON_MODEL_PATH", str(state_dir() / "model.joblib")))
     warmup_windows: int = field(default_factory=lambda: env_int("TXMON_WARMUP_WINDOWS", 60))
-    resolve_after: int = field(default_factory=lambda: env_int("TXMON_RESOLVE_AFTER", 3))
+    #: Closed normal minutes in a row before an incident resolves; a re-trigger inside
+    #: them is an update of the same incident.
+    recovery_window: int = field(
+        default_factory=lambda: env_int("TXMON_RECOVERY_WINDOW", RECOVERY_WINDOW))
+    #: The runbook link every alert record carries.
+    runbook_url: str = field(
+        default_factory=lambda: env_str("TXMON_RUNBOOK_URL", RUNBOOK_URL))
     metrics_port: int = field(
         default_factory=lambda: env_int("TXMON_PROCESSOR_METRICS_PORT", 9109))
     metrics_host: str = field(

@@ -193,10 +193,11 @@ class Detector:
         }
         return cls(model=models, baseline=baseline, threshold=threshold, meta=meta)
 
-    def score(self, start_ms: int, counts: list[int], recent: list) -> Verdict:
+    def score(self, start_ms: int, counts: list[int], recent: list,
+              paused: frozenset[int] = frozenset()) -> Verdict:
         """`recent`: (start, counts) of the minutes before this one, oldest first (the
-        worker keeps the last LEVEL_MINUTES + 1)."""
-        ev = evidence(self.baseline, start_ms, list(counts[: len(STATUSES)]), recent)
+        worker keeps the last LEVEL_MINUTES + 1); `paused`: see `features.evidence`."""
+        ev = evidence(self.baseline, start_ms, list(counts[: len(STATUSES)]), recent, paused)
         x = np.array([ev.vector])
         ratio = {g: float(f.score(x[:, GROUP_FEATURES[g]])[0]) / self.group_thresholds[g]
                  for g, f in self.flat.items()}

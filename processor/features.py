@@ -98,6 +98,11 @@ DISPERSION_MIN_MINUTES = 20
 #: Lower quartile of |N(0, 1)|: q25(|r|) / this estimates the residuals' scale.
 Q25_ABS_NORMAL = 0.318639
 DISPERSION_MAX = 100.0
+#: The pooled φ of a rare status needs this many events expected over the recent
+#: minutes, from minutes expecting at least POOLED_MIN_EXPECTED (a residual against a
+#: near-zero expectation is one event's noise, squared).
+POOLED_MIN_TOTAL = 20.0
+POOLED_MIN_EXPECTED = 0.1
 Z_MAX = 40.0
 
 
@@ -282,6 +287,18 @@ def dispersion(obs: np.ndarray, exp: np.ndarray) -> float | None:
     return float(min(max(scale * scale, 1.0), DISPERSION_MAX))
 
 
+def pooled_dispersion(obs: np.ndarray, exp: np.ndarray) -> float | None:
+    """φ of a status too rare for `dispersion` (under DISPERSION_MIN_EXPECTED a
+    minute): the mean squared Pearson residual, pooled over the recent minutes. Real
+    reversals come in small batches (two, three, four in a minute) that simulated
+    history does not have; a quarter-quantile cannot see that when most minutes are 0."""
+    use = exp >= POOLED_MIN_EXPECTED
+    if exp[use].sum() < POOLED_MIN_TOTAL:
+        return None
+    r2 = (obs[use] - exp[use]) ** 2 / exp[use]
+    return float(min(max(r2.mean(), 1.0), DISPERSION_MAX))
+
+
 def z_rise(obs: float, exp: float, phi: float) -> float:
     """One-sided z of `obs` or more under quasi-Poisson(exp, φ); 0 when not above."""
     if obs <= exp or obs <= 0:
@@ -323,15 +340,21 @@ class Evidence:
 
 
 def evidence(baseline: Baseline, start_ms: int, counts: list[int],
-             recent: list[tuple[int, list[int]]]) -> Evidence:
-    """The features of one closed minute given the minutes before it (oldest first)."""
+             recent: list[tuple[int, list[int]]], paused: frozenset[int] = frozenset(),
+             ) -> Evidence:
+    """The features of one closed minute given the minutes before it (oldest first).
+
+    `paused`: starts of recent minutes today's mix and dispersion must not learn from
+    (an incident's): a baseline that learns from an episode in progress makes it look
+    normal after an hour or two, and resolves it while it goes on."""
     level = volume_level(baseline, recent)
     known = level is not None
     level = level if known else 0.0
     window = [(s, c[:N]) for s, c in recent[-LEVEL_MINUTES:]] + [(start_ms, counts[:N])]
     starts = np.array([s for s, _ in window], dtype=np.int64)
     rows = np.array([c for _, c in window], dtype=np.float64)
-    exp = expectations(baseline, starts, rows, level, recent_shares(rows[:-1]),
+    learn = np.array([s not in paused for s in starts[:-1]], dtype=bool)
+    exp = expectations(baseline, starts, rows, level, recent_shares(rows[:-1][learn]),
                        mix_unknown=not known)
     obs = observed(rows)
     total_now = float(rows[-1].sum())
@@ -345,7 +368,8 @@ def evidence(baseline: Baseline, start_ms: int, counts: list[int],
     vector, z, held = [], {}, {}
     for name in (*RISING, "approved_share", "approved_count"):
         o, e = obs[name], exp[name]
-        phi_recent = dispersion(o[:-1], e[:-1])
+        phi_recent = (dispersion(o[:-1][learn], e[:-1][learn])
+                      or pooled_dispersion(o[:-1][learn], e[:-1][learn]))
         phi = max(baseline.dispersion.get(name, 1.0), phi_recent or 1.0)
         o1, e1 = float(o[-1]), float(e[-1])
         o3, e3 = float(o[-k:].sum()), float(e[-k:].sum())

@@ -1,31 +1,42 @@
-"""Turns anomalous minutes into incidents: one `open`, few `update`s, one `resolved`.
+"""Turns anomalous minutes into incidents as an operator lives them: one per episode.
 
-An operator wants one notification per incident, not one a minute, and none for a
-single noisy minute. So, per status group:
+An operator wants one page per episode, not one a minute, none for a single noisy
+minute, and never a "resolved" followed by the same trouble two minutes later. So:
 
-- open on strong evidence at once (z ≥ OPEN_Z: a one-minute fluke that large is far
-  rarer than the false-alarm budget), or on CONFIRM_WINDOWS anomalous minutes in a row;
-  an outage always needs CONFIRM_WINDOWS: it is judged against today's volume level,
-  itself an estimate, and real traffic has one-minute dips in approvals (a client's
-  retry, a batch boundary) that no operator wants paged for; a minute the forest did
-  not flag still confirms what it started when its evidence reaches FAULT_Z with events
-  of its own, and minutes between keep it pending while their standing evidence is
-  CLEAR_Z or more: a rare status's onset (one failure a minute against 0.03) has empty
-  minutes and one-event minutes that no forest isolates, and would otherwise open late;
-- while open, `update` only when the incident gets worse (severity rises, another
-  status joins) or, as a reminder, every UPDATE_EVERY minutes it lasts;
-- resolve after `resolve_after` minutes in a row whose evidence is below CLEAR_Z
-  (hysteresis: a minute between CLEAR_Z and FAULT_Z neither confirms nor clears).
+- A status group is *confirmed* on strong evidence at once (z ≥ OPEN_Z: a one-minute
+  fluke that large is far rarer than the false-alarm budget), or on CONFIRM_WINDOWS
+  anomalous minutes in a row. An outage always needs CONFIRM_WINDOWS: it is judged
+  against today's volume level, itself an estimate, and real traffic has one-minute dips
+  in approvals that no operator wants paged for. A minute the forest did not flag still
+  confirms what it started when its evidence reaches FAULT_Z with events of its own, and
+  minutes between keep it pending while their standing evidence is CLEAR_Z or more: a
+  rare status's onset (one failure a minute against 0.03) has empty minutes and
+  one-event minutes that no forest isolates.
+- The first confirmed group opens the incident. Groups confirmed while it is open
+  *join* it (an `update`): reversals, denials and an approvals collapse in the same
+  afternoon are one episode with one cause to find, so one page that lists every status
+  with what was observed against what was expected. At most one incident is open.
+- It stays open until its statuses have been normal for `recovery_window` closed
+  minutes in a row (Datadog's `recovery_window`, Prometheus' `keep_firing_for`): a bursty
+  episode has normal-looking minutes, and a re-trigger inside the window is an `update`
+  of the same incident, never a new `open`. Normal means not flagged and with standing
+  evidence under CLEAR_Z (hysteresis: a minute between CLEAR_Z and FAULT_Z is not news,
+  but not recovery either). So `resolved` comes exactly `recovery_window` minutes after
+  the last abnormal one.
+- While open, `update` only when the incident gets worse (severity rises, a status or
+  group joins) or, as a reminder, every UPDATE_EVERY minutes it lasts.
 
-Ids are derived from the group and the first anomalous minute, so a replay or a restart
-that re-runs the same minutes produces the same alerts with the same ids, never a
-second incident. The state is plain dataclasses (the worker serialises it).
+Ids are derived from the opening group and its first anomalous minute, so a replay or a
+restart that re-runs the same minutes produces the same alerts with the same ids, never
+a second incident. The state is plain dataclasses (the worker serialises it); the
+policy is configuration, passed in, so a changed setting applies to a restored state.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from processor.config import RECOVERY_WINDOW, RUNBOOK_URL
 from processor.detector import FAULT_Z, Verdict, group_z
 from processor.features import GROUPS
 from processor.windows import WINDOW_MS, minute_id, to_datetime
@@ -40,20 +51,32 @@ UPDATE_EVERY = 15
 SEVERITY_RANK = {"info": 0, "warning": 1, "critical": 2}
 
 
+@dataclass(frozen=True)
+class Policy:
+    """How incidents end and where their runbook is: settings, not state."""
+
+    recovery_window: int = RECOVERY_WINDOW
+    runbook_url: str = RUNBOOK_URL
+
+
+DEFAULT_POLICY = Policy()
+
 @dataclass
 class OpenIncident:
     incident_id: str
-    opened_ms: int
-    normal_streak: int = 0
-    windows: int = 1
-    severity: str = "warning"
+    group: str
+    since_ms: int
+    last_anomalous_ms: int
+    groups: list[str] = field(default_factory=list)
     statuses: list[str] = field(default_factory=list)
+    normal_streak: int = 0
+    severity: str = "warning"
     last_alert_ms: int = 0
 
 
 @dataclass
 class Pending:
-    """Anomalous minutes in a row not yet strong enough to open an incident."""
+    """Anomalous minutes in a row not yet strong enough to confirm a group."""
 
     first_ms: int
     last_ms: int
@@ -62,112 +85,172 @@ class Pending:
 
 @dataclass
 class IncidentTracker:
-    resolve_after: int = 3
-    open: dict[str, OpenIncident] = field(default_factory=dict)
+    incident: OpenIncident | None = None
     pending: dict[str, Pending] = field(default_factory=dict)
 
-    def step(
-        self, start_ms: int, counts: list[int], verdict: Verdict, model_version: str
-    ) -> list[Alert]:
-        alerts = []
+    def step(self, start_ms: int, counts: list[int], verdict: Verdict, model_version: str,
+             policy: Policy = DEFAULT_POLICY) -> list[Alert]:
         evidence = group_z(verdict.z)
         held = evidence if verdict.held is None else group_z(verdict.held)
-        for group in GROUPS:
-            incident = self.open.get(group)
-            flagged = group in verdict.groups
-            if incident is None:
-                pending = self.pending.get(group)
-                if pending is not None and pending.last_ms != start_ms - WINDOW_MS:
-                    pending = None
-                confirms = flagged or (pending is not None and evidence[group] >= FAULT_Z)
-                if not confirms:
-                    # The forest started it; the evidence still stands (a rare status's
-                    # minute without events, one with too few to isolate): keep waiting.
-                    if pending is not None and held[group] >= CLEAR_Z:
-                        pending.last_ms = start_ms
-                    else:
-                        self.pending.pop(group, None)
-                    continue
-                if pending is not None:
-                    pending.windows += 1
-                    pending.last_ms = start_ms
-                else:
-                    pending = Pending(start_ms, start_ms)
-                    self.pending[group] = pending
-                strong = (flagged and evidence[group] >= OPEN_Z
-                          and group not in ALWAYS_CONFIRM)
-                if not strong and pending.windows < CONFIRM_WINDOWS:
-                    continue
-                del self.pending[group]
-                incident = OpenIncident(f"{group}-{minute_id(pending.first_ms)}", start_ms,
-                                        windows=pending.windows)
-                self.open[group] = incident
-                event = "open"
-            elif flagged or held[group] >= CLEAR_Z:
-                incident.normal_streak = 0
-                incident.windows += flagged
-                if not flagged:
-                    continue
-                severity = _severity(group, evidence[group])
-                statuses = _statuses(group, verdict)
-                worse = (SEVERITY_RANK[severity] > SEVERITY_RANK[incident.severity]
-                         or not set(statuses) <= set(incident.statuses))
-                due = start_ms - incident.last_alert_ms >= UPDATE_EVERY * WINDOW_MS
-                if not (worse or due):
-                    continue
-                event = "update"
+        inc = self.incident
+        members = () if inc is None else inc.groups
+        confirmed = {g: p for g in GROUPS if g not in members
+                     and (p := self._confirm(g, start_ms, verdict, evidence, held))}
+        if inc is None:
+            if not confirmed:
+                return []
+            inc = self.incident = _new_incident(confirmed, evidence, start_ms)
+            event = "open"
+        elif confirmed or set(abnormal_groups(verdict)) & set(inc.groups):
+            inc.normal_streak = 0
+            inc.last_anomalous_ms = start_ms
+            if not (confirmed or set(verdict.groups) & set(inc.groups)):
+                return []  # standing evidence only: not normal, not news either
+            joined = [g for g in GROUPS if g in confirmed]
+            inc.groups += joined
+            worse = bool(joined) or _worse(inc, verdict, evidence)
+            due = start_ms - inc.last_alert_ms >= UPDATE_EVERY * WINDOW_MS
+            if not (worse or due):
+                return []
+            event = "update"
+        else:
+            inc.normal_streak += 1
+            if inc.normal_streak < policy.recovery_window:
+                return []
+            self.incident = None
+            event = "resolved"
+        if event != "resolved":
+            inc.statuses = _merge_statuses(inc, verdict)
+            inc.severity = max(inc.severity, _severity(inc, verdict, evidence),
+                               key=SEVERITY_RANK.__getitem__)
+            inc.last_alert_ms = start_ms
+        return [_alert(inc, event, start_ms, counts, verdict, model_version, policy)]
+
+    def _confirm(self, group: str, start_ms: int, verdict: Verdict, evidence: dict,
+                 held: dict) -> Pending | None:
+        """The group's pending run, once this minute confirms it (then forgotten)."""
+        flagged = group in verdict.groups
+        pending = self.pending.get(group)
+        if pending is not None and pending.last_ms != start_ms - WINDOW_MS:
+            pending = None
+        if not (flagged or (pending is not None and evidence[group] >= FAULT_Z)):
+            # The forest started it; the evidence still stands (a rare status's minute
+            # without events, one with too few to isolate): keep waiting.
+            if pending is not None and held[group] >= CLEAR_Z:
+                pending.last_ms = start_ms
             else:
-                incident.normal_streak += 1
-                if incident.normal_streak < self.resolve_after:
-                    continue
-                del self.open[group]
-                event = "resolved"
-            alert = _alert(incident, group, event, start_ms, counts, verdict, evidence[group],
-                           model_version)
-            if event != "resolved":
-                incident.severity = max(incident.severity, alert.severity,
-                                        key=SEVERITY_RANK.__getitem__)
-                incident.statuses = sorted(set(incident.statuses) | set(alert.statuses))
-                incident.last_alert_ms = start_ms
-            alerts.append(alert)
-        return alerts
+                self.pending.pop(group, None)
+            return None
+        if pending is None:
+            pending = self.pending[group] = Pending(start_ms, start_ms)
+        else:
+            pending.windows += 1
+            pending.last_ms = start_ms
+        strong = flagged and evidence[group] >= OPEN_Z and group not in ALWAYS_CONFIRM
+        if not strong and pending.windows < CONFIRM_WINDOWS:
+            return None
+
+        return self.pending.pop(group)
 
 
-def _severity(group: str, z: float) -> str:
+def abnormal_groups(verdict: Verdict) -> tuple[str, ...]:
+    """Groups not normal in this minute: flagged, or with evidence of CLEAR_Z or more
+    still standing (hysteresis: a minute between CLEAR_Z and FAULT_Z neither confirms
+    nor counts towards recovery)."""
+    held = group_z(verdict.held if verdict.held is not None else verdict.z)
+    return tuple(g for g in GROUPS if g in verdict.groups or held[g] >= CLEAR_Z)
+
+
+def _new_incident(confirmed: dict[str, Pending], evidence: dict, start_ms: int) -> OpenIncident:
+    """Named for the group whose trouble started first (the strongest on a tie)."""
+    group = min(confirmed, key=lambda g: (confirmed[g].first_ms, -evidence[g]))
+    since = confirmed[group].first_ms
+    groups = [group] + [g for g in GROUPS if g in confirmed and g != group]
+    return OpenIncident(f"{group}-{minute_id(since)}", group, since, start_ms, groups)
+
+
+def _flagged_severity(group: str, z: float) -> str:
     return "critical" if group == "outage" or z >= CRITICAL_Z else "warning"
 
 
-def _statuses(group: str, verdict: Verdict) -> list[str]:
-    return [s for s in verdict.statuses if s in GROUPS[group]] or list(GROUPS[group])
+def _severity(inc: OpenIncident, verdict: Verdict, evidence: dict) -> str:
+    flagged = [g for g in inc.groups if g in verdict.groups] or inc.groups[:1]
+    return max((_flagged_severity(g, evidence[g]) for g in flagged),
+               key=SEVERITY_RANK.__getitem__)
 
 
-def _alert(
-    incident: OpenIncident,
-    group: str,
-    event: str,
-    start_ms: int,
-    counts: list[int],
-    verdict: Verdict,
-    z: float,
-    model_version: str,
-) -> Alert:
+def _worse(inc: OpenIncident, verdict: Verdict, evidence: dict) -> bool:
+    rises = (SEVERITY_RANK[_severity(inc, verdict, evidence)]
+             > SEVERITY_RANK[inc.severity])
+    return rises or not set(_merge_statuses(inc, verdict)) <= set(inc.statuses)
+
+
+def _merge_statuses(inc: OpenIncident, verdict: Verdict) -> list[str]:
+    """Statuses at fault so far, in the order of the incident's groups; a group that
+    joined without a status of its own flagged (evidence confirmed it) lists all of its."""
+    out = []
+    for g in inc.groups:
+        mine = [s for s in GROUPS[g] if s in inc.statuses or s in verdict.statuses]
+        out += mine or list(GROUPS[g])
+    return out
+
+
+def summarize(event: str, statuses: list[str], observed: dict[str, int],
+              expected: dict[str, float], since_ms: int, now_ms: int,
+              quiet_since_ms: int | None = None) -> str:
+    """One line an operator can act on, the same in every channel."""
+    since = _clock(since_ms, now_ms)
     if event == "resolved":
-        statuses, severity = incident.statuses or list(GROUPS[group]), "info"
-    else:
-        statuses, severity = _statuses(group, verdict), _severity(group, z)
+        normal = _clock(quiet_since_ms, now_ms) if quiet_since_ms is not None else since
+        return (f"resolved: {', '.join(statuses)} normal since {normal}; lasted "
+                f"{_duration(now_ms - since_ms)} from {since}")
+    parts = [f"{s} {observed.get(s, 0)}{'/min' if i == 0 else ''} against "
+             f"~{_num(expected.get(s, 0.0))}{' expected' if i == 0 else ''}"
+             for i, s in enumerate(statuses)]
+    return f"{', '.join(parts)}, since {since}"
+
+
+def _clock(ms: int, now_ms: int) -> str:
+    same_day = ms // 86_400_000 == (now_ms - 1) // 86_400_000
+    return to_datetime(ms).strftime("%H:%M UTC" if same_day else "%Y-%m-%d %H:%M UTC")
+
+
+def _duration(ms: int) -> str:
+    minutes = ms // WINDOW_MS
+    return f"{minutes // 60}h{minutes % 60:02d}m" if minutes >= 60 else f"{minutes} min"
+
+
+def _num(x: float) -> str:
+    if x >= 10:
+        return f"{x:.0f}"
+    return f"{x:.1f}".removesuffix(".0") if x >= 1 else f"{x:.2g}"
+
+
+def _alert(inc: OpenIncident, event: str, start_ms: int, counts: list[int], verdict: Verdict,
+           model_version: str, policy: Policy) -> Alert:
+    end_ms = start_ms + WINDOW_MS
     observed = {s: counts[i] for i, s in enumerate(STATUSES)}
+    expected = {s: round(v, 2) for s, v in verdict.expected.items()}
+    quiet = inc.last_anomalous_ms + WINDOW_MS
     return Alert(
-        id=f"{incident.incident_id}/{event}/{minute_id(start_ms)}",
-        incident_id=incident.incident_id,
+        id=f"{inc.incident_id}/{event}/{minute_id(start_ms)}",
+        incident_id=inc.incident_id,
         event=event,
-        group=group,
+        group=inc.group,
+        groups=list(inc.groups),
         window_start=to_datetime(start_ms),
-        window_end=to_datetime(start_ms + WINDOW_MS),
-        statuses=statuses,
+        window_end=to_datetime(end_ms),
+        statuses=list(inc.statuses),
         observed=observed,
-        expected={s: round(v, 2) for s, v in verdict.expected.items()},
+        expected=expected,
         score=round(verdict.score, 4),
         threshold=round(verdict.threshold, 4),
-        severity=severity,
+        severity="info" if event == "resolved" else inc.severity,
         model_version=model_version,
+        summary=summarize(event, inc.statuses, observed, expected, inc.since_ms, end_ms,
+                          quiet),
+        since=to_datetime(inc.since_ms),
+        duration_s=(end_ms - inc.since_ms) // 1000,
+        runbook_url=policy.runbook_url,
     )
+

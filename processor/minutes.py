@@ -14,11 +14,14 @@ from pathlib import Path
 
 from processor.detector import Detector, Verdict
 from processor.features import LEVEL_MINUTES
-from processor.incidents import IncidentTracker
+from processor.incidents import DEFAULT_POLICY, IncidentTracker, Policy, abnormal_groups
 from processor.windows import LATE, WINDOW_MS, MinuteMerger, minute_id, to_datetime
 from txmon.contracts import STATUSES, Alert, WindowCount, WindowPartial
 
 log = logging.getLogger(__name__)
+
+#: Longest an open incident keeps today's adaptation from learning its minutes.
+ADAPT_PAUSE_MAX_MINUTES = 360
 
 
 @dataclass
@@ -29,21 +32,28 @@ class MinuteState:
     warmup: list[tuple[int, list[int]]] = field(default_factory=list)
     #: (start, counts) of the latest minutes: today's level and dispersion for the detector.
     recent: list[tuple[int, list[int]]] = field(default_factory=list)
+    #: Starts of recent minutes inside an incident: today's adaptation skips them.
+    paused: list[int] = field(default_factory=list)
 
 
 @dataclass
 class ClosedMinute:
     window: WindowCount
     alerts: list[Alert]
+    #: The groups not normal in this minute (`incidents.abnormal_groups`): what an
+    #: incident's recovery waits on.
+    abnormal: tuple[str, ...] = ()
 
 
 class Minutes:
     """Holds the detector (not part of the state: it is loaded, or re-fitted from the
     warm-up history, which is) and closes minutes."""
 
-    def __init__(self, model_path: str | None, warmup_windows: int):
+    def __init__(self, model_path: str | None, warmup_windows: int,
+                 policy: Policy = DEFAULT_POLICY):
         self.model_path = Path(model_path) if model_path else None
         self.warmup_windows = warmup_windows
+        self.policy = policy
         self.detector: Detector | None = None
         self._model_mtime: float | None = None
         self.reload_model()
@@ -79,16 +89,31 @@ class Minutes:
                 state.warmup.append((start, counts))
                 verdict = None
             else:
-                verdict = detector.score(start, counts, state.recent)
+                verdict = detector.score(start, counts, state.recent, frozenset(state.paused))
             alerts = (
-                state.incidents.step(start, counts, verdict, detector.version)
+                state.incidents.step(start, counts, verdict, detector.version, self.policy)
                 if verdict is not None
                 else []
             )
             state.recent = [*state.recent[-LEVEL_MINUTES:], (start, counts[: len(STATUSES)])]
-            out.append(ClosedMinute(window_count(start, counts, verdict), alerts))
+            state.paused = _paused(state, start)
+            out.append(ClosedMinute(window_count(start, counts, verdict), alerts,
+                                    abnormal_groups(verdict) if verdict is not None else ()))
         state.last_offset = offset
         return out
+
+
+def _paused(state: MinuteState, start: int) -> list[int]:
+    """The recent minutes of the open incident, from its first anomalous one, while it
+    is younger than ADAPT_PAUSE_MAX_MINUTES: a change that lasts longer than a working
+    shift is today's new normal, which adaptation then learns (and the incident ends)."""
+    oldest = state.recent[0][0]
+    paused = [s for s in state.paused if s >= oldest]
+    inc = state.incidents.incident
+    if inc is not None and start - inc.since_ms < ADAPT_PAUSE_MAX_MINUTES * WINDOW_MS:
+        known = set(paused)
+        paused += [s for s, _ in state.recent if s >= inc.since_ms and s not in known]
+    return paused
 
 
 def window_count(start: int, counts: list[int], verdict: Verdict | None) -> WindowCount:

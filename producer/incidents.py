@@ -13,9 +13,12 @@ Spelling (offsets are from the start of the stream, event time):
 Kinds: `spike` (default) multiplies the status rate by FACTOR for the whole duration;
 `ramp` rises linearly from ×1 to ×FACTOR across it (a slow degradation) and then stops;
 `burst` is a spike of at most BURST_MAX_SECONDS (a short, sharp incident, labelled apart
-so that scores can be reported per kind). An outage multiplies the approved rate by
-FACTOR (default 0): the other statuses keep their rates, as in the reference day where
-approvals fell at 17h. Several incidents multiply.
+so that scores can be reported per kind); `bursty` is an episode as real ones go, minute
+by minute: about BURSTY_QUIET of its minutes look normal (×1), the others swing between
+×FACTOR^0.3 and ×FACTOR (log-uniform), drawn from the spec so a replay is identical.
+An outage multiplies the approved rate by FACTOR (default 0): the other statuses keep
+their rates, as in the reference day where approvals fell at 17h. Several incidents
+multiply.
 
 A multiplier acts on the status's normal rate: ×20 of a status that hardly occurs at
 night is still hardly anything, which is what real low-volume incidents look like.
@@ -24,6 +27,7 @@ night is still hardly anything, which is what real low-volume incidents look lik
 from __future__ import annotations
 
 import re
+import zlib
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -35,7 +39,9 @@ from txmon.errors import UserError
 #: Where an incident without @OFFSET starts: late enough for a few normal minutes first.
 DEFAULT_OFFSET_SECONDS = 300
 BURST_MAX_SECONDS = 300
-KINDS = ("spike", "ramp", "burst")
+KINDS = ("spike", "ramp", "burst", "bursty")
+#: Share of a bursty episode's minutes that look normal.
+BURSTY_QUIET = 1 / 3
 
 _DURATION = re.compile(r"^(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+(?:\.\d+)?)s)?$")
 
@@ -74,9 +80,19 @@ class Incident:
         if self.kind == "ramp":
             frac = (t - self.offset) / self.duration
             level = 1.0 + (self.factor - 1.0) * np.clip(frac, 0.0, 1.0)
+        elif self.kind == "bursty":
+            level = self._swings()[np.clip((t - self.offset) // 60, 0, None).astype(np.int64)
+                                   .clip(max=int(self.duration // 60))]
         else:
             level = np.full_like(t, self.factor)
         return np.where(inside, level, 1.0)
+
+    def _swings(self) -> np.ndarray:
+        """A bursty episode's multiplier per minute (one past the end, for clipping)."""
+        rng = np.random.default_rng(zlib.crc32(f"{self.spec}@{self.offset}".encode()))
+        n = int(self.duration // 60) + 1
+        swing = self.factor ** rng.uniform(0.3, 1.0, n)
+        return np.where(rng.random(n) < BURSTY_QUIET, 1.0, swing)
 
     def label(self, stream_start: datetime) -> IncidentLabel:
         start = stream_start + timedelta(seconds=self.offset)

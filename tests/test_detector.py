@@ -136,3 +136,32 @@ def test_incidents_right_after_a_stream_starts(detector):
         assert [g for _, g in opened] == [group], (spec, opened)
         first = opened[0][0]
         assert first <= {"outage": 7, "denials": 2}[group], (spec, opened)
+
+
+def test_pooled_dispersion_sees_batches_of_a_rare_status():
+    """Poisson minutes at 0.5 a minute give φ 1; the same mean in batches of three
+    (what real reversals look like) gives φ about 3, which tempers a batch's z."""
+    from processor.features import pooled_dispersion
+
+    rng = np.random.default_rng(1)
+    exp = np.full(120, 0.5)
+    assert pooled_dispersion(rng.poisson(0.5, 120).astype(float), exp) < 1.5
+    batches = 3.0 * rng.poisson(0.5 / 3, 120)
+    assert 2.0 < pooled_dispersion(batches, exp) < 4.5
+    assert pooled_dispersion(batches[:20], exp[:20]) is None  # 10 expected: too little
+
+
+def test_an_incident_in_progress_does_not_become_todays_normal(detector):
+    """Two hours of reversals x8: with its minutes paused (as the worker pauses an open
+    incident's), the last hour still reads as a rise; learning from them, it fades."""
+    windows = day(21, incidents=[parse_incident("reversed:x8:2h@12h")], hours=14.5)
+    late = [w for w in windows if minute(w[0]) >= 13 * 60 + 45]
+    recent = windows[:-len(late)]
+    paused = frozenset(s for s, _ in windows if minute(s) >= 12 * 60)
+    z_paused, z_learnt = [], []
+    for start, counts in late[:10]:
+        z_paused.append(detector.score(start, counts, recent, paused).z["reversed"])
+        z_learnt.append(detector.score(start, counts, recent).z["reversed"])
+        recent = [*recent[-LEVEL_MINUTES:], (start, counts)]
+    assert min(z_paused) >= FAULT_Z
+    assert np.median(z_learnt) < np.median(z_paused)

@@ -11,7 +11,16 @@ from pathlib import Path
 
 import numpy as np
 
-from processor.evaluate import QUICK, Case, Incident, Run, onset_ms, scenario, score_case
+from processor.evaluate import (
+    QUICK,
+    Case,
+    Incident,
+    Run,
+    episodes,
+    onset_ms,
+    scenario,
+    score_case,
+)
 
 TXMON = str(Path(sys.executable).with_name("txmon"))
 DAY = datetime(2026, 3, 9, tzinfo=UTC)
@@ -27,7 +36,7 @@ def test_quick_suite_meets_acceptance(shared_data, tmp_path):
          str(report)], capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     verdicts = dict(re.findall(r"^\| ([^|]+?) \| (pass|FAIL) \|$", out.stdout, re.M))
-    assert len(verdicts) == 10, out.stdout[-3000:]
+    assert len(verdicts) == 14, out.stdout[-3000:]
     failed = [name for name, v in verdicts.items() if v == "FAIL"]
     assert not failed, out.stdout[-4000:]
     for name in (*QUICK, "transactions_1", "transactions_2"):
@@ -71,3 +80,23 @@ def test_onset_of_a_ramp_is_when_it_becomes_visible():
     # A status at 0.005 % of traffic needs a few minutes of ×40 to be told from chance.
     rare_onset = datetime.fromtimestamp(onset_ms(sc, rare) / 1000, UTC)
     assert DAY + timedelta(hours=9) < rare_onset <= DAY + timedelta(hours=9, minutes=5)
+
+
+def test_a_group_joining_an_open_incident_detects_its_label_and_episodes_count_opens():
+    """One incident that denials opened and reversals joined later covers both labels;
+    the episode (overlapping labels) counts one open and every record of it."""
+    case = Case("t", "bursty", 1, incidents=("denied:x3:20m@10h", "reversed:x8:15m@10h10m"))
+    sc = scenario(case, DAY)
+    ms = int(DAY.timestamp() * 1000)
+    at = lambda h, m: ms + (h * 60 + m) * 60_000  # noqa: E731
+    one = Incident("denials-a", "denials", at(10, 1), at(10, 40), records=4,
+                   joined={"denials": at(10, 1), "reversals": at(10, 11)})
+    run = _run([one])
+    labels, false = score_case(case, sc, run)
+    assert [lr.detected_ms for lr in labels] == [at(10, 1), at(10, 11)] and false == []
+    spans = [(lr.label_lo, at(10, 30)) for lr in labels]
+    (episode,) = episodes(spans, run)
+    assert (episode.opens, episode.records) == (1, 4)
+    two = _run([one, Incident("reversals-b", "reversals", at(10, 20), None, records=2)])
+    (episode,) = episodes(spans, two)
+    assert (episode.opens, episode.records) == (2, 6)

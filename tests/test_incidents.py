@@ -1,72 +1,109 @@
-"""Incidents from verdicts: confirmation, hysteresis, sparse updates, stable ids."""
+"""Incidents from verdicts: one per episode, groups joining, a recovery window, sparse
+updates, stable ids and a summary a person can act on."""
 
 from __future__ import annotations
 
 import msgspec
 
 from processor.detector import Verdict
-from processor.incidents import UPDATE_EVERY, IncidentTracker
+from processor.incidents import DEFAULT_POLICY, UPDATE_EVERY, IncidentTracker, Policy, summarize
 
-T0 = 1_772_409_600_000
+T0 = 1_772_409_600_000  # 2026-03-02 00:00 UTC
 COUNTS = [100, 10, 0, 1, 0, 0, 0]
+STATUS_OF = {"denials": "denied", "outage": "approved", "reversals": "reversed",
+             "failures": "failed"}
 
 
-def verdict(z_denied: float = 0.0, z_approved: float = 0.0, anomalous_groups=()) -> Verdict:
-    z = {"failed": 0.0, "denied": z_denied, "reversed": 0.0, "backend_reversed": 0.0,
+def verdict(z_denied: float = 0.0, z_approved: float = 0.0, anomalous_groups=(),
+            z_reversed: float = 0.0) -> Verdict:
+    z = {"failed": 0.0, "denied": z_denied, "reversed": z_reversed, "backend_reversed": 0.0,
          "approved_share": z_approved, "approved_count": z_approved, "approved": z_approved}
-    statuses = tuple({"denials": "denied", "outage": "approved"}[g] for g in anomalous_groups)
+    statuses = tuple(STATUS_OF[g] for g in anomalous_groups)
     return Verdict(score=1.2 if anomalous_groups else 0.5, threshold=1.0,
                    anomalous=bool(anomalous_groups), groups=tuple(anomalous_groups),
-                   statuses=statuses, expected={"denied": 10.0, "approved": 100.0}, z=z)
+                   statuses=statuses, expected={"denied": 10.0, "approved": 100.0,
+                                                "reversed": 0.4}, z=z)
 
 
-def run(tracker: IncidentTracker, seq: list[Verdict]):
+def run(tracker: IncidentTracker, seq: list[Verdict], policy: Policy = DEFAULT_POLICY,
+        counts=COUNTS):
     out = []
     for i, v in enumerate(seq):
-        out += tracker.step(T0 + i * 60_000, COUNTS, v, "m1")
+        out += tracker.step(T0 + i * 60_000, counts, v, "m1", policy)
     return out
 
 
+BAD = verdict(9.0, anomalous_groups=["denials"])
+QUIET = verdict()
+
+
 def test_strong_minute_opens_at_once_weak_needs_confirmation():
-    strong = run(IncidentTracker(), [verdict(), verdict(9.0, anomalous_groups=["denials"])])
+    strong = run(IncidentTracker(), [QUIET, BAD])
     assert [a.event for a in strong] == ["open"]
     weak = IncidentTracker()
-    assert run(weak, [verdict(4.5, anomalous_groups=["denials"]), verdict()]) == []
+    assert run(weak, [verdict(4.5, anomalous_groups=["denials"]), QUIET]) == []
     alerts = run(IncidentTracker(), [verdict(4.5, anomalous_groups=["denials"])] * 2)
     assert [a.event for a in alerts] == ["open"]
     assert alerts[0].incident_id == "denials-2026-03-02T00:00Z"  # first anomalous minute
     assert alerts[0].window_start.minute == 1
+    assert alerts[0].since.minute == 0 and alerts[0].duration_s == 120
 
 
 def test_outage_always_needs_two_minutes():
     one = run(IncidentTracker(), [verdict(z_approved=30.0, anomalous_groups=["outage"]),
-                                  verdict()])
+                                  QUIET])
     assert one == []
     two = run(IncidentTracker(), [verdict(z_approved=30.0, anomalous_groups=["outage"])] * 2)
     assert [(a.event, a.severity) for a in two] == [("open", "critical")]
 
 
-def test_one_incident_sparse_updates_and_resolution_with_hysteresis():
-    bad = verdict(9.0, anomalous_groups=["denials"])
+def test_a_retrigger_inside_the_recovery_window_is_an_update_of_the_same_incident():
+    """Bursty: normal-looking minutes mid-episode never resolve it; `resolved` comes
+    exactly recovery_window minutes after the last anomalous one."""
+    seq = [BAD, QUIET, QUIET, BAD, *[QUIET] * 9, BAD, *[QUIET] * 10, BAD]
+    alerts = run(IncidentTracker(), seq, Policy(recovery_window=10))
+    assert [a.event for a in alerts] == ["open", "resolved", "open"]
+    assert len({a.incident_id for a in alerts}) == 2
+    resolved = alerts[1]
+    assert resolved.window_start.minute == 13 + 10  # last anomalous minute 13
+    assert resolved.severity == "info"
+    assert resolved.summary == ("resolved: denied normal since 00:14 UTC; lasted 24 min "
+                                "from 00:00 UTC")
+    # A shorter window splits the same minutes into more incidents.
+    short = run(IncidentTracker(), seq, Policy(recovery_window=3))
+    assert [a.event for a in short].count("open") == 3
+
+
+def test_statuses_that_go_wrong_together_are_one_incident_that_grows():
+    both = verdict(9.0, z_approved=30.0, anomalous_groups=["denials", "outage"])
+    seq = [BAD, BAD, both, both, BAD, verdict(z_reversed=30.0, anomalous_groups=["reversals"])]
+    alerts = run(IncidentTracker(), seq)
+    assert [a.event for a in alerts] == ["open", "update", "update"]
+    assert {a.incident_id for a in alerts} == {"denials-2026-03-02T00:00Z"}
+    assert [a.group for a in alerts] == ["denials"] * 3  # routing label stays
+    joined = alerts[1]
+    assert joined.groups == ["denials", "outage"] and joined.window_start.minute == 3
+    assert joined.statuses == ["denied", "approved"] and joined.severity == "critical"
+    assert joined.summary == ("denied 10/min against ~10 expected, approved 100 against "
+                              "~100, since 00:00 UTC")
+    assert alerts[2].groups == ["denials", "outage", "reversals"]
+    assert alerts[2].statuses == ["denied", "approved", "reversed"]
+
+
+def test_updates_are_sparse_escalation_and_reminders_only():
     worse = verdict(20.0, anomalous_groups=["denials"])
-    middling = verdict(3.0)  # between CLEAR_Z and FAULT_Z: neither confirms nor clears
-    seq = [bad] * 5 + [worse] + [bad] * 20 + [middling] * 4 + [verdict()] * 3 + [bad]
-    alerts = run(IncidentTracker(resolve_after=3), seq)
-    events = [a.event for a in alerts]
-    assert events[0] == "open" and events.count("open") == 2
-    assert events.count("resolved") == 1
+    seq = [BAD] * 5 + [worse] + [BAD] * 20
+    alerts = run(IncidentTracker(), seq)
     updates = [a for a in alerts if a.event == "update"]
     # One for the escalation to critical, then reminders every UPDATE_EVERY minutes.
     assert updates[0].severity == "critical" and updates[0].window_start.minute == 5
     assert len(updates) == 1 + (26 - 5 - 1) // UPDATE_EVERY
-    resolved = next(a for a in alerts if a.event == "resolved")
-    assert resolved.window_start.minute == 32 and resolved.severity == "info"
-    assert len({a.incident_id for a in alerts}) == 2
+    assert all(a.severity == "critical" for a in updates)  # the worst so far
     assert len({a.id for a in alerts}) == len(alerts)
 
 
 def test_replay_gives_identical_alerts_and_state_roundtrips():
-    seq = [verdict(9.0, anomalous_groups=["denials"])] * 3 + [verdict()] * 4
+    seq = [BAD] * 3 + [QUIET] * 12
     first = run(IncidentTracker(), seq)
     tracker = IncidentTracker()
     part = run(tracker, seq[:2])
@@ -76,17 +113,7 @@ def test_replay_gives_identical_alerts_and_state_roundtrips():
         rest += restored.step(T0 + i * 60_000, COUNTS, v, "m1")
     assert [a.id for a in first] == [a.id for a in part + rest]
     assert first == part + rest
-
-
-def test_empty_minutes_of_a_rare_status_do_not_resolve_its_incident():
-    """A minute without events has no evidence of its own, but the sustained evidence
-    still standing from the minutes before keeps it from counting as a normal one."""
-    bad = verdict(9.0, anomalous_groups=["denials"])
-    quiet_but_standing = _held(4.5)
-    alerts = run(IncidentTracker(resolve_after=3), [bad] + [quiet_but_standing] * 4 + [bad])
-    assert [a.event for a in alerts] == ["open"]
-    alerts = run(IncidentTracker(resolve_after=3), [bad] + [verdict()] * 3)
-    assert [a.event for a in alerts] == ["open", "resolved"]
+    assert [a.event for a in first] == ["open", "resolved"]
 
 
 def _held(z_denied: float) -> Verdict:
@@ -108,5 +135,19 @@ def test_evidence_confirms_what_the_forest_started():
     assert alerts[0].incident_id == "denials-2026-03-02T00:00Z"
     # Evidence alone never starts one, and what was started ends when the evidence does.
     assert run(IncidentTracker(), [too_few_to_isolate] * 3) == []
-    assert run(IncidentTracker(), [flagged, verdict(), too_few_to_isolate]) == []
+    assert run(IncidentTracker(), [flagged, QUIET, too_few_to_isolate]) == []
     assert run(IncidentTracker(), [flagged, _held(1.0), too_few_to_isolate]) == []
+
+
+def test_summary_reads_as_a_sentence():
+    day = 86_400_000
+    assert summarize("open", ["reversed", "approved"], {"reversed": 122, "approved": 62},
+                     {"reversed": 2.04, "approved": 301.4}, T0 + 873 * 60_000,
+                     T0 + 874 * 60_000) == (
+        "reversed 122/min against ~2 expected, approved 62 against ~301, since 14:33 UTC")
+    assert summarize("update", ["failed"], {"failed": 3}, {"failed": 0.034}, T0,
+                     T0 + day + 60_000) == (
+        "failed 3/min against ~0.034 expected, since 2026-03-02 00:00 UTC")
+    assert summarize("resolved", ["failed"], {}, {}, T0, T0 + 135 * 60_000,
+                     T0 + 125 * 60_000) == (
+        "resolved: failed normal since 02:05 UTC; lasted 2h15m from 00:00 UTC")

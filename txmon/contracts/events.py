@@ -68,7 +68,11 @@ class Alert(msgspec.Struct, kw_only=True):
     """One step of an incident on the alerts topic, keyed by `id`.
 
     `id` is deterministic (incident and window), so replays and restarts re-emit the same
-    alert rather than a new one, and consumers deduplicate by it.
+    alert rather than a new one, and consumers deduplicate by it. One incident is one
+    episode: every status group that goes wrong while it is open joins it (`groups`),
+    while `group`, the one that opened it, stays fixed for routing. `summary` is the line
+    a person reads (Alertmanager annotation, `txmon notify`, `txmon alerts`), so every
+    consumer shows the same words.
     """
 
     id: str
@@ -84,18 +88,27 @@ class Alert(msgspec.Struct, kw_only=True):
     threshold: float
     severity: Literal["info", "warning", "critical"]
     model_version: str
+    #: Every group the incident involves so far, `group` first.
+    groups: list[str] = []
+    #: "reversed 122/min against ~2 expected, approved 62 against ~300, since 14:33 UTC".
+    summary: str = ""
+    #: Start of the incident's first anomalous minute.
+    since: datetime | None = None
+    #: From `since` to this window's end.
+    duration_s: int = 0
+    runbook_url: str = ""
 
 
 class IncidentLabel(msgspec.Struct, kw_only=True):
     """Ground truth for one injected incident, written by the simulator (JSON lines).
 
     Detection is scored against these: `statuses` are the statuses whose rate was changed,
-    `[start, end)` the event-time span, `kind` the rate profile (spike, ramp, burst, outage)
+    `[start, end)` the event-time span, `kind` the rate profile (spike, ramp, burst, bursty, outage)
     and `factor` the multiplier reached (below 1 for an outage).
     """
 
     id: str
-    kind: Literal["spike", "ramp", "burst", "outage"]
+    kind: Literal["spike", "ramp", "burst", "bursty", "outage"]
     statuses: list[str]
     start: datetime
     end: datetime
