@@ -348,3 +348,16 @@ class NotifyProcess:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(5)
+
+
+def all_free_ports() -> monitoring.Ports:
+    return monitoring.Ports(prometheus=free_port(), alertmanager=free_port(),
+                            exporter=free_port(), processor=free_port(), api=free_port(),
+                            notify=free_port())
+
+
+def notifications(notify: NotifyProcess, incident: str) -> list[tuple[float, str]]:
+    """(time read, header) of each notification `txmon notify` printed for `incident`
+    (Alertmanager groups by incident, so its header names it)."""
+    return [(t, line) for t, line in list(notify.stamped)
+            if line.startswith("[") and f"(incident_id={incident})" in line]

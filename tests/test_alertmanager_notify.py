@@ -166,3 +166,16 @@ def test_prometheus_alertmanager_notify_end_to_end(kafka_settings, unique_topics
             stack.stop()
         exporter.stop()
         notify.stop()
+
+
+def test_txmon_alerts_shows_the_same_words():
+    """`txmon alerts` prints the summary the page carries, how long so far, the runbook;
+    a record from before the summary existed still reads as observed against usual."""
+    from processor.follow import render
+
+    t0 = datetime(2026, 3, 2, 14, 33, tzinfo=UTC)
+    line = render(make_alert("rev-1", "update", "reversed", t0, summary=SUMMARY, since=t0,
+                             duration_s=240, runbook_url="docs/runbook.md#transactionanomaly"))
+    assert SUMMARY in line and "for 4m00s" in line and "[rev-1]" in line
+    assert line.endswith("docs/runbook.md#transactionanomaly")
+    assert "reversed 120 (usual 20)" in render(make_alert("old", "open", "reversed", t0))
