@@ -16,13 +16,19 @@ MARKS = {"open": "OPEN    ", "update": "ONGOING ", "resolved": "RESOLVED"}
 
 
 def render(alert: Alert) -> str:
-    observed = ", ".join(
+    """One line per step: the processor's summary (the words Alertmanager and `txmon
+    notify` show), how long so far and the runbook; records written before the summary
+    existed show observed against usual per status instead."""
+    words = alert.summary or ", ".join(
         f"{s} {alert.observed.get(s, 0)} (usual {alert.expected.get(s, 0):.0f})"
         for s in alert.statuses
     )
+    minutes, seconds = divmod(alert.duration_s, 60)
+    lasted = f"  for {minutes}m{seconds:02d}s" if alert.duration_s else ""
+    runbook = f"  {alert.runbook_url}" if alert.runbook_url else ""
     return (f"{alert.window_start:%Y-%m-%d %H:%M}Z {MARKS[alert.event]} {alert.severity:<8} "
-            f"{alert.group:<9} {observed}  score {alert.score:.3f} > {alert.threshold:.3f}  "
-            f"[{alert.incident_id}]")
+            f"{alert.group:<9} {words}{lasted}  score {alert.score:.3f} > "
+            f"{alert.threshold:.3f}  [{alert.incident_id}]{runbook}")
 
 
 def follow_alerts(args: argparse.Namespace) -> int:
