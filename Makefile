@@ -8,7 +8,7 @@ PYTEST_ARGS ?=
 PYTEST := $(PY) -m pytest -p no:cacheprovider -ra --durations=15 $(PYTEST_ARGS)
 
 .PHONY: venv system-deps kafka-fetch kafka-up kafka-down test test-quick test-faults demo down \
-	bench lint fmt clean
+	bench docs lint fmt clean
 
 venv: $(VENV)/.installed
 
@@ -72,6 +72,11 @@ down:
 
 bench: venv kafka-fetch
 	$(PY) bench/run_all.py
+
+# docs/detection.md's results and figures, the README's picture and the executed notebooks,
+# from the current code (a few minutes; needs ../shared or TXMON_DATA_DIR).
+docs: venv
+	$(PY) scripts/docs.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info

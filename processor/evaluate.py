@@ -46,7 +46,7 @@ from processor.features import (
 )
 from processor.incidents import DEFAULT_POLICY, Policy
 from processor.windows import WINDOW_MS, to_ms
-from txmon.contracts import STATUSES, Alert, IncidentLabel
+from txmon.contracts import STATUSES, Alert, IncidentLabel, WindowCount
 
 #: A detection this long after a label's end still counts for it (resolve + sustain).
 GRACE_MINUTES = 5
@@ -149,6 +149,8 @@ class Run:
     #: Per minute, the groups not normal (`incidents.abnormal_groups`).
     abnormal: list[tuple[str, ...]] = field(default_factory=list)
     policy: Policy = DEFAULT_POLICY
+    #: The window records the worker would have written (what `txmon report` draws).
+    windows: list[WindowCount] = field(default_factory=list)
 
 
 def train_model(days: int, rate: float, seed: int = 0) -> Detector:
@@ -188,7 +190,7 @@ def run_windows(model_path: str | Path, windows: list[tuple[int, list[int]]],
 
     minutes = Minutes(str(model_path), warmup_windows=60, policy=policy)
     state = MinuteState(merger=MinuteMerger(1), incidents=IncidentTracker())
-    scores, alerts, starts, counts, abnormal = [], [], [], [], []
+    scores, alerts, starts, counts, abnormal, records = [], [], [], [], [], []
     for i in range(0, len(windows), chunk):
         part = windows[i:i + chunk]
         partial = WindowPartial(partition=0, closed_until=part[-1][0] + WINDOW_MS,
@@ -200,8 +202,9 @@ def run_windows(model_path: str | Path, windows: list[tuple[int, list[int]]],
             scores.append(w.score if w.score is not None else math.nan)
             alerts += closed.alerts
             abnormal.append(closed.abnormal)
+            records.append(w)
     return Run(np.array(starts), np.array(counts), np.array(scores),
-               minutes.detector.threshold, alerts, fold(alerts), abnormal, policy)
+               minutes.detector.threshold, alerts, fold(alerts), abnormal, policy, records)
 
 
 def fold(alerts: list[Alert]) -> list[Incident]:
