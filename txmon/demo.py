@@ -611,7 +611,7 @@ def _summary(say, home, ports, alerts_seen, notes_seen, incident_at, incident_st
             say("result", f"Alertmanager notified txmon notify {delay:.0f}s after the "
                 "incident started"
                 + (f", {close:.1f}s after the window that opened it closed (target "
-                   "<= 20s)" if close is not None else ""))
+                   "p99 <= 20s for a critical incident)" if close is not None else ""))
         elif incident_started:
             say("result", "no Alertmanager notification yet (scrape and evaluation every "
                 "5s, critical group_wait 2s): watch " + str(home / "notify.log"))
