@@ -11,7 +11,8 @@ Formats, told apart by the header row (case-insensitive):
 
 Per-minute rows for the same minute and status add up (as a pivot with sum would). Blank
 lines are ignored. Anything else that is not a valid row is a `BadRow` with its line
-number: `parse` raises it (`FILE:LINE: reason`) or, with `skip_bad`, collects it.
+number: `parse` reports them all (`FILE:LINE: reason`, the first MAX_BAD_SHOWN of them)
+or, with `skip_bad`, collects them.
 
 Public API for the notebooks and tests: `read_counts(path, date)` yields
 (minute start, status, count) and `counts_frame(path, date)` gives the per-minute table;
@@ -64,12 +65,28 @@ class BadRow:
         return f"{self.path}:{self.line}: {self.reason}"
 
 
-class MalformedFile(UserError):
-    """A file that cannot be replayed as it is; the message is `FILE:LINE: reason`."""
+#: A file with more bad rows than this lists the first ones and their count: enough to
+#: see the pattern (a misspelt status, a shifted column) without drowning the terminal.
+MAX_BAD_SHOWN = 20
 
-    def __init__(self, bad: BadRow):
-        super().__init__(str(bad))
-        self.bad = bad
+
+class MalformedFile(UserError):
+    """A file that cannot be replayed as it is: `FILE:LINE: reason` for one bad row; for
+    several, their count and the first MAX_BAD_SHOWN, one per line, so that a user fixes
+    them in one pass rather than one run per row."""
+
+    def __init__(self, rows: list[BadRow]):
+        self.rows = rows
+        self.bad = rows[0]
+        if len(rows) == 1:
+            super().__init__(str(rows[0]))
+            return
+        shown = rows[:MAX_BAD_SHOWN]
+        head = (f"{rows[0].path}: {len(rows)} bad rows"
+                + (f", the first {len(shown)}" if len(shown) < len(rows) else "") + ":")
+        super().__init__("\n".join([head, *(f"  {b}" for b in shown),
+                                    "fix them, or replay with --skip-bad to send them to "
+                                    "the dead-letter topic"]))
 
 
 @dataclass
@@ -137,7 +154,7 @@ def _fields(text: str) -> list[str]:
 
 
 def parse(path: str | Path, day: date | None = None, *, skip_bad: bool = False) -> ParsedFile:
-    """Read and validate a whole file. Raises MalformedFile at the first bad row unless
+    """Read and validate a whole file. Raises MalformedFile listing the bad rows unless
     `skip_bad`, when bad rows are collected in `.bad` and the good ones kept."""
     path = Path(path)
     try:
@@ -229,10 +246,9 @@ def parse(path: str | Path, day: date | None = None, *, skip_bad: bool = False) 
             statuses.append(status)
             line_numbers.append(number)
         except ValueError as exc:
-            bad = BadRow(str(path), number, str(exc), raw)
-            if not skip_bad:
-                raise MalformedFile(bad) from None
-            parsed.bad.append(bad)
+            parsed.bad.append(BadRow(str(path), number, str(exc), raw))
+    if parsed.bad and not skip_bad:
+        raise MalformedFile(parsed.bad)
 
     parsed.status = np.array(statuses, dtype=np.uint8)
     parsed.line = np.array(line_numbers, dtype=np.int64)

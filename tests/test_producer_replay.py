@@ -122,6 +122,24 @@ def test_bad_rows_in_other_formats(tmp_path):
         replay.parse(far)
 
 
+def test_every_bad_row_is_reported_with_its_line_and_reason(tmp_path):
+    path = _write(tmp_path, "three.csv", "time,status,F1\n00h 00,aproved,1\n00h 01,approved,1\n"
+                  "00h 02,denied,x\n25h 00,failed,1\n")
+    with pytest.raises(replay.MalformedFile) as err:
+        replay.parse(path)
+    lines = str(err.value).splitlines()
+    assert lines[0] == f"{path}: 3 bad rows:"
+    assert [line.split(": ", 1)[0].strip() for line in lines[1:4]] == [
+        f"{path}:2", f"{path}:4", f"{path}:5"]
+    assert "unknown status 'aproved'" in lines[1] and "bad count 'x'" in lines[2]
+    assert "--skip-bad" in lines[-1]
+    many = _write(tmp_path, "many.csv", "time,status,F1\n" + "00h 00,nope,1\n" * 45)
+    with pytest.raises(replay.MalformedFile) as err:
+        replay.parse(many)
+    lines = str(err.value).splitlines()
+    assert lines[0] == f"{many}: 45 bad rows, the first 20:" and len(lines) == 22
+
+
 def test_skip_bad_keeps_every_good_row(tmp_path):
     path = _write(tmp_path, "mixed.csv", b"time,status,F1\n00h 00,approved,4\n00h 00,nope,1\n"
                   b"00h 01,denied,2\n\xff,x\n00h 02,failed,3\n")
