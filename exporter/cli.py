@@ -56,8 +56,11 @@ def run_export(args) -> int:
     from exporter.consume import run_exporter
     from txmon.config import KafkaSettings
     from txmon.contracts import Topics
+    from txmon.kafka.admin import require_kafka
 
-    return run_exporter(KafkaSettings.from_env(), Topics.from_env(), host=args.host,
+    settings = KafkaSettings.from_env()
+    require_kafka(settings)
+    return run_exporter(settings, Topics.from_env(), host=args.host,
                         port=args.port, group=args.group, processor_group=args.processor_group,
                         lag_interval=args.lag_interval)
 
@@ -97,8 +100,10 @@ def run_report(args) -> int:
     from exporter.report import parse_time, render
     from txmon.config import KafkaSettings
     from txmon.contracts import Alert, Topics, WindowCount
+    from txmon.kafka.admin import require_kafka
 
     settings, names = KafkaSettings.from_env(), Topics.from_env()
+    require_kafka(settings)
     bad: list = []
     windows = read_topic(settings, names.window_counts, WindowCount,
                          on_bad=lambda v, e: bad.append(e))

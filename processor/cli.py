@@ -124,7 +124,10 @@ def run_api(args: argparse.Namespace) -> int:
     import uvicorn
 
     from processor.api import create_api
+    from txmon.config import KafkaSettings
+    from txmon.kafka.admin import require_kafka
 
+    require_kafka(KafkaSettings.from_env())
     # uvloop and httptools when installed (they are dependencies): about twice the
     # requests a second of the pure-Python loop and parser.
     uvicorn.run(create_api(), host=args.host, port=args.port, log_level="info",

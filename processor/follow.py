@@ -10,6 +10,7 @@ from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, TopicPartiti
 
 from txmon.config import KafkaSettings
 from txmon.contracts import Alert, topics
+from txmon.kafka.admin import require_kafka
 
 _decoder = msgspec.json.Decoder(Alert)
 MARKS = {"open": "OPEN    ", "update": "ONGOING ", "resolved": "RESOLVED"}
@@ -33,6 +34,7 @@ def render(alert: Alert) -> str:
 
 def follow_alerts(args: argparse.Namespace) -> int:
     settings = KafkaSettings.from_env()
+    require_kafka(settings)
     topic = topics().alerts
     consumer = Consumer(settings.confluent(**{
         "group.id": f"txmon-alerts-{uuid.uuid4()}", "enable.auto.commit": False}))

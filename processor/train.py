@@ -77,7 +77,11 @@ def train(args: argparse.Namespace) -> int:
         windows += windows_from_simulation(args.simulate_days, rate, args.seed)
         sources.append(f"simulated: {args.simulate_days} clean day(s) at {rate:g} tx/s peak")
     if args.from_topic:
-        windows += windows_from_topic(KafkaSettings.from_env(), topics().window_counts)
+        from txmon.kafka.admin import require_kafka
+
+        settings = KafkaSettings.from_env()
+        require_kafka(settings)
+        windows += windows_from_topic(settings, topics().window_counts)
         sources.append("topic: " + topics().window_counts)
     if not sources:
         raise UserError("nothing to train on: give counts files, --simulate-days or --from-topic")

@@ -154,6 +154,7 @@ def run_produce(args) -> int:
     from producer.stream import Pacer, send_paced
     from txmon.config import KafkaSettings, state_dir
     from txmon.contracts import STATUSES, encode, topics
+    from txmon.kafka.admin import require_kafka
 
     if args.rate <= 0:
         raise UserError("--rate must be > 0")
@@ -161,6 +162,8 @@ def run_produce(args) -> int:
         raise UserError("--count must be >= 0")
     incidents = [parse_incident(s) for s in args.incident] + [parse_outage(s) for s in args.outage]
     duration = parse_duration(args.duration) if args.duration else None
+    settings = KafkaSettings.from_env()
+    require_kafka(settings)
     seed = args.seed if args.seed is not None else secrets.randbelow(2**31)
     start = args.start or datetime.now(UTC)
     scenario = Scenario(start=start, rate=args.rate, seed=seed, duration=duration,
@@ -170,7 +173,6 @@ def run_produce(args) -> int:
 
     names = topics()
     topic = args.topic or names.transactions
-    settings = KafkaSettings.from_env()
     _ensure(settings, names, topic)
     publisher = Publisher(settings, topic)
 
@@ -229,7 +231,10 @@ def run_replay(args) -> int:
     from producer.stream import Pacer, send_paced
     from txmon.config import KafkaSettings
     from txmon.contracts import STATUSES, DeadLetter, DeadLetterReason, topics
+    from txmon.kafka.admin import require_kafka
 
+    settings = KafkaSettings.from_env()
+    require_kafka(settings)
     first = args.date or replay.DEFAULT_DATE
     parsed = []
     next_day = first
@@ -249,7 +254,6 @@ def run_replay(args) -> int:
 
     names = topics()
     topic = args.topic or names.transactions
-    settings = KafkaSettings.from_env()
     _ensure(settings, names, topic)
     publisher = Publisher(settings, topic, dead_letter_topic=names.dead_letter)
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from txmon.errors import UserError
+from txmon.kafka import librdkafka_logger
 
 DEFAULT_BOOTSTRAP = "127.0.0.1:9092"
 
@@ -92,6 +93,7 @@ class KafkaSettings:
             conf["ssl.ca.location"] = self.ssl_cafile
         conf.update(self.extra)
         conf.update(overrides)
+        conf.setdefault("logger", librdkafka_logger())
         return conf
 
     def faust_url(self) -> str:

@@ -23,6 +23,7 @@ import shlex
 from pathlib import Path
 
 from txmon.errors import UserError
+from txmon.kafka import librdkafka_logger
 
 MECHANISM = "SCRAM-SHA-512"
 PROTOCOL = "SASL_PLAINTEXT"
@@ -193,7 +194,8 @@ def apply_acls(bootstrap: str, creds: dict[str, str], read_topics: list[str] | N
     for topic in read_topics:
         bindings.append(binding(READER, ResourceType.TOPIC, topic, AclOperation.READ))
         bindings.append(binding(READER, ResourceType.TOPIC, topic, AclOperation.DESCRIBE))
-    admin = AdminClient({"bootstrap.servers": bootstrap, **client_config(ADMIN, creds[ADMIN])})
+    admin = AdminClient({"bootstrap.servers": bootstrap, "logger": librdkafka_logger(),
+                         **client_config(ADMIN, creds[ADMIN])})
     for future in admin.create_acls(bindings, request_timeout=timeout).values():
         future.result()
     return len(bindings)

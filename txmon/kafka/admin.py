@@ -4,6 +4,7 @@ processor to create them with the wrong settings, so every component calls this 
 from __future__ import annotations
 
 import logging
+import socket
 import time
 from dataclasses import dataclass, field
 
@@ -50,21 +51,74 @@ def pipeline_topics(names: Topics) -> list[TopicSpec]:
     ]
 
 
-def wait_for_kafka(settings: KafkaSettings, wait_s: float, probe_s: float = 5.0) -> None:
-    """Services start in any order (Compose, systemd, a broker restarting): a worker
-    started before its broker waits for it, saying so, rather than exiting; only after
-    `wait_s` does it give up with a one-line error."""
-    admin = AdminClient(settings.confluent(logger=probe_logger()))
-    deadline = time.monotonic() + wait_s
-    while True:
+#: How long a command gives a broker to answer before saying it is not there.
+PROBE_SECONDS = 3.0
+#: A worker waiting for its broker says so this often.
+WAIT_REPORT_SECONDS = 10.0
+START_HINT = "start one with `txmon kafka up`, or point KAFKA_BOOTSTRAP_SERVERS at yours"
+
+
+def _listening(bootstrap: str, timeout: float) -> str | None:
+    """None when some bootstrap address accepts a TCP connection, else why not: a
+    refused connection is known in a millisecond, where a client would retry it for
+    the whole timeout."""
+    reasons = []
+    for address in filter(None, (a.strip() for a in bootstrap.split(","))):
+        host, _, port = address.rpartition(":")
         try:
-            admin.list_topics(timeout=probe_s)
-            return
-        except KafkaException as exc:
-            if time.monotonic() >= deadline:
-                raise UserError(f"cannot reach Kafka at {settings.bootstrap} after "
-                                f"{wait_s:g}s: {exc}") from None
-            log.warning("waiting for Kafka at %s (%s)", settings.bootstrap, exc.args[0])
+            with socket.create_connection((host.strip("[]") or "127.0.0.1", int(port)),
+                                          timeout=timeout):
+                return None
+        except (OSError, ValueError) as exc:
+            reasons.append(getattr(exc, "strerror", None) or str(exc))
+    return "; ".join(dict.fromkeys(reasons)) or "no address"
+
+
+def probe_kafka(settings: KafkaSettings, timeout: float = PROBE_SECONDS) -> str | None:
+    """None when the broker answers a metadata request within `timeout`, else why not."""
+    reason = _listening(settings.bootstrap, timeout)
+    if reason is not None:
+        return reason
+    try:
+        AdminClient(settings.confluent(logger=probe_logger())).list_topics(timeout=timeout)
+    except KafkaException as exc:
+        return str(exc.args[0])
+    return None
+
+
+def require_kafka(settings: KafkaSettings, timeout: float = PROBE_SECONDS) -> None:
+    """A command that needs the broker now says in one line that it is not there, rather
+    than letting librdkafka retry (and print) for half a minute."""
+    reason = probe_kafka(settings, timeout)
+    if reason is not None:
+        raise UserError(f"the Kafka broker at {settings.bootstrap} is not reachable "
+                        f"({reason}): {START_HINT}")
+
+
+def wait_for_kafka(settings: KafkaSettings, wait_s: float, probe_s: float = PROBE_SECONDS,
+                   report_s: float = WAIT_REPORT_SECONDS) -> None:
+    """Services start in any order (Compose, systemd, a broker restarting): a worker
+    started before its broker waits for it, saying so once and then how long it has
+    waited every `report_s`; only after `wait_s` does it give up with a one-line error."""
+    started = time.monotonic()
+    reported = None
+    while (reason := probe_kafka(settings, probe_s)) is not None:
+        waited = time.monotonic() - started
+        if waited >= wait_s:
+            raise UserError(f"cannot reach Kafka at {settings.bootstrap} after "
+                            f"{wait_s:g}s ({reason}): {START_HINT}")
+        if reported is None:
+            log.warning("Kafka at %s is not reachable (%s): waiting up to %gs for it; %s",
+                        settings.bootstrap, reason, wait_s, START_HINT)
+            reported = waited
+        elif waited - reported >= report_s:
+            log.warning("still waiting for Kafka at %s: %.0fs of %gs", settings.bootstrap,
+                        waited, wait_s)
+            reported = waited
+        time.sleep(min(1.0, max(0.0, wait_s - waited)))
+    if reported is not None:
+        log.info("Kafka at %s answers after %.0fs", settings.bootstrap,
+                 time.monotonic() - started)
 
 
 def ensure_topics(settings: KafkaSettings, specs: list[TopicSpec], timeout: float = 30.0) -> None:
