@@ -151,9 +151,12 @@ def test_a_worker_started_before_its_broker_waits_for_it(local_kafka_factory, tx
     env = processor_env(txmon_env, KAFKA_BOOTSTRAP_SERVERS=kafka.bootstrap)
     worker = Worker(env, tmp_path, "early").start()
     try:
-        time.sleep(12)
-        assert worker.alive(), worker.tail()
-        assert "waiting for Kafka" in worker.log.read_text(), worker.tail()
+        # It says so at once, then again every ~10 s while it stays alive.
+        deadline = time.monotonic() + 60
+        while "still waiting for Kafka" not in worker.log.read_text():
+            assert worker.alive() and time.monotonic() < deadline, worker.tail()
+            time.sleep(0.2)
+        assert "waiting for Kafka" in worker.log.read_text().split("still waiting")[0]
         kafka.up(timeout=120)
         producer = Producer(settings.confluent())
         minute = pd.Timestamp("2026-03-02T10:00:00Z")

@@ -119,14 +119,19 @@ BAD_FILE = (
 BAD_LINES = {4: "bad count 'seven'", 6: "bad time '25h 00'", 7: "unknown status 'unknown'"}
 
 
-def test_bad_rows_stop_the_replay_with_their_line(txmon_env, kafka_settings, unique_topics,
-                                                  tmp_path):
+def test_bad_rows_stop_the_replay_with_their_lines(txmon_env, kafka_settings, unique_topics,
+                                                   tmp_path):
+    """Every bad row is reported (line and reason) in one run, and nothing is sent."""
     path = tmp_path / "bad.csv"
     path.write_text(BAD_FILE)
     result = _run(["replay", str(path), "--no-progress"], txmon_env)
     assert result.returncode != 0
-    assert result.stderr.strip() == (
-        f"txmon replay: error: {path}:4: bad count 'seven': expected an integer >= 0")
+    lines = result.stderr.strip().splitlines()
+    assert lines[0] == f"txmon replay: error: {path}: 3 bad rows:"
+    assert lines[1:4] == [f"  {path}:{n}: {reason}" + {4: ": expected an integer >= 0",
+                                                        6: ": expected HHh MM", 7: ""}[n]
+                          for n, reason in BAD_LINES.items()]
+    assert "--skip-bad" in lines[4] and len(lines) == 5
     assert "Traceback" not in result.stderr
     assert sum(end_offsets(kafka_settings, unique_topics.transactions).values()) == 0
 

@@ -108,7 +108,7 @@ def wait_for_kafka(settings: KafkaSettings, wait_s: float, probe_s: float = PROB
             raise UserError(f"cannot reach Kafka at {settings.bootstrap} after "
                             f"{wait_s:g}s ({reason}): {START_HINT}")
         if reported is None:
-            log.warning("Kafka at %s is not reachable (%s): waiting up to %gs for it; %s",
+            log.warning("waiting for Kafka at %s (not reachable: %s) for up to %gs; %s",
                         settings.bootstrap, reason, wait_s, START_HINT)
             reported = waited
         elif waited - reported >= report_s:
