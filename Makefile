@@ -7,7 +7,8 @@ TXMON := $(VENV)/bin/txmon
 PYTEST_ARGS ?=
 PYTEST := $(PY) -m pytest -p no:cacheprovider -ra --durations=15 $(PYTEST_ARGS)
 
-.PHONY: venv system-deps kafka-fetch kafka-up kafka-down test test-quick test-faults demo down \
+.PHONY: venv system-deps kafka-fetch kafka-up kafka-down test test-unit test-quick test-faults \
+	demo down \
 	bench docs lint fmt clean
 
 venv: $(VENV)/.installed
@@ -35,31 +36,36 @@ kafka-up: kafka-fetch
 kafka-down:
 	$(TXMON) kafka down
 
-lint: venv
-	$(VENV)/bin/ruff check .
-
 fmt: venv
 	$(VENV)/bin/ruff check --fix .
 
-# What CI runs: ruff, every test, the fault tests included (one session, one broker).
+# The layers import one way (pyproject.toml's [tool.importlinter]).
+lint: venv
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/lint-imports --no-cache
+
+# What CI runs: ruff, the import layers, every test (unit, integration and faults: one
+# session, one broker).
 # The fault tests record their figures; docs/reliability.md's table is rendered from
 # them. pytest exits 5 when it collects nothing, which fails the target like any error.
-test: system-deps venv kafka-fetch
-	$(VENV)/bin/ruff check .
+test: system-deps venv kafka-fetch lint
 	rm -f build/reliability.jsonl
 	$(PYTEST)
-	$(PY) tests/reliability_report.py
+	$(PY) tests/support/reliability.py
+
+# The fast loop: pure logic, no broker, no services (under a minute).
+test-unit: venv
+	$(PYTEST) tests/unit
 
 # While working: everything but the fault tests (about two thirds of the time).
-test-quick: system-deps venv kafka-fetch
-	$(VENV)/bin/ruff check .
-	$(PYTEST) -m "not faults"
+test-quick: system-deps venv kafka-fetch lint
+	$(PYTEST) tests/unit tests/integration
 
 # Only the fault tests, and their table.
 test-faults: system-deps venv kafka-fetch
 	rm -f build/reliability.jsonl
-	$(PYTEST) -m faults
-	$(PY) tests/reliability_report.py
+	$(PYTEST) tests/faults
+	$(PY) tests/support/reliability.py
 
 # Everything in real time with an injected incident; ends by itself, services keep
 # running. DEMO_FOREVER=1 keeps streaming; other DEMO_* variables: `txmon demo --help`.

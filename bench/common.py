@@ -30,11 +30,11 @@ from tqdm import tqdm
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tests"))  # processor_support: one worker subprocess helper
+sys.path.insert(0, str(ROOT / "tests"))  # support.processor: one worker subprocess helper
 sys.path.insert(0, str(BENCH))
 
-import processor_support  # noqa: E402
 from produce import Broker  # noqa: E402,F401  (re-exported: one broker helper for all)
+from support import processor as processor_support  # noqa: E402
 
 from producer.publish import Publisher  # noqa: E402
 from producer.simulate import Scenario, generate  # noqa: E402

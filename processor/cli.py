@@ -1,4 +1,4 @@
-"""`txmon process`, `txmon train`, `txmon alerts`, `txmon api`."""
+"""`txmon process`, `txmon alerts`, `txmon api`."""
 
 from __future__ import annotations
 
@@ -22,38 +22,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data-dir", dest="data_dir",
                    help="Faust data dir (TXMON_PROCESSOR_DATA_DIR)")
     p.set_defaults(func=run_process)
-
-    t = sub.add_parser("train", help="fit the anomaly model on history and save it")
-    t.add_argument("files", nargs="*", help="per-minute counts files (replay formats)")
-    t.add_argument("--date", help="date for files without one (YYYY-MM-DD)")
-    t.add_argument("--simulate-days", type=int, default=0,
-                   help="train on N simulated clean days instead of / besides files")
-    t.add_argument("--from-topic", action="store_true",
-                   help="train on the window-counts topic")
-    t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--false-alarm-rate", type=float, default=None,
-                   help="target share of normal minutes scored above the threshold")
-    t.add_argument("--out", default=None, help="model path (TXMON_MODEL_PATH)")
-    t.set_defaults(func=run_train)
-
-    e = sub.add_parser("evaluate", help="score detection on labelled simulated days and the "
-                       "reference days (table, PNGs)")
-    e.add_argument("--quick", action="store_true", help="the reduced suite the tests run")
-    e.add_argument("--only", help="comma-separated scenario names")
-    e.add_argument("--model", help="evaluate this model file instead of training one")
-    e.add_argument("--train-days", type=int, default=2,
-                   help="simulated clean days to train on (default 2)")
-    e.add_argument("--train-rate", type=float, default=20.0,
-                   help="tx/s at peak of the training days (default 20, as txmon train)")
-    e.add_argument("--seed", type=int, default=0, help="training seed")
-    e.add_argument("--data-dir", help="reference data (default TXMON_DATA_DIR)")
-    e.add_argument("--no-reference", action="store_true", help="skip the reference days")
-    e.add_argument("--out", help="write a PNG per scenario into this directory")
-    e.add_argument("--report", help="rewrite the results block of this Markdown file")
-    e.add_argument("--strict", action="store_true",
-                   help="exit 1 when an acceptance criterion is not met")
-    e.add_argument("--no-progress", action="store_true")
-    e.set_defaults(func=run_evaluate)
 
     a = sub.add_parser("alerts", help="print alerts from the alerts topic")
     a.add_argument("--follow", "-f", action="store_true", help="keep printing new alerts")
@@ -98,24 +66,8 @@ def run_process(args: argparse.Namespace) -> int:
     return 0
 
 
-def run_train(args: argparse.Namespace) -> int:
-    from processor.train import train
-
-    return train(args)
-
-
-def run_evaluate(args: argparse.Namespace) -> int:
-    import shlex
-    import sys
-
-    from processor.evaluate import run
-
-    args.command_line = "txmon " + shlex.join(sys.argv[1:])
-    return run(args)
-
-
 def run_alerts(args: argparse.Namespace) -> int:
-    from processor.follow import follow_alerts
+    from processor.api.follow import follow_alerts
 
     return follow_alerts(args)
 
@@ -123,7 +75,7 @@ def run_alerts(args: argparse.Namespace) -> int:
 def run_api(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from processor.api import create_api
+    from processor.api.app import create_api
     from txmon.config import KafkaSettings
     from txmon.kafka.admin import require_kafka
 

@@ -32,9 +32,9 @@ def step(name: str):
 
 
 def readme_figure(data_dir: Path) -> None:
+    from evaluation.evaluate import run_windows, train_model
+    from evaluation.train import windows_from_files
     from exporter.report import render
-    from processor.evaluate import run_windows, train_model
-    from processor.train import windows_from_files
 
     with tempfile.TemporaryDirectory() as tmp:
         model = Path(tmp) / "model.joblib"

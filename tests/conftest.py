@@ -1,5 +1,10 @@
 """Shared fixtures: a real Kafka broker for the session, unique topics per test.
 
+tests/ is laid out by kind: unit/ (pure logic, no broker: `make test-unit`, under a
+minute), integration/ (the real broker, Prometheus, Alertmanager, the CLI) and faults/
+(kill and restart things). Each test is marked by its folder; a unit test that asks for
+the broker fails.
+
 Set KAFKA_BOOTSTRAP_SERVERS to run the suite against a broker you already have (its
 KAFKA_SECURITY_PROTOCOL / KAFKA_SASL_* settings are honoured); otherwise the session
 starts its own broker on free ports in a temporary directory and stops it at the end.
@@ -15,13 +20,25 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from faults_support import reference_data
+from support.faults import reference_data
 
 from txmon.broker.server import LocalKafka, free_ports
 from txmon.config import KafkaSettings
 from txmon.contracts import Topics
 from txmon.contracts.topics import ENV_PREFIX
 from txmon.kafka.admin import ensure_topics, pipeline_topics
+
+KINDS = ("unit", "integration", "faults")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        kind = item.path.parent.name
+        if kind in KINDS:
+            item.add_marker(getattr(pytest.mark, kind))
+        if kind == "unit" and "kafka_bootstrap" in item.fixturenames:
+            raise pytest.UsageError(f"{item.nodeid} needs the broker: it belongs in integration/")
+
 
 # A test broker needs less than the demo's; several sessions may share the machine.
 TEST_HEAP = os.environ.get("TXMON_TEST_KAFKA_HEAP", "384m")

@@ -1,23 +1,19 @@
-"""The `txmon` command. Each package registers its own subcommands; heavy imports wait
-until a subcommand runs, so `txmon --help` stays instant."""
+"""The `txmon` command. Each package registers its own subcommands under the
+`txmon.commands` entry point group (pyproject.toml), so this base module names none of
+the layers above it; heavy imports wait until a subcommand runs, so `txmon --help` stays
+instant."""
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import logging
 import sys
+from importlib.metadata import entry_points
 
 from txmon import __version__
 from txmon.errors import UserError
 
-COMMAND_MODULES = (
-    "txmon.broker.cli",
-    "producer.cli",
-    "processor.cli",
-    "exporter.cli",
-    "txmon.demo",
-)
+COMMAND_GROUP = "txmon.commands"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -27,8 +23,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"txmon {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for name in COMMAND_MODULES:
-        importlib.import_module(name).register(sub)
+    commands = entry_points(group=COMMAND_GROUP)
+    if not commands:
+        raise UserError(f"no {COMMAND_GROUP} entry points: is txmon installed (pip install -e .)?")
+    for command in sorted(commands, key=lambda c: c.name):
+        command.load().register(sub)
     return parser
 
 

@@ -1,0 +1,1 @@
+"""`txmon demo`: the whole pipeline on one machine, with an injected incident."""

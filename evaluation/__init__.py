@@ -1,0 +1,1 @@
+"""Training the detector and measuring detection: above producer/ and processor/."""

@@ -1,0 +1,659 @@
+"""`txmon evaluate`: how well detection works, on labelled simulated days and the
+reference days.
+
+Each scenario is a simulated day (producer.simulate.minute_counts: the very per-minute
+counts `txmon produce` would stream for it) with incidents injected through the
+simulator's own specs, so every incident has a label. The minutes go through the
+worker's own code, `processor.minutes.Minutes` (merge, score, incidents) fed with the
+partial windows the counting stage would send, with a model trained like `txmon train
+--simulate-days` on clean days of other seeds. tests/test_evaluate_e2e.py runs a
+scenario through the real broker and `txmon process` and checks both paths agree.
+
+Scoring, per label: detected when an incident of the label's status group opens between
+the label's detectable onset and its end plus GRACE_MINUTES; delay = closed windows
+from the onset to the window that opened it (0 = the first window of the incident).
+The detectable onset is the first minute at which the label's *expected* counts (from
+the scenario's own rates, with and without the incident), over that minute or the
+SUSTAIN_MINUTES ending with it, differ from normal by FAULT_Z (exact Poisson tail) and
+by the detector's materiality ratio: a slow ramp or a rare status cannot be seen before
+enough of it has happened, and the delay should not charge that to the detector. The table also
+gives the delay from the labelled start. An incident that opens away from every label
+of its group is a false incident.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import re
+import statistics
+import tempfile
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+
+from processor.detector import FAULT_Z, Detector
+from processor.features import (
+    GROUPS,
+    OUTAGE_MAX_RATIO,
+    RISE_MIN_RATIO,
+    SUSTAIN_MINUTES,
+    z_drop,
+    z_rise,
+)
+from processor.incidents import DEFAULT_POLICY, Policy
+from processor.windows import WINDOW_MS, to_ms
+from txmon.contracts import STATUSES, Alert, IncidentLabel, WindowCount
+
+#: A detection this long after a label's end still counts for it (resolve + sustain).
+GRACE_MINUTES = 5
+DAY = datetime(2026, 3, 9, tzinfo=UTC)  # a Monday, a week after the training days
+ALL = ",".join(STATUSES)
+GROUP_OF = {s: g for g, statuses in GROUPS.items() for s in statuses}
+
+
+@dataclass(frozen=True)
+class Case:
+    """One simulated day: `incidents` / `outages` are `txmon produce` specs (offsets
+    from midnight). `expect` is "incidents" (labelled, must be found), "quiet" (no
+    incident at all: clean and volume-surge days; their specs are not incidents)."""
+
+    name: str
+    kind: str
+    seed: int
+    rate: float = 20.0
+    incidents: tuple[str, ...] = ()
+    outages: tuple[str, ...] = ()
+    hours: float = 24.0
+    expect: str = "incidents"
+
+
+SUITE: tuple[Case, ...] = (
+    Case("clean-a", "clean", 101, expect="quiet"),
+    Case("clean-b", "clean", 102, expect="quiet"),
+    Case("clean-c", "clean", 103, expect="quiet"),
+    Case("clean-low-volume", "clean", 104, rate=5.0, expect="quiet"),
+    Case("clean-busy-10x", "clean", 105, rate=200.0, expect="quiet"),
+    Case("surge-x3-2h", "surge", 106, incidents=(f"{ALL}:x3:2h@10h",), expect="quiet"),
+    Case("surge-ramp-x5", "surge", 107, incidents=(f"{ALL}:x5:1h:ramp@15h",
+                                                   f"{ALL}:x0.4:1h@20h"), expect="quiet"),
+    Case("spikes-peak", "spike", 108, incidents=(
+        "failed:x40:15m@9h", "denied:x3:20m@11h30m", "reversed:x8:15m@14h",
+        "backend_reversed:x12:15m@17h")),
+    Case("spikes-night", "night", 109, incidents=(
+        "denied:x5:30m@22h30m", "reversed:x25:20m@5h45m", "backend_reversed:x40:20m@1h")),
+    Case("ramps", "ramp", 110, incidents=(
+        "denied:x6:30m:ramp@10h", "reversed:x15:30m:ramp@15h", "failed:x100:20m:ramp@19h")),
+    Case("bursts", "burst", 111, incidents=(
+        "backend_reversed:x30:3m:burst@11h", "denied:x5:2m:burst@16h30m",
+        "failed:x300:3m:burst@13h", "reversed:x20:2m:burst@20h")),
+    Case("outages", "outage", 112, outages=("10m@10h", "15m:0.2@16h", "10m@21h30m")),
+    Case("busy-10x-incidents", "busy", 113, rate=200.0, incidents=(
+        "denied:x1.8:20m@12h", "reversed:x4:15m@16h", "failed:x20:10m@8h"),
+        outages=("10m:0.3@19h",)),
+    # Episodes as real ones go: a third of their minutes look normal, counts swing up
+    # to x10, several statuses at once, an outage inside one of them.
+    Case("bursty", "bursty", 114, incidents=(
+        "reversed,denied:x10:2h:bursty@14h", "failed,backend_reversed:x20:1h:bursty@9h",
+        "denied:x6:90m:bursty@19h30m"), outages=("20m:0.3@14h40m",)),
+    Case("bursty-edges", "bursty", 115, incidents=(
+        "failed,denied:x10:1h:bursty@6h30m", "reversed,backend_reversed:x10:90m:bursty@21h")),
+)
+#: The reduced suite the tests run: one of each family, shortened around the action.
+QUICK = ("clean-a", "surge-x3-2h", "spikes-peak", "outages", "bursty")
+
+#: Visible incidents of the reference days (../shared/README.md): (start, end, group).
+REFERENCE = {
+    "transactions_1.csv": [("14:33", "18:36", "reversals"), ("14:35", "17:21", "denials"),
+                           ("14:46", "18:24", "reversals")],
+    "transactions_2.csv": [("16:14", "18:41", "failures"), ("16:23", "17:25", "denials"),
+                           ("10:51", "10:55", "reversals")],
+}
+
+
+@dataclass
+class Incident:
+    incident_id: str
+    group: str
+    opened_ms: int
+    resolved_ms: int | None
+    statuses: list[str] = field(default_factory=list)
+    #: When each group joined: the window of the first record that lists it.
+    joined: dict[str, int] = field(default_factory=dict)
+    records: int = 0
+
+    def __post_init__(self):
+        self.joined = self.joined or {self.group: self.opened_ms}
+
+    def covers(self, groups: set[str], lo: int, hi: int) -> int | None:
+        """When, in [lo, hi), this incident started covering one of `groups` (lo if it
+        already did)."""
+        times = [max(t, lo) for g, t in self.joined.items() if g in groups and t < hi
+                 and (self.resolved_ms is None or self.resolved_ms >= lo)]
+        return min(times, default=None)
+
+
+@dataclass
+class Run:
+    """One scenario through the worker's code."""
+
+    starts: np.ndarray
+    counts: np.ndarray
+    scores: np.ndarray
+    threshold: float
+    alerts: list[Alert]
+    incidents: list[Incident]
+    #: Per minute, the groups not normal (`incidents.abnormal_groups`).
+    abnormal: list[tuple[str, ...]] = field(default_factory=list)
+    policy: Policy = DEFAULT_POLICY
+    #: The window records the worker would have written (what `txmon report` draws).
+    windows: list[WindowCount] = field(default_factory=list)
+
+
+def train_model(days: int, rate: float, seed: int = 0) -> Detector:
+    """Exactly `txmon train --simulate-days DAYS --seed SEED` at this rate."""
+    from evaluation.train import windows_from_simulation
+
+    windows = windows_from_simulation(days, rate, seed)
+    return Detector.fit(windows, seed=seed,
+                        source=f"simulated: {days} clean day(s) at {rate:g} tx/s peak")
+
+
+def scenario(case: Case, start: datetime = DAY):
+    from producer.incidents import parse_incident, parse_outage
+    from producer.simulate import Scenario
+
+    incidents = tuple(parse_incident(s) for s in case.incidents) + tuple(
+        parse_outage(s) for s in case.outages)
+    return Scenario(start=start, rate=case.rate, seed=case.seed,
+                    duration=case.hours * 3600, incidents=incidents)
+
+
+def windows_of(sc) -> list[tuple[int, list[int]]]:
+    from producer.simulate import minute_counts
+
+    frame = minute_counts(sc)
+    starts = frame.index.as_unit("ms").asi8.tolist()
+    return list(zip(starts, frame[list(STATUSES)].to_numpy().tolist(), strict=True))
+
+
+def run_windows(model_path: str | Path, windows: list[tuple[int, list[int]]],
+                policy: Policy = DEFAULT_POLICY, chunk: int = 30) -> Run:
+    """Feed minutes to `Minutes.apply` as one source partition's partial windows."""
+    from processor.incidents import IncidentTracker
+    from processor.minutes import Minutes, MinuteState
+    from processor.windows import MinuteMerger
+    from txmon.contracts import WindowPartial
+
+    minutes = Minutes(str(model_path), warmup_windows=60, policy=policy)
+    state = MinuteState(merger=MinuteMerger(1), incidents=IncidentTracker())
+    scores, alerts, starts, counts, abnormal, records = [], [], [], [], [], []
+    for i in range(0, len(windows), chunk):
+        part = windows[i:i + chunk]
+        partial = WindowPartial(partition=0, closed_until=part[-1][0] + WINDOW_MS,
+                                windows={s: [*c, 0] for s, c in part})
+        for closed in minutes.apply(state, i, partial):
+            w = closed.window
+            starts.append(to_ms(w.start))
+            counts.append([w.counts[s] for s in STATUSES])
+            scores.append(w.score if w.score is not None else math.nan)
+            alerts += closed.alerts
+            abnormal.append(closed.abnormal)
+            records.append(w)
+    return Run(np.array(starts), np.array(counts), np.array(scores),
+               minutes.detector.threshold, alerts, fold(alerts), abnormal, policy, records)
+
+
+def fold(alerts: list[Alert]) -> list[Incident]:
+    out: dict[str, Incident] = {}
+    for a in alerts:
+        at = to_ms(a.window_start)
+        inc = out.get(a.incident_id)
+        if inc is None:
+            inc = out[a.incident_id] = Incident(a.incident_id, a.group, at, None)
+        inc.statuses = sorted(set(inc.statuses) | set(a.statuses))
+        inc.records += 1
+        for g in a.groups or [a.group]:
+            inc.joined.setdefault(g, at)
+        if a.event == "resolved":
+            inc.resolved_ms = at
+    return list(out.values())
+
+
+def recovery_overruns(run: Run) -> list[tuple[Incident, int]]:
+    """Resolved incidents whose `resolved` came later than the recovery window plus one
+    minute after their last abnormal minute, with the minutes it took."""
+    out = []
+    for inc in run.incidents:
+        if inc.resolved_ms is None:
+            continue
+        last = max((s for s, f in zip(run.starts.tolist(), run.abnormal, strict=True)
+                    if inc.opened_ms <= s < inc.resolved_ms and set(f) & set(inc.joined)),
+                   default=inc.opened_ms)
+        late = (inc.resolved_ms - last) // WINDOW_MS
+        if late > run.policy.recovery_window + 1:
+            out.append((inc, late))
+    return out
+
+
+def onset_ms(sc, label: IncidentLabel) -> int | None:
+    """First minute at which the label's effect is detectable in expectation (see the
+    module docstring); None when it never is."""
+    from dataclasses import replace
+
+    first = int((label.start - sc.start).total_seconds()) // 60 * 60
+    last = int((label.end - sc.start).total_seconds())
+    n = last - first + 60
+    cols = [STATUSES.index(s) for s in label.statuses]
+    with_inc = sc.rates(first, n)[:, cols].sum(axis=1)
+    normal = replace(sc, incidents=()).rates(first, n)[:, cols].sum(axis=1)
+    minutes = len(with_inc) // 60
+    a = with_inc[: minutes * 60].reshape(minutes, 60).sum(axis=1)
+    b = normal[: minutes * 60].reshape(minutes, 60).sum(axis=1)
+    for k in range(minutes):
+        for w in range(1, min(SUSTAIN_MINUTES, k + 1) + 1):
+            o, e = float(a[k + 1 - w:k + 1].sum()), float(b[k + 1 - w:k + 1].sum())
+            if label.kind == "outage":
+                ok = a[k] <= OUTAGE_MAX_RATIO * b[k] and z_drop(o, e, 1.0) >= FAULT_Z
+            else:
+                ok = a[k] >= RISE_MIN_RATIO * b[k] and z_rise(o, e, 1.0) >= FAULT_Z
+            if ok:
+                return to_ms(sc.start) + (first + 60 * k) * 1000
+    return None
+
+
+@dataclass
+class LabelResult:
+    label: IncidentLabel
+    onset_ms: int | None
+    detected_ms: int | None
+
+    @property
+    def delay(self) -> int | None:
+        if self.detected_ms is None or self.onset_ms is None:
+            return None
+        return max(0, (self.detected_ms - self.onset_ms) // WINDOW_MS)
+
+    @property
+    def label_lo(self) -> int:
+        lo = self.onset_ms if self.onset_ms is not None else to_ms(self.label.start)
+        return lo // WINDOW_MS * WINDOW_MS
+
+    @property
+    def delay_from_start(self) -> int | None:
+        if self.detected_ms is None:
+            return None
+        start = to_ms(self.label.start) // WINDOW_MS * WINDOW_MS
+        return max(0, (self.detected_ms - start) // WINDOW_MS)
+
+
+@dataclass
+class Episode:
+    """Labels (or visible periods) whose spans overlap: one thing for the operator, so
+    one `open` and few records."""
+
+    lo: int
+    hi: int
+    opens: int
+    records: int
+
+
+@dataclass
+class CaseResult:
+    case: Case
+    run: Run
+    labels: list[LabelResult]
+    false_incidents: list[Incident]
+    seconds: float
+    episodes: list[Episode] = field(default_factory=list)
+
+
+def groups_of(statuses) -> set[str]:
+    return {GROUP_OF[s] for s in statuses}
+
+
+def episodes(spans: list[tuple[int, int]], run: Run) -> list[Episode]:
+    """Merge overlapping [lo, hi) spans; count the incidents each one opened (or found
+    open) and their alert records."""
+    merged: list[list[int]] = []
+    for lo, hi in sorted(spans):
+        if merged and lo < merged[-1][1]:
+            merged[-1][1] = max(merged[-1][1], hi)
+        else:
+            merged.append([lo, hi])
+    out = []
+    for lo, hi in merged:
+        incs = [i for i in run.incidents if lo <= i.opened_ms < hi or (
+            i.opened_ms < lo and (i.resolved_ms is None or i.resolved_ms >= lo))]
+        out.append(Episode(lo, hi, len(incs), sum(i.records for i in incs)))
+    return out
+
+
+def score_case(case: Case, sc, run: Run) -> tuple[list[LabelResult], list[Incident]]:
+    labels = [] if case.expect == "quiet" else sc.labels()
+    matched: set[str] = set()
+    results = []
+    for label in labels:
+        groups = groups_of(label.statuses)
+        onset = onset_ms(sc, label)
+        lo = onset if onset is not None else to_ms(label.start)
+        lo = lo // WINDOW_MS * WINDOW_MS
+        hi = to_ms(label.end) + GRACE_MINUTES * WINDOW_MS
+        hits = {i.incident_id: t for i in run.incidents
+                if (t := i.covers(groups, lo, hi)) is not None}
+        matched |= set(hits)
+        results.append(LabelResult(label, onset, min(hits.values(), default=None)))
+    spans = [(to_ms(lb.start), to_ms(lb.end) + GRACE_MINUTES * WINDOW_MS,
+              groups_of(lb.statuses)) for lb in labels]
+    false = [i for i in run.incidents if i.incident_id not in matched
+             and not any(lo <= i.opened_ms < hi and g & set(i.joined) for lo, hi, g in spans)]
+    return results, false
+
+
+def evaluate_case(case: Case, model_path: Path, start: datetime = DAY) -> CaseResult:
+    t = time.perf_counter()
+    sc = scenario(case, start)
+    run = run_windows(model_path, windows_of(sc))
+    labels, false = score_case(case, sc, run)
+    spans = [(lr.label_lo, to_ms(lr.label.end) + GRACE_MINUTES * WINDOW_MS) for lr in labels]
+    return CaseResult(case, run, labels, false, time.perf_counter() - t,
+                      episodes(spans, run))
+
+
+# -- reference days ---------------------------------------------------------------------
+
+@dataclass
+class ReferenceResult:
+    name: str
+    run: Run
+    periods: list[tuple[str, str, str, bool]]
+    elsewhere: list[Incident]
+    episodes: list[Episode] = field(default_factory=list)
+    #: Per episode: closed windows from its visible start to the first incident covering it.
+    open_delays: list[int | None] = field(default_factory=list)
+
+    @property
+    def opens(self) -> int:
+        return len(self.run.incidents)
+
+
+def evaluate_reference(model_path: Path, data_dir: Path) -> list[ReferenceResult]:
+    from evaluation.train import windows_from_files
+
+    out = []
+    for name, periods in REFERENCE.items():
+        path = data_dir / name
+        if not path.exists():
+            continue
+        windows = windows_from_files([str(path)])
+        run = run_windows(model_path, windows)
+        day = windows[0][0] // 86_400_000 * 86_400_000
+        spans = [(day + _hm(a), day + _hm(b) + WINDOW_MS, group) for a, b, group in periods]
+        found = [(a, b, group, any(i.covers({group}, lo, hi) is not None
+                                   for i in run.incidents))
+                 for (a, b, group), (lo, hi, _) in zip(periods, spans, strict=True)]
+        grace = GRACE_MINUTES * WINDOW_MS
+        elsewhere = [i for i in run.incidents
+                     if not any(lo <= i.opened_ms < hi + grace for lo, hi, _ in spans)]
+        eps = episodes([(lo, hi + grace) for lo, hi, _ in spans], run)
+        delays = []
+        for ep in eps:
+            first = min((i.opened_ms for i in run.incidents if i.resolved_ms is None
+                         or i.resolved_ms >= ep.lo), default=None)
+            delays.append(None if first is None or first >= ep.hi
+                          else max(0, (first - ep.lo) // WINDOW_MS))
+        out.append(ReferenceResult(name, run, found, elsewhere, eps, delays))
+    return out
+
+
+def _hm(text: str) -> int:
+    h, m = text.split(":")
+    return (int(h) * 60 + int(m)) * WINDOW_MS
+
+
+# -- reporting --------------------------------------------------------------------------
+
+def summary(results: list[CaseResult]) -> dict:
+    labels = [lr for r in results for lr in r.labels]
+    detectable = [lr for lr in labels if lr.onset_ms is not None]
+    found = [lr for lr in detectable if lr.detected_ms is not None]
+    delays = [lr.delay for lr in found]
+    clean = [r for r in results if r.case.kind == "clean"]
+    surge = [r for r in results if r.case.kind == "surge"]
+    outages = [lr for lr in detectable if lr.label.kind == "outage"]
+    days = sum(r.case.hours for r in results) / 24
+    eps = [e for r in results for e in r.episodes]
+    return {
+        "labels": len(labels),
+        "undetectable": len(labels) - len(detectable),
+        "recall": len(found) / len(detectable) if detectable else math.nan,
+        "delay_median": statistics.median(delays) if delays else math.nan,
+        "delay_max": max(delays) if delays else math.nan,
+        "false_per_clean_day": (sum(len(r.false_incidents) for r in clean)
+                                / max(sum(r.case.hours for r in clean) / 24, 1e-9)),
+        "false_max_clean_day": max((len(r.false_incidents) for r in clean), default=0),
+        "false_on_surge_days": sum(len(r.false_incidents) for r in surge),
+        "false_total": sum(len(r.false_incidents) for r in results),
+        "days": days,
+        "outages_caught": f"{sum(lr.detected_ms is not None for lr in outages)}/{len(outages)}",
+        "episodes": len(eps),
+        "opens_per_episode_max": max((e.opens for e in eps), default=0),
+        "records_per_episode_mean": (statistics.mean(e.records for e in eps) if eps
+                                     else math.nan),
+        "recovery_overruns": sum(len(recovery_overruns(r.run)) for r in results),
+    }
+
+
+def acceptance(s: dict, refs: list[ReferenceResult]) -> list[tuple[str, bool]]:
+    checks = [
+        ("recall 1.0", s["recall"] == 1.0),
+        ("median delay <= 1 window", s["delay_median"] <= 1),
+        ("no delay over 3 windows", s["delay_max"] <= 3),
+        ("<= 1 false incident per clean day", s["false_max_clean_day"] <= 1),
+        ("no incident on volume-surge days", s["false_on_surge_days"] == 0),
+        ("every outage caught", s["outages_caught"].split("/")[0]
+         == s["outages_caught"].split("/")[1]),
+    ]
+    checks += [
+        ("<= 1 open per labelled episode", s["opens_per_episode_max"] <= 1),
+        ("resolved within the recovery window + 1 minute of the last anomalous minute",
+         s["recovery_overruns"] == 0 and not any(recovery_overruns(r.run) for r in refs)),
+    ]
+    for r in refs:
+        checks += [
+            (f"{r.name}: an incident in each visible period", all(hit for *_, hit in r.periods)),
+            (f"{r.name}: one open per visible episode, within 1 closed window of its start",
+             all(e.opens == 1 for e in r.episodes)
+             and all(d is not None and d <= 1 for d in r.open_delays)),
+            (f"{r.name}: <= 1 incident elsewhere", len(r.elsewhere) <= 1),
+        ]
+    return checks
+
+
+def table(results: list[CaseResult], refs: list[ReferenceResult], model: Detector) -> str:
+    def hm(ms):
+        return "-" if ms is None else datetime.fromtimestamp(ms / 1000, UTC).strftime("%H:%M")
+
+    lines = [f"Model {model.version}: {model.meta['source']}, threshold "
+             f"{model.threshold:.4f} (false-alarm rate {model.meta['false_alarm_rate']:g})", "",
+             "| scenario | label | onset | opened | delay (from onset / start) |",
+             "|---|---|---|---|---|"]
+    for r in results:
+        for lr in r.labels:
+            lb = lr.label
+            d = "missed" if lr.detected_ms is None else f"{lr.delay} / {lr.delay_from_start}"
+            if lr.onset_ms is None:
+                d = "never detectable in expectation"
+            spec = lb.spec or f"{'+'.join(lb.statuses)} x{lb.factor:g}"
+            lines.append(f"| {r.case.name} | {lb.kind} {spec} | {hm(lr.onset_ms)} | "
+                         f"{hm(lr.detected_ms)} | {d} |")
+    lines += ["", "| scenario | kind | rate tx/s | labels | found | episodes | opens per "
+              "episode | records per episode | false incidents | seconds |",
+              "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in results:
+        found = sum(lr.detected_ms is not None for lr in r.labels)
+        false = ", ".join(f"{i.group}@{hm(i.opened_ms)}" for i in r.false_incidents) or "0"
+        opens = ", ".join(str(e.opens) for e in r.episodes) or "-"
+        records = ", ".join(str(e.records) for e in r.episodes) or "-"
+        lines.append(f"| {r.case.name} | {r.case.kind} | {r.case.rate:g} | {len(r.labels)} | "
+                     f"{found} | {len(r.episodes)} | {opens} | {records} | {false} | "
+                     f"{r.seconds:.1f} |")
+    s = summary(results)
+    lines += ["", "| metric | value |", "|---|---|",
+              f"| incident recall | {s['recall']:.3f} ({s['labels']} labels, "
+              f"{s['undetectable']} never detectable) |",
+              f"| detection delay, closed windows (median / max) | {s['delay_median']:g} / "
+              f"{s['delay_max']:g} |",
+              f"| false incidents per clean day (mean / worst day) | "
+              f"{s['false_per_clean_day']:.2f} / {s['false_max_clean_day']} |",
+              f"| false incidents on volume-surge days | {s['false_on_surge_days']} |",
+              f"| false incidents, all {s['days']:g} days | {s['false_total']} |",
+              f"| outages caught | {s['outages_caught']} |",
+              f"| opens per labelled episode (worst, {s['episodes']} episodes) | "
+              f"{s['opens_per_episode_max']} |",
+              f"| alert records per labelled episode (mean) | "
+              f"{s['records_per_episode_mean']:.1f} |",
+              f"| incidents resolved later than the recovery window + 1 minute | "
+              f"{s['recovery_overruns']} |"]
+    if refs:
+        lines += ["", "| reference day | visible period | group | incident inside |",
+                  "|---|---|---|---|"]
+        for r in refs:
+            for a, b, g, hit in r.periods:
+                lines.append(f"| {r.name} | {a}-{b} | {g} | {'yes' if hit else 'NO'} |")
+            other = ", ".join(f"{i.group}@{hm(i.opened_ms)}" for i in r.elsewhere) or "none"
+            lines.append(f"| {r.name} | elsewhere | | {len(r.elsewhere)}: {other} |")
+        lines += ["", "| reference day | episode | opens | alert records | opened after "
+                  "(windows) | incidents (open - resolved, groups) |", "|---|---|---|---|---|---|"]
+        for r in refs:
+            for e, d in zip(r.episodes, r.open_delays, strict=True):
+                lines.append(f"| {r.name} | {hm(e.lo)}-{hm(e.hi)} | {e.opens} | {e.records} | "
+                             f"{'-' if d is None else d} | |")
+            incs = "; ".join(f"{hm(i.opened_ms)}-{hm(i.resolved_ms)} {'+'.join(i.joined)}"
+                             for i in r.run.incidents)
+            lines.append(f"| {r.name} | whole day | {r.opens} | {len(r.run.alerts)} | | "
+                         f"{incs} |")
+    lines += ["", "| acceptance | |", "|---|---|"]
+    lines += [f"| {name} | {'pass' if ok else 'FAIL'} |" for name, ok in acceptance(s, refs)]
+    return "\n".join(lines)
+
+
+def plot(run: Run, title: str, out: Path, labels: list[IncidentLabel] = (),
+         periods: list[tuple[int, int]] = ()) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.dates as mdates
+    import matplotlib.pyplot as plt
+
+    t = np.array(run.starts, dtype="datetime64[ms]")
+    fig, axes = plt.subplots(3, 1, figsize=(12, 7.5), sharex=True,
+                             gridspec_kw={"height_ratios": [2, 2, 1.3]})
+    ax = axes[0]
+    ax.plot(t, run.counts[:, STATUSES.index("approved")], lw=0.8, color="tab:green",
+            label="approved")
+    ax.plot(t, run.counts.sum(axis=1), lw=0.6, color="grey", alpha=0.7, label="total")
+    ax.set_ylabel("per minute")
+    ax.legend(loc="upper left", fontsize=8)
+    ax = axes[1]
+    for s, color in zip(("denied", "failed", "reversed", "backend_reversed"),
+                        ("tab:orange", "tab:red", "tab:purple", "tab:brown"), strict=True):
+        ax.plot(t, run.counts[:, STATUSES.index(s)], lw=0.8, color=color, label=s)
+    ax.set_yscale("symlog", linthresh=10)
+    ax.set_ylabel("per minute")
+    ax.legend(loc="upper left", fontsize=8, ncol=4)
+    ax = axes[2]
+    ax.plot(t, run.scores, lw=0.7, color="tab:blue", label="IsolationForest score")
+    ax.axhline(run.threshold, color="black", ls="--", lw=0.8, label="threshold")
+    ax.set_ylabel("score")
+    ax.legend(loc="upper left", fontsize=8)
+    end = int(run.starts[-1]) + WINDOW_MS
+    for lb in labels:
+        for a in axes:
+            a.axvspan(np.datetime64(to_ms(lb.start), "ms"), np.datetime64(to_ms(lb.end), "ms"),
+                      color="gold", alpha=0.35, lw=0)
+    for lo, hi in periods:
+        for a in axes:
+            a.axvspan(np.datetime64(lo, "ms"), np.datetime64(hi, "ms"), color="gold",
+                      alpha=0.35, lw=0)
+    for inc in run.incidents:
+        hi = inc.resolved_ms if inc.resolved_ms is not None else end
+        for a in axes[:2]:
+            a.axvspan(np.datetime64(inc.opened_ms, "ms"), np.datetime64(hi, "ms"),
+                      color="red", alpha=0.18, lw=0)
+        axes[1].annotate("+".join(inc.joined), (np.datetime64(inc.opened_ms, "ms"), 1.0),
+                         xycoords=("data", "axes fraction"), fontsize=7, color="darkred",
+                         va="top", rotation=90)
+    axes[0].set_title(f"{title}  (gold: labelled / visible incidents, red: detected)",
+                      fontsize=10)
+    axes[2].xaxis.set_major_formatter(mdates.DateFormatter("%H:%M"))
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=80)
+    plt.close(fig)
+
+
+def write_report(path: Path, text: str, command: str) -> None:
+    """Replace the block between the evaluate markers of a Markdown file."""
+    begin, end = "<!-- evaluate:begin -->", "<!-- evaluate:end -->"
+    block = f"{begin}\nProduced by `{command}`:\n\n{text}\n{end}"
+    old = path.read_text() if path.exists() else f"# Detection\n\n{begin}\n{end}\n"
+    if begin not in old:
+        old += f"\n{begin}\n{end}\n"
+    new = re.sub(re.escape(begin) + ".*?" + re.escape(end), lambda _: block, old, flags=re.S)
+    path.write_text(new)
+
+
+def run(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from txmon.config import shared_data_dir
+    from txmon.errors import UserError
+
+    cases = [c for c in SUITE if not args.quick or c.name in QUICK]
+    if args.only:
+        wanted = set(args.only.split(","))
+        cases = [c for c in SUITE if c.name in wanted]
+        if not cases:
+            raise UserError(f"no scenario named {args.only}; one of "
+                            + ", ".join(c.name for c in SUITE))
+    t0 = time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp:
+        model_path = Path(args.model) if args.model else Path(tmp) / "model.joblib"
+        if not args.model:
+            print(f"training on {args.train_days} simulated clean day(s) at "
+                  f"{args.train_rate:g} tx/s peak ...", flush=True)
+            detector = train_model(args.train_days, args.train_rate, args.seed)
+            detector.save(model_path)
+        else:
+            detector = Detector.load(model_path)
+        results = []
+        for case in tqdm(cases, desc="scenarios", unit="day", disable=args.no_progress):
+            results.append(evaluate_case(case, model_path))
+        refs = [] if args.no_reference else evaluate_reference(
+            model_path, Path(args.data_dir) if args.data_dir else shared_data_dir())
+    text = table(results, refs, detector)
+    print(text)
+    if args.out:
+        out = Path(args.out)
+        for r in results:
+            sc = scenario(r.case)
+            specs = ", ".join([*r.case.incidents, *r.case.outages]) or "clean"
+            plot(r.run, f"{r.case.name}: {specs}", out / f"{r.case.name}.png",
+                 labels=sc.labels() if r.case.expect != "quiet" else [])
+        for ref in refs:
+            day = int(ref.run.starts[0]) // 86_400_000 * 86_400_000
+            spans = [(day + _hm(a), day + _hm(b) + WINDOW_MS) for a, b, _ in REFERENCE[ref.name]]
+            plot(ref.run, ref.name, out / f"{Path(ref.name).stem}.png", periods=spans)
+        print(f"figures in {out}/")
+    if args.report:
+        write_report(Path(args.report), text, args.command_line)
+        print(f"results written to {args.report}")
+    print(f"evaluated {len(results)} scenario(s) in {time.perf_counter() - t0:.0f} s")
+    failed = [name for name, ok in acceptance(summary(results), refs) if not ok]
+    if failed:
+        print("acceptance not met: " + "; ".join(failed))
+    return 1 if failed and args.strict else 0

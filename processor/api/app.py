@@ -1,0 +1,148 @@
+"""The prototype's HTTP API, kept as its contract: POST /check, GET /history_counts,
+plus GET /alerts. Transactions go to Kafka like any other source; answers come from
+the window-counts and alerts topics (History), so the API holds no counts of its own."""
+
+from __future__ import annotations
+
+import hmac
+import uuid
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+
+import msgspec
+from fastapi import Depends, FastAPI, HTTPException, Query, Request
+from fastapi.responses import JSONResponse
+from prometheus_client import make_asgi_app
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from processor.api.history import History, minute_key, summary
+from txmon.config import KafkaSettings, env_int, env_str
+from txmon.contracts import Status, Transaction, encode, message_key, topics
+from txmon.kafka.admin import ensure_topics, pipeline_topics
+from txmon.kafka.aio import AsyncProducer
+
+
+class CheckRequest(BaseModel):
+    """A transaction as the prototype took it; a timestamp without a zone is UTC."""
+
+    model_config = ConfigDict(extra="forbid")
+    status: Status
+    timestamp: datetime
+    id: str | None = Field(default=None, max_length=128)
+    amount: float | None = None
+    terminal_id: str | None = Field(default=None, max_length=128)
+
+    @field_validator("timestamp")
+    @classmethod
+    def utc(cls, ts: datetime) -> datetime:
+        ts = ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)
+        if not 1970 <= ts.year < 2100:
+            raise ValueError("timestamp out of range")
+        return ts
+
+
+class BodyLimit:
+    """Refuses bodies over the limit with 413 before the app reads them, whether the
+    client declared a Content-Length or streamed chunks."""
+
+    def __init__(self, app, max_bytes: int):
+        self.app, self.max_bytes = app, max_bytes
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        declared = dict(scope.get("headers") or ()).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
+            return await _too_large(send, self.max_bytes)
+        seen = 0
+
+        async def limited():
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > self.max_bytes:
+                raise _TooLarge
+            return message
+
+        try:
+            await self.app(scope, limited, send)
+        except _TooLarge:
+            await _too_large(send, self.max_bytes)
+
+
+class _TooLarge(Exception):
+    pass
+
+
+async def _too_large(send, limit: int) -> None:
+    await JSONResponse({"detail": f"request body larger than {limit} bytes"}, 413)(
+        {"type": "http"}, None, send)
+
+
+def create_api(settings: KafkaSettings | None = None) -> FastAPI:
+    settings = settings or KafkaSettings.from_env()
+    names = topics()
+    token = env_str("TXMON_API_TOKEN", "")
+    state: dict = {}
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        ensure_topics(settings, pipeline_topics(names))
+        state["producer"] = AsyncProducer(settings)
+        state["history"] = History(settings, names).start()
+        state["reported"] = None
+        yield
+        state["history"].stop()
+        state["producer"].close()
+
+    async def authorized(request: Request) -> None:
+        given = request.headers.get("authorization", "")
+        if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
+            raise HTTPException(401, "missing or wrong bearer token",
+                                headers={"WWW-Authenticate": "Bearer"})
+
+    # Without a token there is nothing to check: no per-request dependency at all.
+    app = FastAPI(title="txmon", version="0.1.0", lifespan=lifespan,
+                  dependencies=[Depends(authorized)] if token else [])
+    app.mount("/metrics", make_asgi_app())
+
+    @app.post("/check")
+    async def check(body: CheckRequest):
+        """Register a transaction. When a newer minute has closed since the previous
+        call, answer with that minute's summary and whether it raised an alert."""
+        tx = Transaction(id=body.id or str(uuid.uuid4()), status=body.status,
+                         timestamp=body.timestamp, amount=body.amount,
+                         terminal_id=body.terminal_id)
+        await state["producer"].send(names.transactions, encode(tx), message_key(tx))
+        history: History = state["history"]
+        newest = history.newest()
+        if newest is not None and (state["reported"] is None or newest.start > state["reported"]):
+            state["reported"] = newest.start
+            return summary(newest, history.has_alert(newest))
+        return {"message": "Transaction registered"}
+
+    @app.get("/history_counts")
+    async def history_counts(
+        since: str | None = Query(None, description="first minute, YYYY-MM-DDTHH:MM (UTC)",
+                                  pattern=r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}$"),
+        limit: int = Query(1440, ge=1, le=10_080),
+    ):
+        return state["history"].minutes(since, limit)
+
+    @app.get("/alerts")
+    async def alerts(limit: int = Query(100, ge=1, le=1000)):
+        return [
+            {**_plain(a), "minute": minute_key(a.window_start)}
+            for a in state["history"].recent_alerts(limit)
+        ]
+
+    @app.get("/healthz", dependencies=[])
+    async def healthz():
+        return {"ok": True}
+
+    app.add_middleware(BodyLimit, max_bytes=env_int("TXMON_API_MAX_BODY_BYTES", 4096))
+    return app
+
+
+def _plain(alert) -> dict:
+    return msgspec.to_builtins(alert)

@@ -1,0 +1,119 @@
+"""Running the real worker (`txmon process`) in tests, and reading what it produced."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections import Counter
+from pathlib import Path
+
+import msgspec
+
+from support.kafka import consume_all
+from txmon.config import KafkaSettings
+from txmon.contracts import Alert, DeadLetter, WindowCount
+
+TXMON = str(Path(sys.executable).with_name("txmon"))
+
+
+def processor_env(base: dict[str, str], **extra: str) -> dict[str, str]:
+    """Test timings: a short idle timeout so the last minute closes quickly."""
+    env = dict(base)
+    env.setdefault("TXMON_APP_ID", f"txmon-test-{uuid.uuid4().hex[:8]}")
+    env.setdefault("TXMON_IDLE_TIMEOUT_SECONDS", "3")
+    env.setdefault("TXMON_MODEL_PATH", "/nonexistent/model.joblib")
+    env.update(extra)
+    return env
+
+
+class Worker:
+    """One `txmon process` subprocess with its own data dir and log (the benchmarks'
+    Worker adds its metrics and memory). `metrics_port` 0: no metrics server."""
+
+    def __init__(self, env: dict[str, str], workdir: Path, name: str = "worker",
+                 metrics_port: int = 0):
+        self.metrics_port = metrics_port
+        self.env = dict(env)
+        self.dir = workdir / name
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.env["TXMON_PROCESSOR_DATA_DIR"] = str(self.dir / "data")
+        self.log = self.dir / "worker.log"
+        self.proc: subprocess.Popen | None = None
+        self.starts = 0
+
+    def start(self) -> Worker:
+        self.starts += 1
+        with open(self.log, "ab") as out:  # the child keeps its own copy of the fd
+            self.proc = subprocess.Popen(
+                [TXMON, "process", "--metrics-port", str(self.metrics_port)], env=self.env,
+                stdout=out,
+                stderr=subprocess.STDOUT, start_new_session=True)
+        return self
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def kill(self) -> None:
+        """SIGKILL: no flush, no commit, no goodbye."""
+        if self.alive():
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.alive():
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    def tail(self, n: int = 40) -> str:
+        if not self.log.exists():
+            return ""
+        return "\n".join(self.log.read_text(errors="replace").splitlines()[-n:])
+
+
+def read_windows(settings: KafkaSettings, topic: str) -> list[WindowCount]:
+    return [msgspec.json.decode(r.value, type=WindowCount) for r in consume_all(settings, topic)]
+
+
+def read_alerts(settings: KafkaSettings, topic: str) -> list[Alert]:
+    return [msgspec.json.decode(r.value, type=Alert) for r in consume_all(settings, topic)]
+
+
+def read_dead(settings: KafkaSettings, topic: str) -> list[DeadLetter]:
+    return [msgspec.json.decode(r.value, type=DeadLetter) for r in consume_all(settings, topic)]
+
+
+def wait_for_windows(settings: KafkaSettings, topic: str, last_id: str, workers: list[Worker],
+                     timeout: float = 180.0) -> list[WindowCount]:
+    """Window records until the minute `last_id` is among them (or fail with the logs)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        windows = read_windows(settings, topic)
+        if any(w.id == last_id for w in windows):
+            return windows
+        for w in workers:
+            assert w.alive() or w.proc is None, f"worker died:\n{w.tail()}"
+        time.sleep(1.0)
+    logs = "\n---\n".join(w.tail() for w in workers)
+    raise AssertionError(f"minute {last_id} never closed; {len(windows)} windows\n{logs}")
+
+
+def unique_by_id(records, what: str) -> dict:
+    """Records by id; a re-emitted record (same id) must be identical, or it is a bug."""
+    out = {}
+    for r in records:
+        if r.id in out:
+            assert msgspec.to_builtins(out[r.id]) == msgspec.to_builtins(r), (
+                f"{what} {r.id} re-emitted with different content")
+        out[r.id] = r
+    return out
+
+
+def duplicates(records) -> int:
+    return sum(n - 1 for n in Counter(r.id for r in records).values())
