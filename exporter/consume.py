@@ -32,6 +32,7 @@ from exporter.metrics import PipelineMetrics
 from txmon.config import KafkaSettings
 from txmon.contracts import Topics
 from txmon.errors import UserError
+from txmon.kafka import PARTITION_EOF
 from txmon.kafka.admin import ensure_topics, pipeline_topics
 
 log = logging.getLogger(__name__)
@@ -39,7 +40,7 @@ log = logging.getLogger(__name__)
 DEFAULT_GROUP = "txmon-exporter"
 METADATA_REFRESH_S = 30.0
 LOG_EVERY_S = 30.0
-_QUIET_ERRORS = {KafkaError._PARTITION_EOF}
+_QUIET_ERRORS = {PARTITION_EOF}
 
 
 class TopicReader:
@@ -258,7 +259,7 @@ def read_topic(settings: KafkaSettings, topic: str, kind: type, *, timeout: floa
         while pending and time.monotonic() < deadline:
             for msg in consumer.consume(1000, timeout=0.5):
                 if msg.error() is not None:
-                    if msg.error().code() == KafkaError._PARTITION_EOF:
+                    if msg.error().code() == PARTITION_EOF:
                         pending.pop(msg.partition(), None)
                     continue
                 if msg.offset() + 1 >= ends.get(msg.partition(), 0):

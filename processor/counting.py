@@ -26,7 +26,6 @@ import msgspec
 from confluent_kafka import (
     OFFSET_BEGINNING,
     Consumer,
-    KafkaError,
     KafkaException,
     Producer,
     TopicPartition,
@@ -39,6 +38,7 @@ from txmon.config import KafkaSettings
 from txmon.contracts import DeadLetter, DeadLetterReason, Topics, WindowPartial, encode
 from txmon.contracts import metrics as m
 from txmon.contracts.events import InvalidTransaction, decode_transaction
+from txmon.kafka import PARTITION_EOF
 from txmon.kafka.read import read_to_end
 
 log = logging.getLogger(__name__)
@@ -187,7 +187,7 @@ class Counting:
         for msg in msgs:
             err = msg.error()
             if err is not None:
-                if err.code() != KafkaError._PARTITION_EOF:
+                if err.code() != PARTITION_EOF:
                     log.warning("consumer error: %s", err)
                 continue
             p = msg.partition()
