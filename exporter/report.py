@@ -63,74 +63,22 @@ def render(windows: list[WindowCount], alerts: list[Alert], out: Path, *,
                  if _utc(i.start) < t1 and (i.end is None or _utc(i.end) > t0)]
     in_range = [a for a in {a.id: a for a in alerts}.values()
                 if t0 <= _utc(a.window_start) < t1]
-
     times = [_utc(w.start) for w in windows]
-    series = {s: [w.counts.get(s, 0) for w in windows] for s in STATUSES}
     scored = [(t, w.score, w.threshold) for t, w in zip(times, windows, strict=True)
               if w.score is not None]
 
     rows = 3 if scored else 2
     fig, axes = plt.subplots(rows, 1, figsize=(15, 3.2 * rows + 1), sharex=True,
                              gridspec_kw={"height_ratios": [1, 1.4, 0.8][:rows]})
-    top, mid = axes[0], axes[1]
-    top.plot(times, series["approved"], color="tab:green", lw=0.8, label="approved")
-    top.set_ylabel("approved / min")
-    for status in STATUSES:
-        if status == "approved" or not any(series[status]):
-            continue
-        style = {"lw": 1.0 if status in PROBLEM_STATUSES else 0.6,
-                 "alpha": 1.0 if status in PROBLEM_STATUSES else 0.6}
-        mid.plot(times, series[status], label=status, **style)
-    mid.set_ylabel("other statuses / min")
-
-    colours: dict[str, str] = {}
-    for inc in incidents:
-        colour = colours.setdefault(inc.group, GROUP_COLOURS[len(colours) % len(GROUP_COLOURS)])
-        stop = _utc(inc.end) if inc.end is not None else t1
-        for ax in axes:
-            ax.axvspan(_utc(inc.start), stop, color=colour, alpha=0.15, lw=0)
-    if colours:
-        from matplotlib.patches import Patch
-
-        counts = {g: sum(1 for i in incidents if i.group == g) for g in colours}
-        top.legend(handles=[*top.get_legend_handles_labels()[0],
-                            *(Patch(color=c, alpha=0.3, label=f"incident: {g} ({counts[g]})")
-                              for g, c in colours.items())], loc="upper left", fontsize=8)
-    else:
-        top.legend(loc="upper left", fontsize=8)
-
-    # Alerts are marked at their score on the score panel (the one scale they share),
-    # or as a rug along the top of the counts panel when windows carry no score.
-    marks = {"open": ("v", "tab:red", 36), "update": ("|", "tab:red", 16),
-             "resolved": ("^", "tab:green", 36)}
-    target = axes[2] if scored else mid
-    for event, (marker, colour, size) in marks.items():
-        chosen = [a for a in in_range if a.event == event]
-        if not chosen:
-            continue
-        xs = [_utc(a.window_start) for a in chosen]
-        if scored:
-            target.scatter(xs, [a.score for a in chosen], marker=marker, color=colour, s=size,
-                           zorder=5, label=f"alert: {event} ({len(chosen)})")
-        else:
-            target.scatter(xs, [1.0] * len(xs), marker=marker, color=colour, s=size, zorder=5,
-                           transform=target.get_xaxis_transform(), clip_on=False,
-                           label=f"alert: {event} ({len(chosen)})")
+    _draw_counts(axes[0], axes[1], times, windows)
+    _shade_incidents(axes, incidents, t1)
+    _mark_alerts(axes[2] if scored else axes[1], in_range, scored=bool(scored))
     if scored:
-        ax = axes[2]
-        ax.plot([t for t, _, _ in scored], [s for _, s, _ in scored], lw=0.8,
-                color="tab:blue", label="detector score")
-        if any(th is not None for _, _, th in scored):
-            ax.plot([t for t, _, th in scored if th is not None],
-                    [th for _, _, th in scored if th is not None], lw=1, ls="--",
-                    color="black", label="threshold")
-        ax.set_ylabel("score")
-        ax.legend(loc="upper left", fontsize=8, ncol=5)
-
+        _draw_scores(axes[2], scored)
     for ax in axes:
         ax.grid(alpha=0.3)
         ax.set_xlim(t0, t1)
-    mid.legend(loc="upper left", fontsize=8, ncol=4)
+    axes[1].legend(loc="upper left", fontsize=8, ncol=4)
     axes[-1].xaxis.set_major_formatter(mdates.DateFormatter("%H:%M", tz=UTC))
     axes[-1].set_xlabel("UTC (window start)")
     total = sum(w.total for w in windows)
@@ -144,3 +92,68 @@ def render(windows: list[WindowCount], alerts: list[Alert], out: Path, *,
     return {"windows": len(windows), "transactions": total, "incidents": len(incidents),
             "alerts": len(in_range), "out": str(out)}
 
+
+def _draw_counts(top, mid, times: list[datetime], windows: list[WindowCount]) -> None:
+    """Approvals on their own panel: they run two orders of magnitude above the rest."""
+    series = {s: [w.counts.get(s, 0) for w in windows] for s in STATUSES}
+    top.plot(times, series["approved"], color="tab:green", lw=0.8, label="approved")
+    top.set_ylabel("approved / min")
+    for status in STATUSES:
+        if status == "approved" or not any(series[status]):
+            continue
+        problem = status in PROBLEM_STATUSES
+        mid.plot(times, series[status], label=status, lw=1.0 if problem else 0.6,
+                 alpha=1.0 if problem else 0.6)
+    mid.set_ylabel("other statuses / min")
+
+
+def _shade_incidents(axes, incidents: list, t1: datetime) -> None:
+    colours: dict[str, str] = {}
+    for inc in incidents:
+        colour = colours.setdefault(inc.group, GROUP_COLOURS[len(colours) % len(GROUP_COLOURS)])
+        stop = _utc(inc.end) if inc.end is not None else t1
+        for ax in axes:
+            ax.axvspan(_utc(inc.start), stop, color=colour, alpha=0.15, lw=0)
+    top = axes[0]
+    if not colours:
+        top.legend(loc="upper left", fontsize=8)
+        return
+    from matplotlib.patches import Patch
+
+    counts = {g: sum(1 for i in incidents if i.group == g) for g in colours}
+    top.legend(handles=[*top.get_legend_handles_labels()[0],
+                        *(Patch(color=c, alpha=0.3, label=f"incident: {g} ({counts[g]})")
+                          for g, c in colours.items())], loc="upper left", fontsize=8)
+
+
+#: Marker, colour and size per alert event.
+ALERT_MARKS = {"open": ("v", "tab:red", 36), "update": ("|", "tab:red", 16),
+               "resolved": ("^", "tab:green", 36)}
+
+
+def _mark_alerts(target, alerts: list[Alert], *, scored: bool) -> None:
+    """At their score on the score panel (the one scale they share), or as a rug along
+    the top of the counts panel when windows carry no score."""
+    for event, (marker, colour, size) in ALERT_MARKS.items():
+        chosen = [a for a in alerts if a.event == event]
+        if not chosen:
+            continue
+        xs = [_utc(a.window_start) for a in chosen]
+        label = f"alert: {event} ({len(chosen)})"
+        if scored:
+            target.scatter(xs, [a.score for a in chosen], marker=marker, color=colour, s=size,
+                           zorder=5, label=label)
+        else:
+            target.scatter(xs, [1.0] * len(xs), marker=marker, color=colour, s=size, zorder=5,
+                           transform=target.get_xaxis_transform(), clip_on=False, label=label)
+
+
+def _draw_scores(ax, scored: list[tuple]) -> None:
+    ax.plot([t for t, _, _ in scored], [s for _, s, _ in scored], lw=0.8,
+            color="tab:blue", label="detector score")
+    with_threshold = [(t, th) for t, _, th in scored if th is not None]
+    if with_threshold:
+        ax.plot([t for t, _ in with_threshold], [th for _, th in with_threshold], lw=1,
+                ls="--", color="black", label="threshold")
+    ax.set_ylabel("score")
+    ax.legend(loc="upper left", fontsize=8, ncol=5)

@@ -157,6 +157,25 @@ def parse(path: str | Path, day: date | None = None, *, skip_bad: bool = False) 
     """Read and validate a whole file. Raises MalformedFile listing the bad rows unless
     `skip_bad`, when bad rows are collected in `.bad` and the good ones kept."""
     path = Path(path)
+    lines = _read_lines(path)
+    fmt, names = _header(path, lines[0])
+    parsed = ParsedFile(path, fmt, (day or DEFAULT_DATE) if fmt == REFERENCE else None)
+    rows = _Rows(fmt, names, parsed.date)
+    for number, raw in enumerate(lines[1:], start=2):
+        raw = raw.rstrip(b"\r")
+        if not raw.strip():
+            continue
+        try:
+            rows.add(raw, number)
+        except ValueError as exc:
+            parsed.bad.append(BadRow(str(path), number, str(exc), raw))
+    if parsed.bad and not skip_bad:
+        raise MalformedFile(parsed.bad)
+    rows.fill(parsed)
+    return parsed
+
+
+def _read_lines(path: Path) -> list[bytes]:
     try:
         data = path.read_bytes()
     except OSError as exc:
@@ -164,109 +183,126 @@ def parse(path: str | Path, day: date | None = None, *, skip_bad: bool = False) 
     lines = data.split(b"\n")
     if data.startswith(b"\xef\xbb\xbf"):
         lines[0] = lines[0][3:]
-    header = lines[0].rstrip(b"\r").decode("utf-8", "replace")
+    return lines
+
+
+def _header(path: Path, first: bytes) -> tuple[str, list[str]]:
+    header = first.rstrip(b"\r").decode("utf-8", "replace")
     fmt = detect_format(_fields(header)) if header.strip() else None
     if fmt is None:
         raise UserError(
             f"{path}:1: unrecognised header {header.strip()!r}: expected time,status,F1 or "
             "timestamp,status,count or timestamp,status[,id,amount,terminal_id]"
         )
-    names = [h.strip().lower() for h in _fields(header)]
-    parsed = ParsedFile(path, fmt, (day or DEFAULT_DATE) if fmt == REFERENCE else None)
-    midnight = (
-        int(datetime(parsed.date.year, parsed.date.month, parsed.date.day, tzinfo=UTC).timestamp())
-        if parsed.date
-        else 0
-    )
-    minutes: list[int] = []
-    times: list[int] = []
-    statuses: list[int] = []
-    counts: list[int] = []
-    line_numbers: list[int] = []
-    extra = {n: [] for n in names[2:]}
+    return fmt, [h.strip().lower() for h in _fields(header)]
 
-    for number, raw in enumerate(lines[1:], start=2):
-        raw = raw.rstrip(b"\r")
-        if not raw.strip():
-            continue
+
+def _row_timestamp(text: str) -> datetime:
+    try:
+        return _parse_timestamp(text)
+    except ValueError as exc:
+        raise ValueError(f"bad timestamp {text.strip()!r}: {exc}") from None
+
+
+class _Rows:
+    """The good rows of one file so far, column by column: a bad row raises ValueError
+    before anything of it is kept."""
+
+    def __init__(self, fmt: str, names: list[str], day: date | None):
+        self.fmt, self.names = fmt, names
+        self.midnight = int(datetime(day.year, day.month, day.day, tzinfo=UTC).timestamp()) \
+            if day else 0
+        self.minutes: list[int] = []
+        self.times: list[int] = []
+        self.statuses: list[int] = []
+        self.counts: list[int] = []
+        self.lines: list[int] = []
+        self.extra: dict[str, list] = {n: [] for n in names[2:]}
+
+    def add(self, raw: bytes, number: int) -> None:
         try:
-            try:
-                text = raw.decode("utf-8")
-            except UnicodeDecodeError:
-                raise ValueError("not UTF-8 text") from None
-            row = _fields(text)
-            if len(row) != len(names):
-                raise ValueError(f"expected {len(names)} fields, got {len(row)}")
-            status = _STATUS_INDEX.get(row[1].strip())
-            if status is None:
-                raise ValueError(f"unknown status {row[1].strip()!r}")
-            if fmt == TRANSACTIONS:
-                try:
-                    ts = _parse_timestamp(row[0])
-                except ValueError as exc:
-                    raise ValueError(f"bad timestamp {row[0].strip()!r}: {exc}") from None
-                values = dict(zip(names[2:], row[2:], strict=True))
-                if "id" in values and not values["id"].strip():
-                    raise ValueError("empty id")
-                if values.get("amount", "").strip():
-                    try:
-                        values["amount"] = float(values["amount"])
-                    except ValueError:
-                        raise ValueError(f"bad amount {values['amount']!r}") from None
-                    if not np.isfinite(values["amount"]):
-                        raise ValueError(f"bad amount {row[names.index('amount')]!r}")
-                for name in extra:
-                    value = values[name]
-                    if isinstance(value, str):
-                        value = value.strip() or None
-                    extra[name].append(value)
-                times.append((ts - _EARLIEST) // _MILLISECOND)
-            else:
-                if fmt == REFERENCE:
-                    match = _TIME.match(row[0].strip())
-                    if not match or int(match[1]) > 23 or int(match[2]) > 59:
-                        raise ValueError(f"bad time {row[0].strip()!r}: expected HHh MM")
-                    minute = midnight + int(match[1]) * 3600 + int(match[2]) * 60
-                else:
-                    try:
-                        ts = _parse_timestamp(row[0])
-                    except ValueError as exc:
-                        raise ValueError(f"bad timestamp {row[0].strip()!r}: {exc}") from None
-                    if ts.second or ts.microsecond:
-                        raise ValueError(f"timestamp {row[0].strip()!r} is not a minute start")
-                    minute = int(ts.timestamp())
-                text_count = row[2].strip()
-                if not text_count.isdigit():
-                    raise ValueError(f"bad count {text_count!r}: expected an integer >= 0")
-                count = int(text_count)
-                if count > MAX_COUNT:
-                    raise ValueError(f"count {count} above {MAX_COUNT}")
-                minutes.append(minute)
-                counts.append(count)
-            statuses.append(status)
-            line_numbers.append(number)
-        except ValueError as exc:
-            parsed.bad.append(BadRow(str(path), number, str(exc), raw))
-    if parsed.bad and not skip_bad:
-        raise MalformedFile(parsed.bad)
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise ValueError("not UTF-8 text") from None
+        row = _fields(text)
+        if len(row) != len(self.names):
+            raise ValueError(f"expected {len(self.names)} fields, got {len(row)}")
+        status = _STATUS_INDEX.get(row[1].strip())
+        if status is None:
+            raise ValueError(f"unknown status {row[1].strip()!r}")
+        if self.fmt == TRANSACTIONS:
+            self._transaction(row)
+        else:
+            self._count(row)
+        self.statuses.append(status)
+        self.lines.append(number)
 
-    parsed.status = np.array(statuses, dtype=np.uint8)
-    parsed.line = np.array(line_numbers, dtype=np.int64)
-    if fmt == TRANSACTIONS:
-        parsed.ts_ms = np.array(times, dtype=np.int64)
-        parsed.ids = extra.get("id")
-        parsed.amounts = extra.get("amount")
-        parsed.terminals = extra.get("terminal_id")
-        return parsed
-    minute_arr = np.array(minutes, dtype=np.int64)
-    combined = minute_arr * len(STATUSES) + parsed.status
-    keys, inverse = np.unique(combined, return_inverse=True)
-    parsed.minute = keys // len(STATUSES)
-    parsed.status = (keys % len(STATUSES)).astype(np.uint8)
-    parsed.count = np.bincount(
-        inverse.reshape(-1), weights=np.array(counts, dtype=np.float64), minlength=len(keys)
-    ).astype(np.int64)
-    return parsed
+    def _transaction(self, row: list[str]) -> None:
+        ts = _row_timestamp(row[0])
+        values: dict[str, object] = dict(zip(self.names[2:], row[2:], strict=True))
+        if "id" in values and not values["id"].strip():
+            raise ValueError("empty id")
+        if values.get("amount", "").strip():
+            values["amount"] = _amount(values["amount"])
+        for name, column in self.extra.items():
+            value = values[name]
+            column.append((value.strip() or None) if isinstance(value, str) else value)
+        self.times.append((ts - _EARLIEST) // _MILLISECOND)
+
+    def _count(self, row: list[str]) -> None:
+        minute = self._reference_minute(row[0]) if self.fmt == REFERENCE \
+            else _iso_minute(row[0])
+        text_count = row[2].strip()
+        if not text_count.isdigit():
+            raise ValueError(f"bad count {text_count!r}: expected an integer >= 0")
+        count = int(text_count)
+        if count > MAX_COUNT:
+            raise ValueError(f"count {count} above {MAX_COUNT}")
+        self.minutes.append(minute)
+        self.counts.append(count)
+
+    def _reference_minute(self, text: str) -> int:
+        match = _TIME.match(text.strip())
+        if not match or int(match[1]) > 23 or int(match[2]) > 59:
+            raise ValueError(f"bad time {text.strip()!r}: expected HHh MM")
+        return self.midnight + int(match[1]) * 3600 + int(match[2]) * 60
+
+    def fill(self, parsed: ParsedFile) -> None:
+        """Into `parsed`: transactions in file order; counts summed per minute and status
+        (as a pivot with sum would) and sorted."""
+        parsed.status = np.array(self.statuses, dtype=np.uint8)
+        parsed.line = np.array(self.lines, dtype=np.int64)
+        if self.fmt == TRANSACTIONS:
+            parsed.ts_ms = np.array(self.times, dtype=np.int64)
+            parsed.ids = self.extra.get("id")
+            parsed.amounts = self.extra.get("amount")
+            parsed.terminals = self.extra.get("terminal_id")
+            return
+        combined = np.array(self.minutes, dtype=np.int64) * len(STATUSES) + parsed.status
+        keys, inverse = np.unique(combined, return_inverse=True)
+        parsed.minute = keys // len(STATUSES)
+        parsed.status = (keys % len(STATUSES)).astype(np.uint8)
+        parsed.count = np.bincount(
+            inverse.reshape(-1), weights=np.array(self.counts, dtype=np.float64),
+            minlength=len(keys),
+        ).astype(np.int64)
+
+
+def _amount(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError(f"bad amount {text!r}") from None
+    if not np.isfinite(value):
+        raise ValueError(f"bad amount {text!r}")
+    return value
+
+
+def _iso_minute(text: str) -> int:
+    ts = _row_timestamp(text)
+    if ts.second or ts.microsecond:
+        raise ValueError(f"timestamp {text.strip()!r} is not a minute start")
+    return int(ts.timestamp())
 
 
 def _minute_counts(parsed: ParsedFile) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
