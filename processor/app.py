@@ -137,10 +137,9 @@ class Merging:
     async def process(self, event) -> None:
         """Apply one partial; first any the state has not applied yet.
 
-        Faust can commit an offset beyond what its changelog holds (seen after SIGKILL
-        and after rebalances): the agent then starts past partials its restored state
-        never applied. The state's own offset decides: the gap is read straight from
-        Kafka and applied first, so no minute loses a partition's counts.
+        Faust can commit an offset beyond what its changelog holds, so the state's own
+        offset decides: a gap is read straight from Kafka and applied first, and no
+        minute loses a partition's counts (docs/decisions/0001).
         """
         state = self.load()
         message = event.message
