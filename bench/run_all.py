@@ -7,7 +7,7 @@ Starts one private broker (LocalKafka on free ports; or uses KAFKA_BOOTSTRAP_SER
 runs each benchmark script as its own process against it, and prints one table:
 figure, baseline measured in the same run, ratio, target, met. Memory compares N with
 10N events (1M vs 10M by default, as the issue asks). `--smoke` runs each at a
-tiny size, only to prove the scripts still work (tests/test_bench_smoke.py). The table,
+tiny size, only to prove the scripts still work (tests/integration/test_bench_smoke.py). The table,
 the machine and the raw figures go to OUT/results.md and OUT/results.json.
 """
 

@@ -3,7 +3,7 @@
 Both are constants derived once from the two reference days
 (../shared/data/cloudwalk/transactions_{1,2}.csv) so that the simulator runs anywhere,
 Docker included, without the data. `derive_hourly_shape` and `derive_status_mix` state
-the rule; tests/test_producer_shape.py recomputes the constants from the CSVs and checks
+the rule; tests/unit/test_producer_shape.py recomputes the constants from the CSVs and checks
 they match, so the table below cannot drift from its derivation.
 
 Rules, and why:

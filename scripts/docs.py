@@ -47,7 +47,7 @@ def readme_figure(data_dir: Path) -> None:
 
 
 def execute_notebooks(data_dir: Path) -> None:
-    """In place, with a kernel on this very interpreter (as tests/test_notebooks.py)."""
+    """In place, with a kernel on this very interpreter (as tests/integration/test_notebooks.py)."""
     import os
 
     import nbformat

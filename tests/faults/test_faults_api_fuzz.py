@@ -1,7 +1,7 @@
 """Issue 8, item 3 (the HTTP part): schemathesis fuzzes `txmon api` from its own OpenAPI
 schema (examples, coverage of edge values, random positive and negative cases): no
 request may get a 5xx. The worker's part (10,000 fuzzed records) is
-tests/test_processor_bad_input.py."""
+tests/integration/test_processor_bad_input.py."""
 
 from __future__ import annotations
 
