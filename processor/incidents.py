@@ -102,6 +102,17 @@ class IncidentTracker:
 
     def step(self, start_ms: int, counts: list[int], verdict: Verdict, model_version: str,
              policy: Policy = DEFAULT_POLICY) -> list[Alert]:
+        return self.advance(start_ms, counts, verdict, model_version, policy)[0]
+
+    def advance(self, start_ms: int, counts: list[int], verdict: Verdict, model_version: str,
+                policy: Policy = DEFAULT_POLICY) -> tuple[list[Alert], tuple[str, ...]]:
+        """`step`, with the minute's `abnormal_groups`, which the caller reports too."""
+        abnormal = abnormal_groups(verdict)
+        minute = _Minute(start_ms, counts, verdict, model_version, policy)
+        return self._step(minute, abnormal), abnormal
+
+    def _step(self, minute: _Minute, abnormal: tuple[str, ...]) -> list[Alert]:
+        start_ms, verdict, policy = minute.start_ms, minute.verdict, minute.policy
         evidence = group_z(verdict.z)
         held = evidence if verdict.held is None else group_z(verdict.held)
         assessed = None
@@ -114,7 +125,7 @@ class IncidentTracker:
                 return []
             inc = self.incident = _new_incident(confirmed, evidence, start_ms)
             event = "open"
-        elif confirmed or set(abnormal_groups(verdict)) & set(inc.groups):
+        elif confirmed or set(abnormal) & set(inc.groups):
             inc.normal_streak = 0
             inc.last_anomalous_ms = start_ms
             if not (confirmed or set(verdict.groups) & set(inc.groups)):
@@ -136,7 +147,7 @@ class IncidentTracker:
             inc.statuses, severity = assessed or _assess(inc, verdict, evidence)
             inc.severity = worse(inc.severity, severity)
             inc.last_alert_ms = start_ms
-        return [_alert(inc, event, _Minute(start_ms, counts, verdict, model_version, policy))]
+        return [_alert(inc, event, minute)]
 
     def _confirm(self, group: str, start_ms: int, verdict: Verdict, evidence: dict,
                  held: dict) -> Pending | None:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from processor.detector import Detector, Verdict
 from processor.features import LEVEL_MINUTES
-from processor.incidents import DEFAULT_POLICY, IncidentTracker, Policy, abnormal_groups
+from processor.incidents import DEFAULT_POLICY, IncidentTracker, Policy
 from processor.windows import WINDOW_MS, MinuteMerger
 from txmon.contracts import STATUSES, Alert, MinuteCounts, WindowCount, WindowPartial
 from txmon.contracts.minutes import minute_id, to_datetime
@@ -96,16 +96,15 @@ class Minutes:
             else:
                 verdict = detector.score(start, counts.statuses, state.recent,
                                          frozenset(state.paused))
-            alerts = (
-                state.incidents.step(start, counts.statuses, verdict, detector.version,
-                                     self.policy)
+            alerts, abnormal = (
+                state.incidents.advance(start, counts.statuses, verdict, detector.version,
+                                        self.policy)
                 if verdict is not None
-                else []
+                else ([], ())
             )
             state.recent = [*state.recent[-LEVEL_MINUTES:], (start, counts.statuses)]
             state.paused = _paused(state, start)
-            out.append(ClosedMinute(window_count(start, counts, verdict), alerts,
-                                    abnormal_groups(verdict) if verdict is not None else ()))
+            out.append(ClosedMinute(window_count(start, counts, verdict), alerts, abnormal))
         state.last_offset = offset
         return out
 
