@@ -36,7 +36,7 @@ from processor.features import (
     evidence,
     training_dispersion,
 )
-from txmon.contracts import GROUPS, SCORE_THRESHOLD, STATUSES
+from txmon.contracts import GROUPS, SCORE_THRESHOLD, STATUSES, MinuteCounts
 
 #: A group is at fault when its evidence reaches this z (one-sided, ~3e-5 per test).
 FAULT_Z = 4.0
@@ -150,7 +150,7 @@ class Detector:
         """Fit on history: (window start ms, counts) pairs, ideally whole clean days."""
         if len(windows) < 10:
             raise ValueError(f"need at least 10 windows of history, got {len(windows)}")
-        windows = sorted((s, list(c[: len(STATUSES)])) for s, c in windows)
+        windows = sorted((s, MinuteCounts.of(c).statuses) for s, c in windows)
         baseline = Baseline.fit(windows)
         baseline.dispersion = training_dispersion(baseline, windows)
         rows, recent = [], []
@@ -195,7 +195,7 @@ class Detector:
               paused: frozenset[int] = frozenset()) -> Verdict:
         """`recent`: (start, counts) of the minutes before this one, oldest first (the
         worker keeps the last LEVEL_MINUTES + 1); `paused`: see `features.evidence`."""
-        ev = evidence(self.baseline, start_ms, list(counts[: len(STATUSES)]), recent, paused)
+        ev = evidence(self.baseline, start_ms, MinuteCounts.of(counts).statuses, recent, paused)
         x = np.array([ev.vector])
         ratio = {g: float(f.score(x[:, GROUP_FEATURES[g]])[0]) / self.group_thresholds[g]
                  for g, f in self.flat.items()}

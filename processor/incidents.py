@@ -255,7 +255,7 @@ def _num(x: float) -> str:
 def _alert(inc: OpenIncident, event: str, minute: _Minute) -> Alert:
     start_ms, verdict = minute.start_ms, minute.verdict
     end_ms = start_ms + WINDOW_MS
-    observed = {s: minute.counts[i] for i, s in enumerate(STATUSES)}
+    observed = dict(zip(STATUSES, minute.counts, strict=True))
     expected = {s: round(v, 2) for s, v in verdict.expected.items()}
     return Alert(
         id=f"{inc.incident_id}/{event}/{minute_id(start_ms)}",
