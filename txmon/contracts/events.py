@@ -71,8 +71,8 @@ class WindowPartial(msgspec.Struct, kw_only=True):
     """Internal: one source partition's closed windows and how far it has closed.
 
     `windows` maps window start (ms) to the status counts in STATUSES order plus, last,
-    the late events charged to that window. Sent with the same content again after a
-    crash, so the merge overwrites rather than adds.
+    the late events charged to that window (`MinuteCounts.of` names them). Sent with the
+    same content again after a crash, so the merge overwrites rather than adds.
     """
 
     partition: int
