@@ -188,7 +188,7 @@ def preload(settings: KafkaSettings, topic: str, scenario: Scenario, n: int,
 
 
 def minute_id(ms: int) -> str:
-    from processor.windows import minute_id as mid
+    from txmon.contracts.minutes import minute_id as mid
 
     return mid(ms)
 

@@ -37,7 +37,6 @@ import numpy as np
 
 from processor.detector import FAULT_Z, Detector
 from processor.features import (
-    GROUPS,
     OUTAGE_MAX_RATIO,
     RISE_MIN_RATIO,
     SUSTAIN_MINUTES,
@@ -45,14 +44,22 @@ from processor.features import (
     z_rise,
 )
 from processor.incidents import DEFAULT_POLICY, Policy
-from processor.windows import WINDOW_MS, to_ms
-from txmon.contracts import STATUSES, Alert, IncidentLabel, WindowCount
+from txmon.contracts import (
+    GROUP_OF,
+    SCORE_THRESHOLD,
+    STATUSES,
+    Alert,
+    IncidentLabel,
+    WindowCount,
+)
+from txmon.contracts.incidents import fold_incidents
+from txmon.contracts.minutes import MINUTE_MS as WINDOW_MS
+from txmon.contracts.minutes import to_ms
 
 #: A detection this long after a label's end still counts for it (resolve + sustain).
 GRACE_MINUTES = 5
 DAY = datetime(2026, 3, 9, tzinfo=UTC)  # a Monday, a week after the training days
 ALL = ",".join(STATUSES)
-GROUP_OF = {s: g for g, statuses in GROUPS.items() for s in statuses}
 
 
 @dataclass(frozen=True)
@@ -204,23 +211,19 @@ def run_windows(model_path: str | Path, windows: list[tuple[int, list[int]]],
             abnormal.append(closed.abnormal)
             records.append(w)
     return Run(np.array(starts), np.array(counts), np.array(scores),
-               minutes.detector.threshold, alerts, fold(alerts), abnormal, policy, records)
+               SCORE_THRESHOLD, alerts, fold(alerts), abnormal, policy, records)
 
 
 def fold(alerts: list[Alert]) -> list[Incident]:
-    out: dict[str, Incident] = {}
-    for a in alerts:
-        at = to_ms(a.window_start)
-        inc = out.get(a.incident_id)
-        if inc is None:
-            inc = out[a.incident_id] = Incident(a.incident_id, a.group, at, None)
-        inc.statuses = sorted(set(inc.statuses) | set(a.statuses))
-        inc.records += 1
-        for g in a.groups or [a.group]:
-            inc.joined.setdefault(g, at)
-        if a.event == "resolved":
-            inc.resolved_ms = at
-    return list(out.values())
+    """The contract's fold, in the milliseconds the scoring works in; `resolved_ms` is
+    the start of the minute that resolved it."""
+    return [
+        Incident(i.incident_id, i.group, to_ms(i.start),
+                 None if i.end is None else to_ms(i.end) - WINDOW_MS,
+                 statuses=sorted(i.statuses),
+                 joined={g: to_ms(t) for g, t in i.joined.items()}, records=i.records)
+        for i in fold_incidents(alerts, keep_alerts=False)
+    ]
 
 
 def recovery_overruns(run: Run) -> list[tuple[Incident, int]]:
@@ -473,13 +476,24 @@ def acceptance(s: dict, refs: list[ReferenceResult]) -> list[tuple[str, bool]]:
     return checks
 
 
-def table(results: list[CaseResult], refs: list[ReferenceResult], model: Detector) -> str:
-    def hm(ms):
-        return "-" if ms is None else datetime.fromtimestamp(ms / 1000, UTC).strftime("%H:%M")
+def _clock(ms: int | None) -> str:
+    return "-" if ms is None else datetime.fromtimestamp(ms / 1000, UTC).strftime("%H:%M")
 
+
+def table(results: list[CaseResult], refs: list[ReferenceResult], model: Detector) -> str:
+    s = summary(results)
     lines = [f"Model {model.version}: {model.meta['source']}, threshold "
-             f"{model.threshold:.4f} (false-alarm rate {model.meta['false_alarm_rate']:g})", "",
-             "| scenario | label | onset | opened | delay (from onset / start) |",
+             f"{SCORE_THRESHOLD:.4f} (false-alarm rate {model.meta['false_alarm_rate']:g})", "",
+             *_label_rows(results), "", *_case_rows(results), "", *_metric_rows(s)]
+    if refs:
+        lines += ["", *_reference_rows(refs)]
+    lines += ["", "| acceptance | |", "|---|---|"]
+    lines += [f"| {name} | {'pass' if ok else 'FAIL'} |" for name, ok in acceptance(s, refs)]
+    return "\n".join(lines)
+
+
+def _label_rows(results: list[CaseResult]) -> list[str]:
+    lines = ["| scenario | label | onset | opened | delay (from onset / start) |",
              "|---|---|---|---|---|"]
     for r in results:
         for lr in r.labels:
@@ -488,57 +502,63 @@ def table(results: list[CaseResult], refs: list[ReferenceResult], model: Detecto
             if lr.onset_ms is None:
                 d = "never detectable in expectation"
             spec = lb.spec or f"{'+'.join(lb.statuses)} x{lb.factor:g}"
-            lines.append(f"| {r.case.name} | {lb.kind} {spec} | {hm(lr.onset_ms)} | "
-                         f"{hm(lr.detected_ms)} | {d} |")
-    lines += ["", "| scenario | kind | rate tx/s | labels | found | episodes | opens per "
-              "episode | records per episode | false incidents | seconds |",
-              "|---|---|---|---|---|---|---|---|---|---|"]
+            lines.append(f"| {r.case.name} | {lb.kind} {spec} | {_clock(lr.onset_ms)} | "
+                         f"{_clock(lr.detected_ms)} | {d} |")
+    return lines
+
+
+def _case_rows(results: list[CaseResult]) -> list[str]:
+    lines = ["| scenario | kind | rate tx/s | labels | found | episodes | opens per "
+             "episode | records per episode | false incidents | seconds |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         found = sum(lr.detected_ms is not None for lr in r.labels)
-        false = ", ".join(f"{i.group}@{hm(i.opened_ms)}" for i in r.false_incidents) or "0"
+        false = ", ".join(f"{i.group}@{_clock(i.opened_ms)}" for i in r.false_incidents) or "0"
         opens = ", ".join(str(e.opens) for e in r.episodes) or "-"
         records = ", ".join(str(e.records) for e in r.episodes) or "-"
         lines.append(f"| {r.case.name} | {r.case.kind} | {r.case.rate:g} | {len(r.labels)} | "
                      f"{found} | {len(r.episodes)} | {opens} | {records} | {false} | "
                      f"{r.seconds:.1f} |")
-    s = summary(results)
-    lines += ["", "| metric | value |", "|---|---|",
-              f"| incident recall | {s['recall']:.3f} ({s['labels']} labels, "
-              f"{s['undetectable']} never detectable) |",
-              f"| detection delay, closed windows (median / max) | {s['delay_median']:g} / "
-              f"{s['delay_max']:g} |",
-              f"| false incidents per clean day (mean / worst day) | "
-              f"{s['false_per_clean_day']:.2f} / {s['false_max_clean_day']} |",
-              f"| false incidents on volume-surge days | {s['false_on_surge_days']} |",
-              f"| false incidents, all {s['days']:g} days | {s['false_total']} |",
-              f"| outages caught | {s['outages_caught']} |",
-              f"| opens per labelled episode (worst, {s['episodes']} episodes) | "
-              f"{s['opens_per_episode_max']} |",
-              f"| alert records per labelled episode (mean) | "
-              f"{s['records_per_episode_mean']:.1f} |",
-              f"| incidents resolved later than the recovery window + 1 minute | "
-              f"{s['recovery_overruns']} |"]
-    if refs:
-        lines += ["", "| reference day | visible period | group | incident inside |",
-                  "|---|---|---|---|"]
-        for r in refs:
-            for a, b, g, hit in r.periods:
-                lines.append(f"| {r.name} | {a}-{b} | {g} | {'yes' if hit else 'NO'} |")
-            other = ", ".join(f"{i.group}@{hm(i.opened_ms)}" for i in r.elsewhere) or "none"
-            lines.append(f"| {r.name} | elsewhere | | {len(r.elsewhere)}: {other} |")
-        lines += ["", "| reference day | episode | opens | alert records | opened after "
-                  "(windows) | incidents (open - resolved, groups) |", "|---|---|---|---|---|---|"]
-        for r in refs:
-            for e, d in zip(r.episodes, r.open_delays, strict=True):
-                lines.append(f"| {r.name} | {hm(e.lo)}-{hm(e.hi)} | {e.opens} | {e.records} | "
-                             f"{'-' if d is None else d} | |")
-            incs = "; ".join(f"{hm(i.opened_ms)}-{hm(i.resolved_ms)} {'+'.join(i.joined)}"
-                             for i in r.run.incidents)
-            lines.append(f"| {r.name} | whole day | {r.opens} | {len(r.run.alerts)} | | "
-                         f"{incs} |")
-    lines += ["", "| acceptance | |", "|---|---|"]
-    lines += [f"| {name} | {'pass' if ok else 'FAIL'} |" for name, ok in acceptance(s, refs)]
-    return "\n".join(lines)
+    return lines
+
+
+def _metric_rows(s: dict) -> list[str]:
+    return ["| metric | value |", "|---|---|",
+            f"| incident recall | {s['recall']:.3f} ({s['labels']} labels, "
+            f"{s['undetectable']} never detectable) |",
+            f"| detection delay, closed windows (median / max) | {s['delay_median']:g} / "
+            f"{s['delay_max']:g} |",
+            f"| false incidents per clean day (mean / worst day) | "
+            f"{s['false_per_clean_day']:.2f} / {s['false_max_clean_day']} |",
+            f"| false incidents on volume-surge days | {s['false_on_surge_days']} |",
+            f"| false incidents, all {s['days']:g} days | {s['false_total']} |",
+            f"| outages caught | {s['outages_caught']} |",
+            f"| opens per labelled episode (worst, {s['episodes']} episodes) | "
+            f"{s['opens_per_episode_max']} |",
+            f"| alert records per labelled episode (mean) | "
+            f"{s['records_per_episode_mean']:.1f} |",
+            f"| incidents resolved later than the recovery window + 1 minute | "
+            f"{s['recovery_overruns']} |"]
+
+
+def _reference_rows(refs: list[ReferenceResult]) -> list[str]:
+    lines = ["| reference day | visible period | group | incident inside |", "|---|---|---|---|"]
+    for r in refs:
+        for a, b, g, hit in r.periods:
+            lines.append(f"| {r.name} | {a}-{b} | {g} | {'yes' if hit else 'NO'} |")
+        other = ", ".join(f"{i.group}@{_clock(i.opened_ms)}" for i in r.elsewhere) or "none"
+        lines.append(f"| {r.name} | elsewhere | | {len(r.elsewhere)}: {other} |")
+    lines += ["", "| reference day | episode | opens | alert records | opened after "
+              "(windows) | incidents (open - resolved, groups) |", "|---|---|---|---|---|---|"]
+    for r in refs:
+        for e, d in zip(r.episodes, r.open_delays, strict=True):
+            lines.append(f"| {r.name} | {_clock(e.lo)}-{_clock(e.hi)} | {e.opens} | {e.records} | "
+                         f"{'-' if d is None else d} | |")
+        incs = "; ".join(f"{_clock(i.opened_ms)}-{_clock(i.resolved_ms)} {'+'.join(i.joined)}"
+                         for i in r.run.incidents)
+        lines.append(f"| {r.name} | whole day | {r.opens} | {len(r.run.alerts)} | | "
+                     f"{incs} |")
+    return lines
 
 
 def plot(run: Run, title: str, out: Path, labels: list[IncidentLabel] = (),

@@ -13,9 +13,9 @@ from datetime import UTC, date, datetime
 import msgspec
 
 from processor.detector import DEFAULT_FALSE_ALARM_RATE, Detector
-from processor.windows import to_ms
 from txmon.config import KafkaSettings, env_float
-from txmon.contracts import STATUSES, WindowCount, topics
+from txmon.contracts import SCORE_THRESHOLD, STATUS_INDEX, STATUSES, WindowCount, topics
+from txmon.contracts.minutes import to_ms
 from txmon.errors import UserError
 
 #: A Monday: simulated training days start here unless told otherwise.
@@ -28,10 +28,9 @@ def windows_from_files(paths: list[str], day: date | None = None) -> Windows:
     from producer.replay import read_counts
 
     per_minute: dict[int, list[int]] = {}
-    index = {s: i for i, s in enumerate(STATUSES)}
     for path in paths:
         for minute, status, count in read_counts(path, date=day):
-            per_minute.setdefault(to_ms(minute), [0] * len(STATUSES))[index[status]] += count
+            per_minute.setdefault(to_ms(minute), [0] * len(STATUSES))[STATUS_INDEX[status]] += count
     if not per_minute:
         return []
     # Minutes absent from a counts file had no transactions: they are history too.
@@ -96,5 +95,5 @@ def train(args: argparse.Namespace) -> int:
     print(f"model {meta['version']} saved to {out}")
     print(f"  trained on {meta['training_windows']} minutes, {meta['training_from']} .. "
           f"{meta['training_to']} ({meta['source']})")
-    print(f"  threshold {detector.threshold:.4f} for a false-alarm rate of {rate:g}")
+    print(f"  threshold {SCORE_THRESHOLD:.4f} for a false-alarm rate of {rate:g}")
     return 0

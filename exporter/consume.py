@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from dataclasses import dataclass
 
 from confluent_kafka import (
     OFFSET_BEGINNING,
@@ -193,15 +194,29 @@ class TopicReader:
         self.metrics.apply_record(self.kinds[msg.topic()], msg.value(), emitted)
 
 
-def run_exporter(settings: KafkaSettings, names: Topics, *, host: str, port: int,
-                 group: str, processor_group: str, lag_interval: float,
-                 stop: threading.Event | None = None) -> int:
-    """Serve /metrics and /ready and keep them fed until SIGTERM/SIGINT (or `stop`)."""
+@dataclass(frozen=True)
+class ExporterOptions:
+    """Where the exporter serves, its consumer group, and whose lag it watches."""
+
+    host: str
+    port: int
+    group: str
+    processor_group: str
+    lag_interval: float
+
+
+def run_exporter(settings: KafkaSettings, names: Topics, *,
+                 stop: threading.Event | None = None, **options) -> int:
+    """Serve /metrics and /ready and keep them fed until SIGTERM/SIGINT (or `stop`).
+
+    `options`: the fields of ExporterOptions, by name (as the CLI passes them)."""
     import signal
 
     from exporter.http import serve
     from exporter.lag import LagPoller
 
+    opts = ExporterOptions(**options)
+    host, port, group, processor_group = opts.host, opts.port, opts.group, opts.processor_group
     stop = stop or threading.Event()
     metrics = PipelineMetrics(ready=False)
     reader = TopicReader(settings, names, metrics, stop, group)
@@ -215,7 +230,8 @@ def run_exporter(settings: KafkaSettings, names: Topics, *, host: str, port: int
     log.info("exporter serving http://%s:%d/metrics and /ready (topics %s, %s, %s; "
              "lag of %s)", host, port, names.window_counts, names.alerts, names.dead_letter,
              processor_group)
-    lag = LagPoller(settings, metrics, processor_group, names.transactions, lag_interval, stop)
+    lag = LagPoller(settings, metrics, processor_group, names.transactions, opts.lag_interval,
+                    stop)
     lag.start()
     try:
         reader.run()
@@ -241,40 +257,53 @@ def read_topic(settings: KafkaSettings, topic: str, kind: type, *, timeout: floa
         "group.id": f"txmon-read-{uuid.uuid4()}", "enable.auto.commit": False,
         "enable.partition.eof": True, "auto.offset.reset": "earliest"}))
     out: list = []
+
+    def keep(value: bytes) -> None:
+        try:
+            out.append(decoder.decode(value))
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            if on_bad is not None:
+                on_bad(value, exc)
+
     try:
-        meta = consumer.list_topics(topic, timeout=timeout).topics.get(topic)
-        if meta is None or meta.error is not None:
-            raise UserError(f"topic {topic} does not exist on {settings.bootstrap}")
-        ends: dict[int, int] = {}
-        for p in meta.partitions:
-            low, high = consumer.get_watermark_offsets(TopicPartition(topic, p),
-                                                       timeout=timeout)
-            if high > low:
-                ends[p] = high
-        if not ends:
-            return out
-        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in ends])
-        deadline = time.monotonic() + timeout
-        pending = dict(ends)
-        while pending and time.monotonic() < deadline:
-            for msg in consumer.consume(1000, timeout=0.5):
-                if msg.error() is not None:
-                    if msg.error().code() == PARTITION_EOF:
-                        pending.pop(msg.partition(), None)
-                    continue
-                if msg.offset() + 1 >= ends.get(msg.partition(), 0):
-                    pending.pop(msg.partition(), None)
-                if msg.value() is None:
-                    continue
-                try:
-                    out.append(decoder.decode(msg.value()))
-                except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-                    if on_bad is not None:
-                        on_bad(msg.value(), exc)
-        if pending:
+        ends = _end_offsets(consumer, settings, topic, timeout)
+        if ends and not _read_until(consumer, topic, ends, keep, time.monotonic() + timeout):
             raise UserError(f"timed out reading {topic} from {settings.bootstrap}")
         return out
     except KafkaException as exc:
         raise UserError(f"cannot read {topic} from {settings.bootstrap}: {exc}") from None
     finally:
         consumer.close()
+
+
+def _end_offsets(consumer: Consumer, settings: KafkaSettings, topic: str,
+                 timeout: float) -> dict[int, int]:
+    """The end offset of each partition of `topic` that has records."""
+    meta = consumer.list_topics(topic, timeout=timeout).topics.get(topic)
+    if meta is None or meta.error is not None:
+        raise UserError(f"topic {topic} does not exist on {settings.bootstrap}")
+    ends: dict[int, int] = {}
+    for p in meta.partitions:
+        low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout)
+        if high > low:
+            ends[p] = high
+    return ends
+
+
+def _read_until(consumer: Consumer, topic: str, ends: dict[int, int], keep,
+                deadline: float) -> bool:
+    """Pass each record's value, up to `ends`, to `keep`; False when the deadline came
+    first."""
+    consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in ends])
+    pending = dict(ends)
+    while pending and time.monotonic() < deadline:
+        for msg in consumer.consume(1000, timeout=0.5):
+            if msg.error() is not None:
+                if msg.error().code() == PARTITION_EOF:
+                    pending.pop(msg.partition(), None)
+                continue
+            if msg.offset() + 1 >= ends.get(msg.partition(), 0):
+                pending.pop(msg.partition(), None)
+            if msg.value() is not None:
+                keep(msg.value())
+    return not pending

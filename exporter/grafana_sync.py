@@ -102,8 +102,8 @@ def run_sync(url: str, token: str | None, settings, names, *, prometheus_url: st
     from grafana_client import GrafanaApi
 
     from exporter.consume import read_topic
-    from exporter.incidents import fold_incidents
     from txmon.contracts import Alert
+    from txmon.contracts.incidents import fold_incidents
 
     bad = []
     alerts = read_topic(settings, names.alerts, Alert, on_bad=lambda v, e: bad.append(e))

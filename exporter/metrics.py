@@ -17,7 +17,7 @@ import contextlib
 import logging
 import threading
 from collections import Counter as Tally
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 
 import msgspec
@@ -32,6 +32,7 @@ from prometheus_client import (
 
 from txmon.contracts import STATUSES, Alert, DeadLetter, WindowCount
 from txmon.contracts import metrics as m
+from txmon.contracts.incidents import Incident, IncidentFold
 
 log = logging.getLogger(__name__)
 
@@ -65,22 +66,29 @@ def describe(alert: Alert, since: datetime | None = None) -> str:
 
 
 @dataclass
-class _Incident:
-    group: str
-    severity: str
-    statuses: str
-    opened: float
-    resolved: float | None = None
-    score: float = 0.0
+class _Series:
+    """An incident as the exporter shows it: the folded incident, the labels its series
+    carry now, and the words of its newest open/update record (window start `latest`)."""
+
+    incident: Incident
     labels: tuple[str, str, str, str] = ("", "", "", "")
-    seen_events: set[str] = field(default_factory=set)
-    # The words of the newest open/update record (window start `latest`).
-    groups: list[str] = field(default_factory=list)
     summary: str = ""
     runbook_url: str = DEFAULT_RUNBOOK_URL
     duration: float = 0.0
     latest: float = float("-inf")
     info_labels: tuple[str, ...] = ()
+
+    @property
+    def opened(self) -> float:
+        return _ts(self.incident.start)
+
+    @property
+    def resolved(self) -> float | None:
+        return None if self.incident.end is None else _ts(self.incident.end)
+
+    @property
+    def statuses(self) -> str:
+        return ",".join(sorted(s for s in self.incident.statuses if s))
 
 
 class _WhenReady:
@@ -120,9 +128,59 @@ class PipelineMetrics:
         self.topics_registry = r = CollectorRegistry()
         self.ready = threading.Event()
         health.register(_WhenReady(r, self.ready))
+        self._health_families(health)
+        self._window_families(r)
+        self._incident_families(r)
+        self.dead_letters = Counter(
+            m.DEAD_LETTERS_TOTAL.removesuffix("_total"), "Dead-letter records by reason.",
+            ["reason", "source"], registry=r)
+        self.bad_records = Counter(
+            m.EXPORTER_BAD_RECORDS_TOTAL.removesuffix("_total"),
+            "Records the exporter could not decode (skipped).", ["topic"], registry=r)
+        self.duplicates = Counter(
+            m.EXPORTER_DUPLICATE_RECORDS_TOTAL.removesuffix("_total"),
+            "Re-emitted records ignored (id already counted).", ["topic"], registry=r)
+        for status in STATUSES:
+            self.window_tx.labels(status)
+            self.tx_total.labels(status)
+        for kind in ("window-counts", "alerts", "dead-letter"):
+            self.bad_records.labels(kind)
+            self.duplicates.labels(kind)
+        # Before any window, stall detection measures from the exporter's start.
+        self.last_emitted.set(time.time() if now is None else now)
+
+        self._window_ids: set[str] = set()
+        self._newest_start: float | None = None
+        self._newest_emitted: float | None = None
+        self._score_from_windows = False
+        self._fold = IncidentFold()
+        self._incidents: dict[str, _Series] = {}
+        self._open_keys: set[tuple[str, str]] = set()
+        self._lag_partitions: dict[tuple[str, str], set[str]] = {}
+        self.recent_incidents = recent_incidents
+        self._decoders = {
+            "window-counts": msgspec.json.Decoder(WindowCount),
+            "alerts": msgspec.json.Decoder(Alert),
+            "dead-letter": msgspec.json.Decoder(DeadLetter),
+        }
+        if ready:
+            self.mark_ready()
+
+    def _health_families(self, health: CollectorRegistry) -> None:
+        """Served before `ready`: the exporter's own state and Kafka's."""
         self.ready_gauge = Gauge(
             m.EXPORTER_READY, "1 once the topics are read up to their end offsets at start.",
             registry=health)
+        self.lag = Gauge(
+            m.CONSUMER_LAG, "End offset minus committed offset, per partition.",
+            ["group", "topic", "partition"], registry=health)
+        self.kafka_errors = Counter(
+            m.EXPORTER_KAFKA_ERRORS_TOTAL.removesuffix("_total"), "Kafka client errors seen.",
+            ["kind"], registry=health)
+        self.kafka_up = Gauge(m.EXPORTER_KAFKA_UP, "1 when the last Kafka round trip worked.",
+                              registry=health)
+
+    def _window_families(self, r: CollectorRegistry) -> None:
         self.window_tx = Gauge(
             m.WINDOW_TRANSACTIONS, "Transactions in the newest closed minute, by status.",
             ["status"], registry=r)
@@ -144,6 +202,8 @@ class PipelineMetrics:
         self.score = Gauge(m.DETECTOR_SCORE, "Detector score of the newest scored window.",
                            registry=r)
         self.threshold = Gauge(m.DETECTOR_THRESHOLD, "Detector alerting threshold.", registry=r)
+
+    def _incident_families(self, r: CollectorRegistry) -> None:
         self.alerts_total = Counter(
             m.ALERTS_TOTAL.removesuffix("_total"), "Alert records by event, group and severity.",
             ["event", "group", "severity"], registry=r)
@@ -161,23 +221,6 @@ class PipelineMetrics:
             registry=r)
         self.incident_score = Gauge(
             m.INCIDENT_SCORE, "Latest score of a recent incident.", inc_labels, registry=r)
-        self.dead_letters = Counter(
-            m.DEAD_LETTERS_TOTAL.removesuffix("_total"), "Dead-letter records by reason.",
-            ["reason", "source"], registry=r)
-        self.lag = Gauge(
-            m.CONSUMER_LAG, "End offset minus committed offset, per partition.",
-            ["group", "topic", "partition"], registry=health)
-        self.bad_records = Counter(
-            m.EXPORTER_BAD_RECORDS_TOTAL.removesuffix("_total"),
-            "Records the exporter could not decode (skipped).", ["topic"], registry=r)
-        self.duplicates = Counter(
-            m.EXPORTER_DUPLICATE_RECORDS_TOTAL.removesuffix("_total"),
-            "Re-emitted records ignored (id already counted).", ["topic"], registry=r)
-        self.kafka_errors = Counter(
-            m.EXPORTER_KAFKA_ERRORS_TOTAL.removesuffix("_total"), "Kafka client errors seen.",
-            ["kind"], registry=health)
-        self.kafka_up = Gauge(m.EXPORTER_KAFKA_UP, "1 when the last Kafka round trip worked.",
-                              registry=health)
         self.incident_info = Gauge(
             m.INCIDENT_INFO, "1 per open incident, labelled with its latest summary.",
             ["incident_id", "group", "groups", "severity", "summary", "runbook_url"],
@@ -185,32 +228,6 @@ class PipelineMetrics:
         self.incident_duration = Gauge(
             m.INCIDENT_DURATION, "Duration of an open incident as of its latest minute.",
             ["incident_id", "group"], registry=r)
-
-        for status in STATUSES:
-            self.window_tx.labels(status)
-            self.tx_total.labels(status)
-        for kind in ("window-counts", "alerts", "dead-letter"):
-            self.bad_records.labels(kind)
-            self.duplicates.labels(kind)
-        # Before any window, stall detection measures from the exporter's start.
-        self.last_emitted.set(time.time() if now is None else now)
-
-        self._window_ids: set[str] = set()
-        self._newest_start: float | None = None
-        self._newest_emitted: float | None = None
-        self._score_from_windows = False
-        self._alert_ids: set[str] = set()
-        self._incidents: dict[str, _Incident] = {}
-        self._open_keys: set[tuple[str, str]] = set()
-        self._lag_partitions: dict[tuple[str, str], set[str]] = {}
-        self.recent_incidents = recent_incidents
-        self._decoders = {
-            "window-counts": msgspec.json.Decoder(WindowCount),
-            "alerts": msgspec.json.Decoder(Alert),
-            "dead-letter": msgspec.json.Decoder(DeadLetter),
-        }
-        if ready:
-            self.mark_ready()
 
     def mark_ready(self) -> None:
         """The topics are read up to where they ended at start: serve what they say."""
@@ -269,41 +286,28 @@ class PipelineMetrics:
         return True
 
     def apply_alert(self, alert: Alert) -> bool:
-        if alert.id in self._alert_ids:
+        incident = self._fold.apply(alert)
+        if incident is None:
             self.duplicates.labels("alerts").inc()
             return False
-        self._alert_ids.add(alert.id)
         self.alerts_total.labels(alert.event, alert.group, alert.severity).inc()
         if not self._score_from_windows:
             # Windows without scores (older processor): the alerts are all we know.
             self.score.set(alert.score)
             self.threshold.set(alert.threshold)
-        inc = self._incidents.get(alert.incident_id)
-        if inc is None:
-            inc = _Incident(alert.group, alert.severity, ",".join(alert.statuses),
-                            opened=_ts(alert.window_start))
-            self._incidents[alert.incident_id] = inc
+        series = self._incidents.get(alert.incident_id)
+        if series is None:
+            series = self._incidents[alert.incident_id] = _Series(incident)
             self.incidents_total.labels(alert.group, alert.severity).inc()
-        inc.seen_events.add(alert.event)
-        inc.opened = min(inc.opened, _ts(alert.window_start))
-        inc.score = alert.score
         if alert.event != "resolved":
-            inc.severity = _worse(inc.severity, alert.severity)
-            merged = set(inc.statuses.split(",")) | set(alert.statuses)
-            inc.statuses = ",".join(sorted(s for s in merged if s))
-            self._take_words(inc, alert)
-        else:
-            inc.resolved = _ts(alert.window_end)
+            self._take_words(series, alert)
         self._refresh_incidents(alert.incident_id)
         return True
 
     @staticmethod
-    def _take_words(inc: _Incident, alert: Alert) -> None:
+    def _take_words(inc: _Series, alert: Alert) -> None:
         """What a person reads about the incident: the newest record's words, with the
         fallbacks for records written before the processor carried them."""
-        for group in [alert.group, *alert.groups]:
-            if group not in inc.groups:
-                inc.groups.append(group)
         start = _ts(alert.window_start)
         if start < inc.latest:
             return  # an older step arriving late says nothing newer
@@ -339,23 +343,24 @@ class PipelineMetrics:
 
     def open_incidents(self) -> dict[str, dict]:
         return {
-            iid: {"group": i.group, "severity": i.severity, "statuses": i.statuses}
+            iid: {"group": i.incident.group, "severity": i.incident.severity,
+                  "statuses": i.statuses}
             for iid, i in self._incidents.items() if i.resolved is None
         }
 
     def _refresh_incidents(self, changed: str) -> None:
         inc = self._incidents[changed]
-        labels = (changed, inc.group, inc.severity, inc.statuses)
+        labels = (changed, inc.incident.group, inc.incident.severity, inc.statuses)
         if inc.labels != labels and inc.labels[0]:
             self._remove_incident_series(inc.labels)
         inc.labels = labels
         self.incident_opened.labels(*labels).set(inc.opened)
-        self.incident_score.labels(*labels).set(inc.score)
+        self.incident_score.labels(*labels).set(inc.incident.score)
         if inc.resolved is not None:
             self.incident_resolved.labels(*labels).set(inc.resolved)
         self._refresh_info(changed, inc)
 
-        tally = Tally((i.group, i.severity) for i in self._incidents.values()
+        tally = Tally((i.incident.group, i.incident.severity) for i in self._incidents.values()
                       if i.resolved is None)
         for key in self._open_keys | set(tally):
             self.incidents_open.labels(*key).set(tally.get(key, 0))
@@ -373,21 +378,22 @@ class PipelineMetrics:
                 # series are gone.
                 self._incidents[iid] = old
 
-    def _refresh_info(self, iid: str, inc: _Incident) -> None:
+    def _refresh_info(self, iid: str, inc: _Series) -> None:
         """One info series per open incident, its latest words only; none once resolved.
         The TransactionAnomaly rule groups it by (incident_id, group), so replacing the
         labels of an update does not change the alert's identity."""
+        group = inc.incident.group
         info = () if inc.resolved is not None else (
-            iid, inc.group, ",".join(inc.groups or [inc.group]), inc.severity, inc.summary,
+            iid, group, ",".join(inc.incident.joined), inc.incident.severity, inc.summary,
             inc.runbook_url)
         if inc.info_labels and inc.info_labels != info:
             self.incident_info.remove(*inc.info_labels)
         if info:
             self.incident_info.labels(*info).set(1)
-            self.incident_duration.labels(iid, inc.group).set(inc.duration)
+            self.incident_duration.labels(iid, group).set(inc.duration)
         elif inc.info_labels:
             with contextlib.suppress(KeyError):
-                self.incident_duration.remove(iid, inc.group)
+                self.incident_duration.remove(iid, group)
         inc.info_labels = info
 
     def _remove_incident_series(self, labels: tuple[str, str, str, str]) -> None:
@@ -395,9 +401,3 @@ class PipelineMetrics:
             with contextlib.suppress(KeyError):
                 gauge.remove(*labels)
 
-
-_SEVERITY_RANK = {"info": 0, "warning": 1, "critical": 2}
-
-
-def _worse(a: str, b: str) -> str:
-    return a if _SEVERITY_RANK.get(a, 0) >= _SEVERITY_RANK.get(b, 0) else b

@@ -9,8 +9,8 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from pathlib import Path
 
-from exporter.incidents import fold_incidents
 from txmon.contracts import STATUSES, Alert, WindowCount
+from txmon.contracts.incidents import fold_incidents
 
 PROBLEM_STATUSES = ("denied", "reversed", "failed", "backend_reversed")
 GROUP_COLOURS = ("tab:red", "tab:orange", "tab:purple", "tab:brown", "tab:pink", "tab:olive")

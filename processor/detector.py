@@ -30,14 +30,13 @@ from sklearn.ensemble._iforest import _average_path_length
 
 from processor.features import (
     FEATURES,
-    GROUPS,
     LEVEL_MINUTES,
     RISING,
     Baseline,
     evidence,
     training_dispersion,
 )
-from txmon.contracts import STATUSES
+from txmon.contracts import GROUPS, SCORE_THRESHOLD, STATUSES, MinuteCounts
 
 #: A group is at fault when its evidence reaches this z (one-sided, ~3e-5 per test).
 FAULT_Z = 4.0
@@ -124,11 +123,11 @@ class Detector:
     above everything it was trained on; with all features in one forest, an extreme in
     one of eleven dimensions is diluted by the ten normal ones (measured: a reversed x8
     spike then scored under the threshold). The minute's score is the largest status
-    score over its threshold, so `threshold` is 1.0."""
+    score over its threshold: the minute is anomalous from SCORE_THRESHOLD, whatever
+    the model."""
 
     model: dict[str, IsolationForest]
     baseline: Baseline
-    threshold: float
     meta: dict
 
     def __post_init__(self):
@@ -151,7 +150,7 @@ class Detector:
         """Fit on history: (window start ms, counts) pairs, ideally whole clean days."""
         if len(windows) < 10:
             raise ValueError(f"need at least 10 windows of history, got {len(windows)}")
-        windows = sorted((s, list(c[: len(STATUSES)])) for s, c in windows)
+        windows = sorted((s, MinuteCounts.of(c).statuses) for s, c in windows)
         baseline = Baseline.fit(windows)
         baseline.dispersion = training_dispersion(baseline, windows)
         rows, recent = [], []
@@ -167,7 +166,6 @@ class Detector:
             # Per group, so that the groups share the false-alarm budget.
             thresholds[group] = float(np.quantile(scores, 1.0 - false_alarm_rate
                                                   / len(GROUP_FEATURES)))
-        threshold = 1.0
         starts = [s for s, _ in windows]
         digest = hashlib.sha256(
             repr((starts[0], starts[-1], len(windows), seed, sorted(thresholds.items()),
@@ -191,24 +189,24 @@ class Detector:
                 "numpy": np.__version__,
             },
         }
-        return cls(model=models, baseline=baseline, threshold=threshold, meta=meta)
+        return cls(model=models, baseline=baseline, meta=meta)
 
     def score(self, start_ms: int, counts: list[int], recent: list,
               paused: frozenset[int] = frozenset()) -> Verdict:
         """`recent`: (start, counts) of the minutes before this one, oldest first (the
         worker keeps the last LEVEL_MINUTES + 1); `paused`: see `features.evidence`."""
-        ev = evidence(self.baseline, start_ms, list(counts[: len(STATUSES)]), recent, paused)
+        ev = evidence(self.baseline, start_ms, MinuteCounts.of(counts).statuses, recent, paused)
         x = np.array([ev.vector])
         ratio = {g: float(f.score(x[:, GROUP_FEATURES[g]])[0]) / self.group_thresholds[g]
                  for g, f in self.flat.items()}
         score = max(ratio.values())
-        faulty = [s for s in ratio if ev.z[s] >= FAULT_Z and ratio[s] >= self.threshold]
+        faulty = [s for s in ratio if ev.z[s] >= FAULT_Z and ratio[s] >= SCORE_THRESHOLD]
         groups = tuple(g for g, members in GROUPS.items() if set(members) & set(faulty))
         anomalous = bool(groups)
         statuses = tuple(s for g in groups for s in GROUPS[g] if s in faulty)
         return Verdict(
             score=score,
-            threshold=self.threshold,
+            threshold=SCORE_THRESHOLD,
             anomalous=anomalous,
             groups=groups if anomalous else (),
             statuses=statuses if anomalous else (),
@@ -222,7 +220,8 @@ class Detector:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(path.suffix + ".tmp")
         joblib.dump(
-            {"model": self.model, "baseline": self.baseline, "threshold": self.threshold,
+            # "threshold" for the readers of files older than SCORE_THRESHOLD.
+            {"model": self.model, "baseline": self.baseline, "threshold": SCORE_THRESHOLD,
              "meta": self.meta},
             tmp,
         )
@@ -231,7 +230,7 @@ class Detector:
     @classmethod
     def load(cls, path: str | Path) -> Detector:
         data = joblib.load(path)
-        return cls(data["model"], data["baseline"], data["threshold"], data["meta"])
+        return cls(data["model"], data["baseline"], data["meta"])  # "threshold": always 1.0
 
 
 def _iso(ms: int) -> str:

@@ -35,16 +35,12 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.special import gammainc, gammaincc, ndtri
 
-from txmon.contracts import STATUSES
+from txmon.contracts import GROUPS, STATUSES
+from txmon.contracts import STATUS_INDEX as IDX
+from txmon.contracts.minutes import MINUTES_PER_DAY
 
-#: Statuses that page when they rise, and the groups an incident is opened for.
-RISING = ("failed", "denied", "reversed", "backend_reversed")
-GROUPS: dict[str, tuple[str, ...]] = {
-    "failures": ("failed",),
-    "denials": ("denied",),
-    "reversals": ("reversed", "backend_reversed"),
-    "outage": ("approved",),
-}
+#: Statuses that page when they rise: every group's but the outage's.
+RISING = tuple(s for g, members in GROUPS.items() if g != "outage" for s in members)
 FEATURES = (
     *(f"{s}_{w}" for s in RISING for w in ("1m", "3m")),
     "approved_share_1m",
@@ -52,9 +48,7 @@ FEATURES = (
     "approved_count_3m",
 )
 N = len(STATUSES)
-IDX = {s: i for i, s in enumerate(STATUSES)}
 APPROVED = IDX["approved"]
-MINUTES_PER_DAY = 1440
 
 #: Minutes of recent history the worker keeps for the detector (level, dispersion).
 LEVEL_MINUTES = 120
@@ -129,7 +123,7 @@ class Baseline:
     def fit(cls, windows: list[tuple[int, list[int]]]) -> Baseline:
         if not windows:
             raise ValueError("no history to fit a baseline on")
-        counts = np.array([c[:N] for _, c in windows], dtype=np.float64)
+        counts = np.array([c for _, c in windows], dtype=np.float64)
         hours = np.array([minute_of_day(s) // 60 for s, _ in windows])
         _, share_h = _hourly_shares(counts, hours)
         pooled_approved = float(np.median(counts[:, APPROVED]))
@@ -342,7 +336,8 @@ class Evidence:
 def evidence(baseline: Baseline, start_ms: int, counts: list[int],
              recent: list[tuple[int, list[int]]], paused: frozenset[int] = frozenset(),
              ) -> Evidence:
-    """The features of one closed minute given the minutes before it (oldest first).
+    """The features of one closed minute (its status counts) given the minutes before
+    it (oldest first).
 
     `paused`: starts of recent minutes today's mix and dispersion must not learn from
     (an incident's): a baseline that learns from an episode in progress makes it look
@@ -350,27 +345,54 @@ def evidence(baseline: Baseline, start_ms: int, counts: list[int],
     level = volume_level(baseline, recent)
     known = level is not None
     level = level if known else 0.0
-    window = [(s, c[:N]) for s, c in recent[-LEVEL_MINUTES:]] + [(start_ms, counts[:N])]
+    window = [*recent[-LEVEL_MINUTES:], (start_ms, counts)]
     starts = np.array([s for s, _ in window], dtype=np.int64)
     rows = np.array([c for _, c in window], dtype=np.float64)
     learn = np.array([s not in paused for s in starts[:-1]], dtype=bool)
     exp = expectations(baseline, starts, rows, level, recent_shares(rows[:-1][learn]),
                        mix_unknown=not known)
-    obs = observed(rows)
-    total_now = float(rows[-1].sum())
-    # Minutes consecutive with this one, for the sustained evidence, among those that
-    # had a level: see `expectations(mix_unknown=...)` for the first minutes of a stream.
-    judged = len(recent) + 1 - LEVEL_MIN_MINUTES  # exact while `recent` is the whole stream
+    minute = _Minute(obs=observed(rows), exp=exp, learn=learn, known=known,
+                     k=_sustained(starts, start_ms, len(recent)),
+                     empty=float(rows[-1].sum()) == 0)
+    vector, z, held = [], {}, {}
+    for name in (*RISING, "approved_share", "approved_count"):
+        zs, z[name], h = minute.judge(name, baseline.dispersion.get(name, 1.0))
+        vector += zs
+        held[name] = z[name] if h is None else h
+    z["approved"] = held["approved"] = max(z["approved_share"], z["approved_count"])
+    return Evidence(vector=vector, z=z, held=held,
+                    expected=_expected(baseline, start_ms, rows, exp, level))
+
+
+def _sustained(starts: np.ndarray, start_ms: int, known_minutes: int) -> int:
+    """Minutes consecutive with this one, for the sustained evidence, among those that
+    had a level: see `expectations(mix_unknown=...)` for the first minutes of a stream."""
+    judged = known_minutes + 1 - LEVEL_MIN_MINUTES  # exact while `recent` is the whole stream
     k = 1
     while (k < min(SUSTAIN_MINUTES, judged) and k < len(starts)
            and starts[-1 - k] == start_ms - 60_000 * k):
         k += 1
-    vector, z, held = [], {}, {}
-    for name in (*RISING, "approved_share", "approved_count"):
-        o, e = obs[name], exp[name]
+    return k
+
+
+@dataclass(frozen=True)
+class _Minute:
+    """What `evidence` judges each feature family on: observed and expected counts of
+    the window (this minute last), the minutes to learn from, `k` sustained minutes."""
+
+    obs: dict[str, np.ndarray]
+    exp: dict[str, np.ndarray]
+    learn: np.ndarray
+    known: bool
+    k: int
+    empty: bool
+
+    def judge(self, name: str, trained_phi: float) -> tuple[list[float], float, float | None]:
+        """The family's features, its z and what still stands (None: as its z)."""
+        o, e, learn, k = self.obs[name], self.exp[name], self.learn, self.k
         phi_recent = (dispersion(o[:-1][learn], e[:-1][learn])
                       or pooled_dispersion(o[:-1][learn], e[:-1][learn]))
-        phi = max(baseline.dispersion.get(name, 1.0), phi_recent or 1.0)
+        phi = max(trained_phi, phi_recent or 1.0)
         o1, e1 = float(o[-1]), float(e[-1])
         o3, e3 = float(o[-k:].sum()), float(e[-k:].sum())
         if name in RISING:
@@ -378,32 +400,24 @@ def evidence(baseline: Baseline, start_ms: int, counts: list[int],
             z1 = z_rise(o1, e1, phi) if material else 0.0
             zk = z_rise(o3, e3, phi) if o3 >= RISE_MIN_RATIO * e3 else 0.0
             z3 = zk if material else 0.0
-            vector += [z1, z3]
-            held[name] = max(z1, zk)
-        elif name == "approved_share":
+            return [z1, z3], max(z1, z3), max(z1, zk)
+        if name == "approved_share":
             # Approvals' share also falls when another status surges: only a share
             # drop with materially fewer approvals than today's level is an outage's.
-            e_count = float(exp["approved_count"][-1])
-            below = (known and e_count >= OUTAGE_MIN_EXPECTED
+            e_count = float(self.exp["approved_count"][-1])
+            below = (self.known and e_count >= OUTAGE_MIN_EXPECTED
                      and o1 <= OUTAGE_MAX_RATIO * e_count)
             z1 = z_drop(o1, e1, phi) if below and o1 <= SHARE_MAX_RATIO * e1 else 0.0
-            z3 = 0.0
-            vector.append(z1)
-        else:
-            # Fewer approvals is an outage only if their share falls too (or nothing
-            # arrives at all): volume alone, up or down, is not an anomaly.
-            share_falls = total_now == 0 or (
-                obs["approved_share"][-1] <= SHARE_MAX_RATIO * exp["approved_share"][-1])
-            material = (known and share_falls and e1 >= OUTAGE_MIN_EXPECTED
-                        and o1 <= OUTAGE_MAX_RATIO * e1)
-            z1 = z_drop(o1, e1, phi) if material else 0.0
-            z3 = z_drop(o3, e3, phi) if material and o3 <= OUTAGE_MAX_RATIO * e3 else 0.0
-            vector += [z1, z3]
-        z[name] = max(z1, z3)
-        held.setdefault(name, z[name])
-    z["approved"] = held["approved"] = max(z["approved_share"], z["approved_count"])
-    return Evidence(vector=vector, z=z, held=held,
-                    expected=_expected(baseline, start_ms, rows, exp, level))
+            return [z1], z1, None
+        # Fewer approvals is an outage only if their share falls too (or nothing
+        # arrives at all): volume alone, up or down, is not an anomaly.
+        share_falls = self.empty or (
+            self.obs["approved_share"][-1] <= SHARE_MAX_RATIO * self.exp["approved_share"][-1])
+        material = (self.known and share_falls and e1 >= OUTAGE_MIN_EXPECTED
+                    and o1 <= OUTAGE_MAX_RATIO * e1)
+        z1 = z_drop(o1, e1, phi) if material else 0.0
+        z3 = z_drop(o3, e3, phi) if material and o3 <= OUTAGE_MAX_RATIO * e3 else 0.0
+        return [z1, z3], max(z1, z3), None
 
 
 def _expected(baseline: Baseline, start_ms: int, rows: np.ndarray, exp: dict,
@@ -423,7 +437,7 @@ def training_dispersion(baseline: Baseline, windows: list[tuple[int, list[int]]]
     """φ per feature family over the whole history, each minute judged against the
     level of the hour before it, as the worker will."""
     starts = np.array([s for s, _ in windows], dtype=np.int64)
-    rows = np.array([c[:N] for _, c in windows], dtype=np.float64)
+    rows = np.array([c for _, c in windows], dtype=np.float64)
     ratio = rows[:, APPROVED] / np.maximum(baseline.approved[(starts // 60_000) % 1440], 1e-9)
     levels = np.ones(len(rows))
     for j in range(len(rows)):

@@ -38,9 +38,10 @@ from dataclasses import dataclass, field
 
 from processor.config import RECOVERY_WINDOW, RUNBOOK_URL
 from processor.detector import FAULT_Z, Verdict, group_z
-from processor.features import GROUPS
-from processor.windows import WINDOW_MS, minute_id, to_datetime
-from txmon.contracts import STATUSES, Alert
+from processor.windows import WINDOW_MS
+from txmon.contracts import GROUPS, STATUSES, Alert, worse
+from txmon.contracts.events import severity_rank
+from txmon.contracts.minutes import minute_id, to_datetime
 
 OPEN_Z = 1.5 * FAULT_Z
 CRITICAL_Z = 3 * FAULT_Z
@@ -48,7 +49,6 @@ CLEAR_Z = 2.0
 CONFIRM_WINDOWS = 2
 ALWAYS_CONFIRM = ("outage",)
 UPDATE_EVERY = 15
-SEVERITY_RANK = {"info": 0, "warning": 1, "critical": 2}
 
 
 @dataclass(frozen=True)
@@ -60,6 +60,18 @@ class Policy:
 
 
 DEFAULT_POLICY = Policy()
+
+
+@dataclass(frozen=True)
+class _Minute:
+    """The closed minute a step judges, and what an alert about it carries."""
+
+    start_ms: int
+    counts: list[int]
+    verdict: Verdict
+    model_version: str
+    policy: Policy
+
 
 @dataclass
 class OpenIncident:
@@ -90,8 +102,20 @@ class IncidentTracker:
 
     def step(self, start_ms: int, counts: list[int], verdict: Verdict, model_version: str,
              policy: Policy = DEFAULT_POLICY) -> list[Alert]:
+        return self.advance(start_ms, counts, verdict, model_version, policy)[0]
+
+    def advance(self, start_ms: int, counts: list[int], verdict: Verdict, model_version: str,
+                policy: Policy = DEFAULT_POLICY) -> tuple[list[Alert], tuple[str, ...]]:
+        """`step`, with the minute's `abnormal_groups`, which the caller reports too."""
+        abnormal = abnormal_groups(verdict)
+        minute = _Minute(start_ms, counts, verdict, model_version, policy)
+        return self._step(minute, abnormal), abnormal
+
+    def _step(self, minute: _Minute, abnormal: tuple[str, ...]) -> list[Alert]:
+        start_ms, verdict, policy = minute.start_ms, minute.verdict, minute.policy
         evidence = group_z(verdict.z)
         held = evidence if verdict.held is None else group_z(verdict.held)
+        assessed = None
         inc = self.incident
         members = () if inc is None else inc.groups
         confirmed = {g: p for g in GROUPS if g not in members
@@ -101,16 +125,16 @@ class IncidentTracker:
                 return []
             inc = self.incident = _new_incident(confirmed, evidence, start_ms)
             event = "open"
-        elif confirmed or set(abnormal_groups(verdict)) & set(inc.groups):
+        elif confirmed or set(abnormal) & set(inc.groups):
             inc.normal_streak = 0
             inc.last_anomalous_ms = start_ms
             if not (confirmed or set(verdict.groups) & set(inc.groups)):
                 return []  # standing evidence only: not normal, not news either
             joined = [g for g in GROUPS if g in confirmed]
             inc.groups += joined
-            worse = bool(joined) or _worse(inc, verdict, evidence)
+            assessed = _assess(inc, verdict, evidence)
             due = start_ms - inc.last_alert_ms >= UPDATE_EVERY * WINDOW_MS
-            if not (worse or due):
+            if not (joined or _worse(inc, *assessed) or due):
                 return []
             event = "update"
         else:
@@ -120,11 +144,10 @@ class IncidentTracker:
             self.incident = None
             event = "resolved"
         if event != "resolved":
-            inc.statuses = _merge_statuses(inc, verdict)
-            inc.severity = max(inc.severity, _severity(inc, verdict, evidence),
-                               key=SEVERITY_RANK.__getitem__)
+            inc.statuses, severity = assessed or _assess(inc, verdict, evidence)
+            inc.severity = worse(inc.severity, severity)
             inc.last_alert_ms = start_ms
-        return [_alert(inc, event, start_ms, counts, verdict, model_version, policy)]
+        return [_alert(inc, event, minute)]
 
     def _confirm(self, group: str, start_ms: int, verdict: Verdict, evidence: dict,
                  held: dict) -> Pending | None:
@@ -175,14 +198,17 @@ def _flagged_severity(group: str, z: float) -> str:
 
 def _severity(inc: OpenIncident, verdict: Verdict, evidence: dict) -> str:
     flagged = [g for g in inc.groups if g in verdict.groups] or inc.groups[:1]
-    return max((_flagged_severity(g, evidence[g]) for g in flagged),
-               key=SEVERITY_RANK.__getitem__)
+    return max((_flagged_severity(g, evidence[g]) for g in flagged), key=severity_rank)
 
 
-def _worse(inc: OpenIncident, verdict: Verdict, evidence: dict) -> bool:
-    rises = (SEVERITY_RANK[_severity(inc, verdict, evidence)]
-             > SEVERITY_RANK[inc.severity])
-    return rises or not set(_merge_statuses(inc, verdict)) <= set(inc.statuses)
+def _assess(inc: OpenIncident, verdict: Verdict, evidence: dict) -> tuple[list[str], str]:
+    """The incident's statuses and this minute's severity, with its groups as they are."""
+    return _merge_statuses(inc, verdict), _severity(inc, verdict, evidence)
+
+
+def _worse(inc: OpenIncident, statuses: list[str], severity: str) -> bool:
+    rises = severity_rank(severity) > severity_rank(inc.severity)
+    return rises or not set(statuses) <= set(inc.statuses)
 
 
 def _merge_statuses(inc: OpenIncident, verdict: Verdict) -> list[str]:
@@ -195,13 +221,13 @@ def _merge_statuses(inc: OpenIncident, verdict: Verdict) -> list[str]:
     return out
 
 
-def summarize(event: str, statuses: list[str], observed: dict[str, int],
-              expected: dict[str, float], since_ms: int, now_ms: int,
-              quiet_since_ms: int | None = None) -> str:
+def summarize(inc: OpenIncident, event: str, observed: dict[str, int],
+              expected: dict[str, float], now_ms: int) -> str:
     """One line an operator can act on, the same in every channel."""
+    statuses, since_ms = inc.statuses, inc.since_ms
     since = _clock(since_ms, now_ms)
     if event == "resolved":
-        normal = _clock(quiet_since_ms, now_ms) if quiet_since_ms is not None else since
+        normal = _clock(inc.last_anomalous_ms + WINDOW_MS, now_ms)
         return (f"resolved: {', '.join(statuses)} normal since {normal}; lasted "
                 f"{_duration(now_ms - since_ms)} from {since}")
     parts = [f"{s} {observed.get(s, 0)}{'/min' if i == 0 else ''} against "
@@ -226,12 +252,11 @@ def _num(x: float) -> str:
     return f"{x:.1f}".removesuffix(".0") if x >= 1 else f"{x:.2g}"
 
 
-def _alert(inc: OpenIncident, event: str, start_ms: int, counts: list[int], verdict: Verdict,
-           model_version: str, policy: Policy) -> Alert:
+def _alert(inc: OpenIncident, event: str, minute: _Minute) -> Alert:
+    start_ms, verdict = minute.start_ms, minute.verdict
     end_ms = start_ms + WINDOW_MS
-    observed = {s: counts[i] for i, s in enumerate(STATUSES)}
+    observed = dict(zip(STATUSES, minute.counts, strict=True))
     expected = {s: round(v, 2) for s, v in verdict.expected.items()}
-    quiet = inc.last_anomalous_ms + WINDOW_MS
     return Alert(
         id=f"{inc.incident_id}/{event}/{minute_id(start_ms)}",
         incident_id=inc.incident_id,
@@ -246,11 +271,10 @@ def _alert(inc: OpenIncident, event: str, start_ms: int, counts: list[int], verd
         score=round(verdict.score, 4),
         threshold=round(verdict.threshold, 4),
         severity="info" if event == "resolved" else inc.severity,
-        model_version=model_version,
-        summary=summarize(event, inc.statuses, observed, expected, inc.since_ms, end_ms,
-                          quiet),
+        model_version=minute.model_version,
+        summary=summarize(inc, event, observed, expected, end_ms),
         since=to_datetime(inc.since_ms),
         duration_s=(end_ms - inc.since_ms) // 1000,
-        runbook_url=policy.runbook_url,
+        runbook_url=minute.policy.runbook_url,
     )
 

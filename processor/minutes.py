@@ -14,9 +14,10 @@ from pathlib import Path
 
 from processor.detector import Detector, Verdict
 from processor.features import LEVEL_MINUTES
-from processor.incidents import DEFAULT_POLICY, IncidentTracker, Policy, abnormal_groups
-from processor.windows import LATE, WINDOW_MS, MinuteMerger, minute_id, to_datetime
-from txmon.contracts import STATUSES, Alert, WindowCount, WindowPartial
+from processor.incidents import DEFAULT_POLICY, IncidentTracker, Policy
+from processor.windows import WINDOW_MS, MinuteMerger
+from txmon.contracts import STATUSES, Alert, MinuteCounts, WindowCount, WindowPartial
+from txmon.contracts.minutes import minute_id, to_datetime
 
 log = logging.getLogger(__name__)
 
@@ -29,8 +30,11 @@ class MinuteState:
     merger: MinuteMerger
     incidents: IncidentTracker
     last_offset: int = -1
+    #: (start, status counts); records stored before the counts were named also carry
+    #: the late count, last, which `Detector.fit` drops.
     warmup: list[tuple[int, list[int]]] = field(default_factory=list)
-    #: (start, counts) of the latest minutes: today's level and dispersion for the detector.
+    #: (start, status counts) of the latest minutes: today's level and dispersion for
+    #: the detector.
     recent: list[tuple[int, list[int]]] = field(default_factory=list)
     #: Starts of recent minutes inside an incident: today's adaptation skips them.
     paused: list[int] = field(default_factory=list)
@@ -83,22 +87,24 @@ class Minutes:
         state.merger.apply(partial.partition, partial.closed_until, partial.idle, partial.windows,
                            partial.sent_ms)
         out = []
-        for start, counts in state.merger.close():
+        for start, slots in state.merger.close():
+            counts = MinuteCounts.of(slots)
             detector = self._detector_for(state)
             if detector is None:
-                state.warmup.append((start, counts))
+                state.warmup.append((start, counts.statuses))
                 verdict = None
             else:
-                verdict = detector.score(start, counts, state.recent, frozenset(state.paused))
-            alerts = (
-                state.incidents.step(start, counts, verdict, detector.version, self.policy)
+                verdict = detector.score(start, counts.statuses, state.recent,
+                                         frozenset(state.paused))
+            alerts, abnormal = (
+                state.incidents.advance(start, counts.statuses, verdict, detector.version,
+                                        self.policy)
                 if verdict is not None
-                else []
+                else ([], ())
             )
-            state.recent = [*state.recent[-LEVEL_MINUTES:], (start, counts[: len(STATUSES)])]
+            state.recent = [*state.recent[-LEVEL_MINUTES:], (start, counts.statuses)]
             state.paused = _paused(state, start)
-            out.append(ClosedMinute(window_count(start, counts, verdict), alerts,
-                                    abnormal_groups(verdict) if verdict is not None else ()))
+            out.append(ClosedMinute(window_count(start, counts, verdict), alerts, abnormal))
         state.last_offset = offset
         return out
 
@@ -116,15 +122,15 @@ def _paused(state: MinuteState, start: int) -> list[int]:
     return paused
 
 
-def window_count(start: int, counts: list[int], verdict: Verdict | None) -> WindowCount:
-    by_status = {s: counts[i] for i, s in enumerate(STATUSES)}
+def window_count(start: int, counts: MinuteCounts, verdict: Verdict | None) -> WindowCount:
+    by_status = dict(zip(STATUSES, counts.statuses, strict=True))
     return WindowCount(
         id=minute_id(start),
         start=to_datetime(start),
         end=to_datetime(start + WINDOW_MS),
         counts=by_status,
         total=sum(by_status.values()),
-        late=counts[LATE],
+        late=counts.late,
         score=None if verdict is None else round(verdict.score, 4),
         threshold=None if verdict is None else round(verdict.threshold, 4),
     )

@@ -6,46 +6,27 @@ depends only on the order of its events, never on how they were batched, so a wo
 that restarts and re-reads a partition makes exactly the same decisions again. Only the
 idle rule (wall-clock advancing a silent partition) depends on time, by design.
 
-Times are integer milliseconds since the epoch (UTC): exact, cheap, and JSON-friendly.
+Times are integer milliseconds since the epoch (UTC). Counts are the wire's lists
+(`txmon.contracts.WindowPartial`): the statuses, then the late events in slot LATE;
+`MinuteCounts.of` names them where a closed minute leaves this module's callers.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
 
-from txmon.contracts import STATUSES
+from txmon.contracts.minutes import LATE_SLOT, MINUTE_MS
 
-WINDOW_MS = 60_000
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-ONE_MS = timedelta(milliseconds=1)
-N_STATUSES = len(STATUSES)
-#: Slot of the late counter in a window's count vector (after the statuses).
-LATE = N_STATUSES
-STATUS_INDEX = {s: i for i, s in enumerate(STATUSES)}
+WINDOW_MS = MINUTE_MS
+LATE = LATE_SLOT
 
 
 def window_start(ts_ms: int) -> int:
     return ts_ms - ts_ms % WINDOW_MS
 
 
-def to_datetime(ms: int) -> datetime:
-    return datetime.fromtimestamp(ms / 1000, UTC)
-
-
-def minute_id(ms: int) -> str:
-    """A minute's id everywhere: `2025-07-12T13:45Z`, as the prototype named minutes."""
-    return to_datetime(ms).strftime("%Y-%m-%dT%H:%MZ")
-
-
-def to_ms(ts: datetime) -> int:
-    """Exact milliseconds of an aware datetime (float seconds would round): timedelta
-    floor division is integer arithmetic on microseconds, in C (the hot path)."""
-    return (ts - EPOCH) // ONE_MS
-
-
 def empty_counts() -> list[int]:
-    return [0] * (N_STATUSES + 1)
+    return [0] * (LATE_SLOT + 1)
 
 
 @dataclass

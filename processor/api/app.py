@@ -15,9 +15,10 @@ from fastapi.responses import JSONResponse
 from prometheus_client import make_asgi_app
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from processor.api.history import History, minute_key, summary
+from processor.api.history import History, summary
 from txmon.config import KafkaSettings, env_int, env_str
-from txmon.contracts import Status, Transaction, encode, message_key, topics
+from txmon.contracts import Status, Transaction, encode, message_key, minute_key, topics
+from txmon.contracts.minutes import EARLIEST, LATEST
 from txmon.kafka.admin import ensure_topics, pipeline_topics
 from txmon.kafka.aio import AsyncProducer
 
@@ -36,7 +37,7 @@ class CheckRequest(BaseModel):
     @classmethod
     def utc(cls, ts: datetime) -> datetime:
         ts = ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)
-        if not 1970 <= ts.year < 2100:
+        if not EARLIEST <= ts < LATEST:
             raise ValueError("timestamp out of range")
         return ts
 

@@ -16,7 +16,7 @@ import msgspec
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
 
 from txmon.config import KafkaSettings
-from txmon.contracts import Alert, Topics, WindowCount
+from txmon.contracts import Alert, Topics, WindowCount, minute_key
 
 log = logging.getLogger(__name__)
 _window_decoder = msgspec.json.Decoder(WindowCount)
@@ -106,11 +106,6 @@ class History:
     def recent_alerts(self, limit: int) -> list[Alert]:
         with self.lock:
             return list(self.alerts)[-limit:]
-
-
-def minute_key(ts) -> str:
-    """The prototype's minute format: `2025-07-12T13:45` (UTC)."""
-    return ts.strftime("%Y-%m-%dT%H:%M")
 
 
 def summary(window: WindowCount, alert: bool) -> dict:

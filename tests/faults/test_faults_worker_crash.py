@@ -30,8 +30,8 @@ from support.faults import (
 from support.processor import TXMON, Worker, processor_env, read_alerts, read_windows
 from support.reliability import record
 
-from processor.windows import minute_id
 from txmon.contracts import Topics
+from txmon.contracts.minutes import minute_id
 from txmon.kafka.admin import ensure_topics, pipeline_topics
 
 pytestmark = [pytest.mark.timeout(1500)]

@@ -25,8 +25,8 @@ from support.processor import (
     wait_for_windows,
 )
 
-from processor.windows import minute_id
 from txmon.contracts import STATUSES
+from txmon.contracts.minutes import minute_id
 
 REFERENCE = ["transactions_1.csv", "transactions_2.csv"]
 

@@ -6,7 +6,14 @@ from __future__ import annotations
 import msgspec
 
 from processor.detector import Verdict
-from processor.incidents import DEFAULT_POLICY, UPDATE_EVERY, IncidentTracker, Policy, summarize
+from processor.incidents import (
+    DEFAULT_POLICY,
+    UPDATE_EVERY,
+    IncidentTracker,
+    OpenIncident,
+    Policy,
+    summarize,
+)
 
 T0 = 1_772_409_600_000  # 2026-03-02 00:00 UTC
 COUNTS = [100, 10, 0, 1, 0, 0, 0]
@@ -141,13 +148,17 @@ def test_evidence_confirms_what_the_forest_started():
 
 def test_summary_reads_as_a_sentence():
     day = 86_400_000
-    assert summarize("open", ["reversed", "approved"], {"reversed": 122, "approved": 62},
-                     {"reversed": 2.04, "approved": 301.4}, T0 + 873 * 60_000,
+
+    def incident(statuses, since_ms, last_anomalous_ms=0):
+        return OpenIncident("i", "g", since_ms, last_anomalous_ms, statuses=statuses)
+
+    assert summarize(incident(["reversed", "approved"], T0 + 873 * 60_000), "open",
+                     {"reversed": 122, "approved": 62}, {"reversed": 2.04, "approved": 301.4},
                      T0 + 874 * 60_000) == (
         "reversed 122/min against ~2 expected, approved 62 against ~301, since 14:33 UTC")
-    assert summarize("update", ["failed"], {"failed": 3}, {"failed": 0.034}, T0,
+    assert summarize(incident(["failed"], T0), "update", {"failed": 3}, {"failed": 0.034},
                      T0 + day + 60_000) == (
         "failed 3/min against ~0.034 expected, since 2026-03-02 00:00 UTC")
-    assert summarize("resolved", ["failed"], {}, {}, T0, T0 + 135 * 60_000,
-                     T0 + 125 * 60_000) == (
+    assert summarize(incident(["failed"], T0, T0 + 124 * 60_000), "resolved", {}, {},
+                     T0 + 135 * 60_000) == (
         "resolved: failed normal since 02:05 UTC; lasted 2h15m from 00:00 UTC")

@@ -5,9 +5,9 @@ from processor.windows import (
     WINDOW_MS,
     MinuteMerger,
     PartitionWindows,
-    minute_id,
     window_start,
 )
+from txmon.contracts import minute_id
 
 M = WINDOW_MS
 T0 = 1_700_000_040_000  # a minute boundary

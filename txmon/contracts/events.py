@@ -13,10 +13,29 @@ from typing import Literal, get_args
 
 import msgspec
 
-Status = Literal[
-    "approved", "denied", "failed", "reversed", "backend_reversed", "refunded", "processing"
-]
-STATUSES: tuple[str, ...] = get_args(Status)
+from txmon.contracts.minutes import EARLIEST, LATEST
+from txmon.contracts.statuses import STATUSES as STATUSES  # re-exported: first defined here
+from txmon.contracts.statuses import Status
+
+Severity = Literal["info", "warning", "critical"]
+#: Least to most severe: an incident's severity is the worst of its steps.
+SEVERITIES: tuple[str, ...] = get_args(Severity)
+_SEVERITY_RANK = {s: i for i, s in enumerate(SEVERITIES)}
+
+
+def severity_rank(severity: str) -> int:
+    return _SEVERITY_RANK[severity]
+
+
+def worse(a: str, b: str) -> str:
+    """The more severe of two severities; `a` on a tie."""
+    return b if _SEVERITY_RANK[b] > _SEVERITY_RANK[a] else a
+
+
+#: An alert's `score` is the detector's largest per-group score divided by that group's
+#: calibrated threshold, so a minute is anomalous from 1.0 whatever the model: the
+#: records' `threshold` field and the threshold gauge carry this, not a tuning knob.
+SCORE_THRESHOLD = 1.0
 
 #: A transaction larger than this is not a transaction: it goes to the dead letters.
 MAX_TRANSACTION_BYTES = 4096
@@ -52,8 +71,8 @@ class WindowPartial(msgspec.Struct, kw_only=True):
     """Internal: one source partition's closed windows and how far it has closed.
 
     `windows` maps window start (ms) to the status counts in STATUSES order plus, last,
-    the late events charged to that window. Sent with the same content again after a
-    crash, so the merge overwrites rather than adds.
+    the late events charged to that window (`MinuteCounts.of` names them). Sent with the
+    same content again after a crash, so the merge overwrites rather than adds.
     """
 
     partition: int
@@ -86,7 +105,7 @@ class Alert(msgspec.Struct, kw_only=True):
     expected: dict[str, float]
     score: float
     threshold: float
-    severity: Literal["info", "warning", "critical"]
+    severity: Severity
     model_version: str
     #: Every group the incident involves so far, `group` first.
     groups: list[str] = []
@@ -163,8 +182,6 @@ class InvalidTransaction(ValueError):
 
 _encoder = msgspec.json.Encoder()
 _tx_decoder = msgspec.json.Decoder(Transaction)
-_EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
-_LATEST = datetime(2100, 1, 1, tzinfo=UTC)
 
 
 def encode(obj: msgspec.Struct) -> bytes:
@@ -204,7 +221,7 @@ def decode_transaction(data: bytes, max_bytes: int = MAX_TRANSACTION_BYTES) -> T
     if ts.tzinfo is not UTC:  # msgspec gives `Z` the UTC singleton: most events skip this
         ts = ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)
         tx.timestamp = ts
-    if not _EARLIEST <= ts < _LATEST:
+    if not EARLIEST <= ts < LATEST:
         raise InvalidTransaction(DeadLetterReason.BAD_TIMESTAMP, f"out of range: {ts.isoformat()}")
     return tx
 
