@@ -30,13 +30,14 @@ import csv
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 import numpy as np
 
 from producer.encode import IdFormat, encode_batch
-from txmon.contracts import STATUSES, Transaction, encode, message_key
+from txmon.contracts import STATUS_INDEX, STATUSES, Transaction, encode, message_key
+from txmon.contracts.minutes import EARLIEST, LATEST, ONE_MS
 from txmon.errors import UserError
 
 #: The date given to reference-format files (which have none) unless told otherwise.
@@ -44,12 +45,8 @@ DEFAULT_DATE = date(2026, 3, 2)
 #: A count above this in one row is not believable (and would overflow the id's rank).
 MAX_COUNT = 9_999_999
 BATCH_EVENTS = 50_000
-_EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
-_MILLISECOND = timedelta(milliseconds=1)
-_LATEST = datetime(2100, 1, 1, tzinfo=UTC)
 
 REFERENCE, ISO_COUNTS, TRANSACTIONS = "reference", "iso-counts", "transactions"
-_STATUS_INDEX = {s: i for i, s in enumerate(STATUSES)}
 _TIME = re.compile(r"^(\d{2})h (\d{2})$")
 _TX_OPTIONAL = ("id", "amount", "terminal_id")
 
@@ -144,7 +141,7 @@ def detect_format(header: list[str]) -> str | None:
 def _parse_timestamp(text: str) -> datetime:
     ts = datetime.fromisoformat(text.strip())
     ts = ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)
-    if not _EARLIEST <= ts < _LATEST:
+    if not EARLIEST <= ts < LATEST:
         raise ValueError(f"timestamp out of range: {text.strip()}")
     return ts
 
@@ -227,7 +224,7 @@ class _Rows:
         row = _fields(text)
         if len(row) != len(self.names):
             raise ValueError(f"expected {len(self.names)} fields, got {len(row)}")
-        status = _STATUS_INDEX.get(row[1].strip())
+        status = STATUS_INDEX.get(row[1].strip())
         if status is None:
             raise ValueError(f"unknown status {row[1].strip()!r}")
         if self.fmt == TRANSACTIONS:
@@ -247,7 +244,7 @@ class _Rows:
         for name, column in self.extra.items():
             value = values[name]
             column.append((value.strip() or None) if isinstance(value, str) else value)
-        self.times.append((ts - _EARLIEST) // _MILLISECOND)
+        self.times.append((ts - EARLIEST) // ONE_MS)
 
     def _count(self, row: list[str]) -> None:
         minute = self._reference_minute(row[0]) if self.fmt == REFERENCE \
