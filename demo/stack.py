@@ -41,8 +41,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from txmon.config import env_float, env_int, env_str, state_dir
+from txmon.config import state_dir
 from txmon.errors import UserError
+from txmon.settings import DemoSettings, ProcessorSettings
 
 HOST = "127.0.0.1"
 EXIT_DOWN = 3
@@ -73,22 +74,8 @@ class DemoConfig:
 
     @classmethod
     def from_env(cls) -> DemoConfig:
-        rate = os.environ.get("DEMO_RATE")
-        return cls(
-            seconds=env_float("DEMO_SECONDS", cls.seconds),
-            forever=_truthy(os.environ.get("DEMO_FOREVER")),
-            tps=env_float("DEMO_TPS", cls.tps),
-            rate=float(rate) if rate else None,
-            incident=env_str("DEMO_INCIDENT", cls.incident),
-            backfill_minutes=env_int("DEMO_BACKFILL_MINUTES", cls.backfill_minutes),
-            train_days=env_int("DEMO_TRAIN_DAYS", cls.train_days),
-            monitoring=os.environ.get("DEMO_MONITORING", "1") not in ("0", "false", "no"),
-            seed=env_int("DEMO_SEED", cls.seed),
-        )
-
-
-def _truthy(value: str | None) -> bool:
-    return (value or "").strip().lower() in ("1", "true", "yes", "on")
+        """DEMO_* parsed by the settings model: a malformed one is a one-line error."""
+        return cls(**vars(DemoSettings.from_env()))
 
 
 # Paths, ports, processes -------------------------------------------------------------
@@ -590,7 +577,7 @@ def _close_to_notification(alerts_seen, notes_seen, event_lag: float) -> float |
         start = datetime.strptime(opened[:16], "%Y-%m-%d %H:%M").replace(tzinfo=UTC)
     except ValueError:
         return None
-    lateness = env_float("TXMON_ALLOWED_LATENESS_SECONDS", 10.0)
+    lateness = ProcessorSettings.from_env().lateness_s
     closed = start.timestamp() + 60 + lateness + event_lag
     return time.time() - (time.monotonic() - paged) - closed
 
