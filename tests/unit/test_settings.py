@@ -24,11 +24,21 @@ from txmon.settings import (
     flag_help,
     groups,
     load,
+    readme_block,
+    render_readme,
     with_flags,
 )
 
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ("txmon", "producer", "processor", "exporter", "evaluation", "demo")
+
+
+def test_the_readme_table_is_the_model():
+    text = (ROOT / "README.md").read_text()
+    assert readme_block(text), "README.md lost its settings:begin/end markers"
+    assert text == render_readme(text), (
+        "README.md's configuration table differs from txmon/settings.py: "
+        "run `python -m txmon.settings --update README.md`")
 
 
 def test_each_variable_is_declared_once():
