@@ -1,8 +1,9 @@
 """`make docs`: every figure and result the documentation shows, from the current code.
 
-docs/detection.md's results block and docs/detection/*.png (`txmon evaluate`), the
-README's picture of a reference day (the worker's own minutes and alerts for
-transactions_1, drawn by `txmon report`'s renderer) and the executed notebooks. A
+The README's configuration table (from txmon/settings.py), docs/detection.md's results
+block and docs/detection/*.png (`txmon evaluate`), the README's picture of a reference
+day (the worker's own minutes and alerts for transactions_1, drawn by `txmon report`'s
+renderer) and the executed notebooks. A
 document that quotes a detector is only true of the detector that produced it, so they
 are made together, by one command.
 """
@@ -74,8 +75,11 @@ def execute_notebooks(data_dir: Path) -> None:
 
 def main() -> int:
     from txmon.config import shared_data_dir
+    from txmon.settings import main as settings_main
 
     data_dir = shared_data_dir()
+    step("README configuration table (python -m txmon.settings --update README.md)")
+    settings_main(["--update", str(ROOT / "README.md")])
     t = step("detection results (" + " ".join(["txmon", *EVALUATE]) + ")")
     subprocess.run([TXMON, *EVALUATE], cwd=ROOT, check=True)
     print(f"  in {time.perf_counter() - t:.0f} s")
