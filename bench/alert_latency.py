@@ -52,11 +52,11 @@ from producer.publish import Publisher
 from producer.shape import shape_at
 from producer.simulate import Scenario, generate
 from producer.stream import Pacer, send_paced
-from txmon.config import env_float
 from txmon.contracts import Alert
+from txmon.settings import ProcessorSettings
 
 TARGET_S = 1.0
-LATENESS_MS = int(env_float("TXMON_ALLOWED_LATENESS_SECONDS", 10.0) * 1000)
+LATENESS_MS = int(ProcessorSettings.from_env().lateness_s * 1000)
 WINDOW_MS = 60_000
 
 

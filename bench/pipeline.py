@@ -44,13 +44,13 @@ from common import (
 )
 from tqdm import tqdm
 
-from txmon.config import env_float
 from txmon.contracts import Transaction
+from txmon.settings import ProcessorSettings
 
 IDLE_TIMEOUT_S = 1.0
 #: Scraping the worker's /metrics costs it CPU (about 10 % at 10 Hz on a loaded box).
 SCRAPE_S = 0.5
-LATENESS_MS = int(env_float("TXMON_ALLOWED_LATENESS_SECONDS", 10.0) * 1000)
+LATENESS_MS = int(ProcessorSettings.from_env().lateness_s * 1000)
 WINDOW_MS = 60_000
 PY_SPY = ROOT / ".venv" / "bin" / "py-spy"
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from demo.stack import DemoConfig, down, status
+from demo.stack import down, status
+from txmon.settings import DemoSettings, flag_help, with_flags
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -12,16 +13,16 @@ def register(sub: argparse._SubParsersAction) -> None:
         "demo", help="the whole pipeline with simulated traffic and an incident (make demo)",
         description="up: fresh broker, model, worker, API, exporter, notify, Prometheus and "
         "Alertmanager where installed, then real-time simulated traffic with an injected "
-        "incident, printing minutes, alerts and notifications. Variables: DEMO_SECONDS "
-        "(210), DEMO_FOREVER (0), DEMO_TPS (20), DEMO_RATE, DEMO_INCIDENT "
-        "(denied:x4:2m30s@30s, moved to the next minute boundary), DEMO_BACKFILL_MINUTES "
-        "(30), DEMO_TRAIN_DAYS (1), DEMO_MONITORING (1), DEMO_SEED (7).")
+        "incident (moved to the next minute boundary), printing minutes, alerts and "
+        "notifications. Every DEMO_* variable is in the README's configuration table.")
     actions = p.add_subparsers(dest="demo_command", required=True, metavar="ACTION")
     u = actions.add_parser("up", help="start everything and stream (ends by itself)")
-    u.add_argument("--seconds", type=float, help="real-time streaming (DEMO_SECONDS, 210)")
-    u.add_argument("--forever", action="store_true", help="keep streaming (DEMO_FOREVER=1)")
-    u.add_argument("--incident", help="producer --incident spec (DEMO_INCIDENT)")
-    u.add_argument("--tps", type=float, help="transactions/s at this hour (DEMO_TPS, 20)")
+    D = DemoSettings
+    u.add_argument("--seconds", type=float, help=flag_help(D, "seconds", "real-time streaming"))
+    u.add_argument("--forever", action="store_const", const=True,
+                   help=flag_help(D, "forever", "keep streaming"))
+    u.add_argument("--incident", help=flag_help(D, "incident", "producer --incident spec"))
+    u.add_argument("--tps", type=float, help=flag_help(D, "tps", "transactions/s at this hour"))
     u.set_defaults(func=run_up)
     d = actions.add_parser("down", help="stop everything the demo started (safe twice)")
     d.set_defaults(func=lambda args: down())
@@ -30,13 +31,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run_up(args: argparse.Namespace) -> int:
-    import dataclasses
-
     from demo.run import up
 
-    cfg = DemoConfig.from_env()
-    overrides = {"seconds": args.seconds, "incident": args.incident, "tps": args.tps}
-    cfg = dataclasses.replace(cfg, **{k: v for k, v in overrides.items() if v is not None})
-    if args.forever:
-        cfg = dataclasses.replace(cfg, forever=True)
-    return up(cfg)
+    return up(with_flags(DemoSettings.from_env(), args))

@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from demo.stack import HOST
-from txmon.config import env_float
+from txmon.settings import ProcessorSettings
 
 
 class Printer:
@@ -124,7 +124,7 @@ def close_to_notification(outcome: Outcome) -> float | None:
         start = datetime.strptime(opened[:16], "%Y-%m-%d %H:%M").replace(tzinfo=UTC)
     except ValueError:
         return None
-    lateness = env_float("TXMON_ALLOWED_LATENESS_SECONDS", 10.0)
+    lateness = ProcessorSettings.from_env().lateness_s
     closed = start.timestamp() + 60 + lateness + outcome.event_lag
     return time.time() - (time.monotonic() - paged) - closed
 

@@ -50,7 +50,6 @@ from demo.console import (
 from demo.stack import (
     HOST,
     SERVICES,
-    DemoConfig,
     all_daemons,
     broker,
     demo_home,
@@ -62,6 +61,7 @@ from demo.stack import (
     txmon_command,
 )
 from txmon.errors import UserError
+from txmon.settings import DemoSettings
 
 #: Wall-clock seconds after the stream ends for its last minute to close (allowed
 #: lateness 10 s, then the idle timeout) and be printed.
@@ -73,7 +73,7 @@ POLL_S = 2.0
 WORKER_READY = "[^Worker]: Ready"
 
 
-def up(cfg: DemoConfig) -> int:
+def up(cfg: DemoSettings) -> int:
     try:
         return DemoRun(cfg).run()
     except UserError as exc:
@@ -85,7 +85,7 @@ def up(cfg: DemoConfig) -> int:
 class DemoRun:
     """One `demo up`: each step a method, in the order `run` calls them."""
 
-    def __init__(self, cfg: DemoConfig):
+    def __init__(self, cfg: DemoSettings):
         self.cfg = cfg
         self.started = time.monotonic()
         self.say = Printer(self.started)
@@ -368,7 +368,7 @@ class MinuteFeed:
                 self.say("minute", minute_line(row))
 
 
-def live_rate(cfg: DemoConfig) -> float:
+def live_rate(cfg: DemoSettings) -> float:
     """The peak rate that gives cfg.tps transactions/s in the middle of the demo."""
     if cfg.rate:
         return cfg.rate

@@ -13,49 +13,15 @@ import os
 import signal
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
-from txmon.config import env_float, env_int, env_str, state_dir
+from txmon.config import state_dir
 from txmon.errors import UserError
+from txmon.settings import DemoSettings
 
 HOST = "127.0.0.1"
 EXIT_DOWN = 3
 SERVICES = ("processor", "api", "exporter", "notify")
-
-
-@dataclass(frozen=True)
-class DemoConfig:
-    """Everything `make demo` can be told, from DEMO_* variables or flags."""
-
-    seconds: float = 210.0
-    forever: bool = False
-    tps: float = 20.0
-    rate: float | None = None
-    incident: str = "denied:x4:2m30s@30s"
-    backfill_minutes: int = 30
-    train_days: int = 1
-    monitoring: bool = True
-    seed: int = 7
-
-    @classmethod
-    def from_env(cls) -> DemoConfig:
-        rate = os.environ.get("DEMO_RATE")
-        return cls(
-            seconds=env_float("DEMO_SECONDS", cls.seconds),
-            forever=_truthy(os.environ.get("DEMO_FOREVER")),
-            tps=env_float("DEMO_TPS", cls.tps),
-            rate=float(rate) if rate else None,
-            incident=env_str("DEMO_INCIDENT", cls.incident),
-            backfill_minutes=env_int("DEMO_BACKFILL_MINUTES", cls.backfill_minutes),
-            train_days=env_int("DEMO_TRAIN_DAYS", cls.train_days),
-            monitoring=os.environ.get("DEMO_MONITORING", "1") not in ("0", "false", "no"),
-            seed=env_int("DEMO_SEED", cls.seed),
-        )
-
-
-def _truthy(value: str | None) -> bool:
-    return (value or "").strip().lower() in ("1", "true", "yes", "on")
 
 
 # Paths, ports, processes -------------------------------------------------------------
@@ -149,7 +115,7 @@ def monitoring_installed() -> bool:
     return bool(prometheus_binary() and alertmanager_binary())
 
 
-def needed_ports(cfg: DemoConfig, ports, kafka) -> list[tuple[str, int, str]]:
+def needed_ports(cfg: DemoSettings, ports, kafka) -> list[tuple[str, int, str]]:
     needed = [
         ("processor metrics", ports.processor, "TXMON_PROCESSOR_METRICS_PORT"),
         ("api", ports.api, "TXMON_API_PORT"),

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import argparse
 
+from txmon.settings import Paths, ProcessorSettings, TrainSettings, flag_help
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     t = sub.add_parser("train", help="fit the anomaly model on history and save it")
@@ -17,7 +19,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--false-alarm-rate", type=float, default=None,
                    help="target share of normal minutes scored above the threshold")
-    t.add_argument("--out", default=None, help="model path (TXMON_MODEL_PATH)")
+    t.add_argument("--out", default=None, help=flag_help(ProcessorSettings, "model_path",
+                                                         "model path"))
     t.set_defaults(func=run_train)
 
     e = sub.add_parser("evaluate", help="score detection on labelled simulated days and the "
@@ -27,10 +30,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--model", help="evaluate this model file instead of training one")
     e.add_argument("--train-days", type=int, default=2,
                    help="simulated clean days to train on (default 2)")
-    e.add_argument("--train-rate", type=float, default=20.0,
-                   help="tx/s at peak of the training days (default 20, as txmon train)")
+    e.add_argument("--train-rate", type=float, default=TrainSettings.rate,
+                   help="tx/s at peak of the training days (default %(default)g, as txmon "
+                        "train without TXMON_TRAIN_RATE)")
     e.add_argument("--seed", type=int, default=0, help="training seed")
-    e.add_argument("--data-dir", help="reference data (default TXMON_DATA_DIR)")
+    e.add_argument("--data-dir", help=flag_help(Paths, "data_dir", "reference data"))
     e.add_argument("--no-reference", action="store_true", help="skip the reference days")
     e.add_argument("--out", help="write a PNG per scenario into this directory")
     e.add_argument("--report", help="rewrite the results block of this Markdown file")

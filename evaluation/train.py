@@ -13,10 +13,11 @@ from datetime import UTC, date, datetime
 import msgspec
 
 from processor.detector import DEFAULT_FALSE_ALARM_RATE, Detector
-from txmon.config import KafkaSettings, env_float
+from txmon.config import KafkaSettings
 from txmon.contracts import SCORE_THRESHOLD, STATUS_INDEX, STATUSES, WindowCount, topics
 from txmon.contracts.minutes import to_ms
 from txmon.errors import UserError
+from txmon.settings import ProcessorSettings, TrainSettings
 
 #: A Monday: simulated training days start here unless told otherwise.
 SIMULATED_START = datetime(2026, 3, 2, tzinfo=UTC)
@@ -63,8 +64,6 @@ def windows_from_topic(settings: KafkaSettings, topic: str) -> Windows:
 
 
 def train(args: argparse.Namespace) -> int:
-    from processor.config import ProcessorConfig
-
     windows: Windows = []
     sources = []
     if args.files:
@@ -72,7 +71,7 @@ def train(args: argparse.Namespace) -> int:
         windows += windows_from_files(args.files, day)
         sources.append("files: " + ", ".join(args.files))
     if args.simulate_days:
-        rate = env_float("TXMON_TRAIN_RATE", 20.0)
+        rate = TrainSettings.from_env().rate
         windows += windows_from_simulation(args.simulate_days, rate, args.seed)
         sources.append(f"simulated: {args.simulate_days} clean day(s) at {rate:g} tx/s peak")
     if args.from_topic:
@@ -89,7 +88,7 @@ def train(args: argparse.Namespace) -> int:
     rate = args.false_alarm_rate or DEFAULT_FALSE_ALARM_RATE
     detector = Detector.fit(windows, false_alarm_rate=rate, seed=args.seed,
                             source="; ".join(sources))
-    out = args.out or ProcessorConfig().model_path
+    out = args.out or ProcessorSettings.from_env().model_path
     detector.save(out)
     meta = detector.meta
     print(f"model {meta['version']} saved to {out}")

@@ -3,39 +3,44 @@
 from __future__ import annotations
 
 import argparse
-import os
 
-from txmon.config import env_float, env_int, env_str
+from txmon.settings import (
+    ExporterSettings,
+    GrafanaSettings,
+    NotifySettings,
+    ProcessorSettings,
+    flag_help,
+    with_flags,
+)
+
+E, N, G = ExporterSettings, NotifySettings, GrafanaSettings
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("export", help="serve pipeline metrics for Prometheus (/metrics)")
-    p.add_argument("--host", default=env_str("TXMON_EXPORTER_HOST", "127.0.0.1"))
-    p.add_argument("--port", type=int, default=env_int("TXMON_EXPORTER_PORT", 9108))
-    p.add_argument("--group", default=env_str("TXMON_EXPORTER_GROUP", "txmon-exporter"),
-                   help="the exporter's own consumer group (default: %(default)s)")
-    p.add_argument("--processor-group", default=env_str("TXMON_APP_ID", "txmon-processor"),
-                   help="consumer group whose lag is reported (default: %(default)s)")
+    p.add_argument("--host", help=flag_help(E, "host", "bind address"))
+    p.add_argument("--port", type=int, help=flag_help(E, "port", "port of /metrics"))
+    p.add_argument("--group", help=flag_help(E, "group", "the exporter's own consumer group"))
+    p.add_argument("--processor-group", help=flag_help(
+        ProcessorSettings, "app_id", "consumer group whose lag is reported"))
     p.add_argument("--lag-interval", type=float,
-                   default=env_float("TXMON_EXPORTER_LAG_INTERVAL", 10.0),
-                   help="seconds between consumer-lag queries (default: %(default)s)")
+                   help=flag_help(E, "lag_interval", "seconds between consumer-lag queries"))
     p.set_defaults(func=run_export)
 
     p = sub.add_parser("notify", help="Alertmanager webhook receiver: print, forward to Slack")
-    p.add_argument("--host", default=env_str("TXMON_NOTIFY_HOST", "127.0.0.1"))
-    p.add_argument("--port", type=int, default=env_int("TXMON_NOTIFY_PORT", 9095))
-    p.add_argument("--slack-url", default=os.environ.get("SLACK_WEBHOOK_URL"),
-                   help="Slack incoming webhook (default: $SLACK_WEBHOOK_URL; unset: print only)")
+    p.add_argument("--host", help=flag_help(N, "host", "bind address"))
+    p.add_argument("--port", type=int, help=flag_help(N, "port", "port"))
+    p.add_argument("--slack-url", help=flag_help(
+        N, "slack_url", "Slack incoming webhook; unset: print only"))
     p.set_defaults(func=run_notify)
 
     g = sub.add_parser("grafana", help="Grafana without provisioning").add_subparsers(
         dest="grafana_command", required=True, metavar="ACTION")
     p = g.add_parser("sync", help="upload dashboards, annotate incidents from the alerts topic")
-    p.add_argument("--url", default=os.environ.get("GRAFANA_URL"), help="Grafana base URL")
-    p.add_argument("--token", default=os.environ.get("GRAFANA_TOKEN"),
-                   help="service account token (default: $GRAFANA_TOKEN)")
-    p.add_argument("--prometheus-url", default=os.environ.get("TXMON_PROMETHEUS_URL"),
-                   help="create the txmon-prometheus datasource pointing here when missing")
+    p.add_argument("--url", help=flag_help(G, "url", "Grafana base URL"))
+    p.add_argument("--token", help=flag_help(G, "token", "service account token"))
+    p.add_argument("--prometheus-url", help=flag_help(
+        G, "prometheus_url", "create the txmon-prometheus datasource pointing here when missing"))
     p.add_argument("--folder-uid", default=None, help="Grafana folder for the dashboards")
     p.add_argument("--timeout", type=float, default=10.0)
     p.set_defaults(func=run_grafana_sync)
@@ -58,17 +63,20 @@ def run_export(args) -> int:
     from txmon.contracts import Topics
     from txmon.kafka.admin import require_kafka
 
+    cfg = with_flags(ExporterSettings.from_env(), args)
+    processor_group = args.processor_group or ProcessorSettings.from_env().app_id
     settings = KafkaSettings.from_env()
     require_kafka(settings)
-    return run_exporter(settings, Topics.from_env(), host=args.host,
-                        port=args.port, group=args.group, processor_group=args.processor_group,
-                        lag_interval=args.lag_interval)
+    return run_exporter(settings, Topics.from_env(), host=cfg.host,
+                        port=cfg.port, group=cfg.group, processor_group=processor_group,
+                        lag_interval=cfg.lag_interval)
 
 
 def run_notify(args) -> int:
     from exporter.notify import serve
 
-    return serve(args.host, args.port, args.slack_url)
+    cfg = with_flags(NotifySettings.from_env(), args)
+    return serve(cfg.host, cfg.port, cfg.slack_url)
 
 
 def run_grafana_sync(args) -> int:
@@ -77,16 +85,17 @@ def run_grafana_sync(args) -> int:
     from txmon.contracts import Topics
     from txmon.errors import UserError
 
-    if not args.url:
+    cfg = with_flags(GrafanaSettings.from_env(), args)
+    if not cfg.url:
         raise UserError("--url (or GRAFANA_URL) is required")
     try:
-        result = run_sync(args.url, args.token, KafkaSettings.from_env(), Topics.from_env(),
-                          prometheus_url=args.prometheus_url, folder_uid=args.folder_uid,
+        result = run_sync(cfg.url, cfg.token, KafkaSettings.from_env(), Topics.from_env(),
+                          prometheus_url=cfg.prometheus_url, folder_uid=args.folder_uid,
                           timeout=args.timeout)
     except UserError:
         raise
     except Exception as exc:  # grafana-client / network errors: one line, not a traceback
-        raise UserError(f"Grafana at {args.url}: {exc}") from None
+        raise UserError(f"Grafana at {cfg.url}: {exc}") from None
     print(f"dashboards uploaded: {result.dashboards}; datasource: {result.datasource}; "
           f"incident annotations: {result.annotations_created} created, "
           f"{result.annotations_updated} updated, {result.annotations_unchanged} unchanged")

@@ -20,8 +20,15 @@ from pathlib import Path
 
 import yaml
 
-from txmon.config import env_int, state_dir
+from txmon.config import state_dir
 from txmon.errors import UserError
+from txmon.settings import (
+    ApiSettings,
+    ExporterSettings,
+    MonitoringSettings,
+    NotifySettings,
+    ProcessorSettings,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 PROMETHEUS_CONFIG = REPO / "prometheus" / "prometheus.yml"
@@ -34,22 +41,23 @@ STOP_TIMEOUT_S = 15.0
 
 @dataclass(frozen=True)
 class Ports:
-    prometheus: int = 9090
-    alertmanager: int = 9093
-    exporter: int = 9108
-    processor: int = 9109
-    api: int = 8000
-    notify: int = 9095
+    prometheus: int = MonitoringSettings.prometheus_port
+    alertmanager: int = MonitoringSettings.alertmanager_port
+    exporter: int = ExporterSettings.port
+    processor: int = ProcessorSettings.metrics_port
+    api: int = ApiSettings.port
+    notify: int = NotifySettings.port
 
     @classmethod
     def from_env(cls) -> Ports:
+        monitoring = MonitoringSettings.from_env()
         return cls(
-            prometheus=env_int("TXMON_PROMETHEUS_PORT", 9090),
-            alertmanager=env_int("TXMON_ALERTMANAGER_PORT", 9093),
-            exporter=env_int("TXMON_EXPORTER_PORT", 9108),
-            processor=env_int("TXMON_PROCESSOR_METRICS_PORT", 9109),
-            api=env_int("TXMON_API_PORT", 8000),
-            notify=env_int("TXMON_NOTIFY_PORT", 9095),
+            prometheus=monitoring.prometheus_port,
+            alertmanager=monitoring.alertmanager_port,
+            exporter=ExporterSettings.from_env().port,
+            processor=ProcessorSettings.from_env().metrics_port,
+            api=ApiSettings.from_env().port,
+            notify=NotifySettings.from_env().port,
         )
 
 

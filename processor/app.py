@@ -31,11 +31,12 @@ from processor.counting import Counting
 from processor.incidents import IncidentTracker, Policy
 from processor.minutes import Minutes, MinuteState
 from processor.windows import MinuteMerger
-from txmon.config import KafkaSettings, env_int
+from txmon.config import KafkaSettings
 from txmon.contracts import Topics, WindowPartial, encode
 from txmon.contracts import metrics as m
 from txmon.kafka.admin import TopicSpec
 from txmon.kafka.read import read_range
+from txmon.settings import TopicLayout
 
 log = logging.getLogger(__name__)
 
@@ -187,10 +188,10 @@ def faust_topics(cfg: ProcessorConfig) -> list[TopicSpec]:
     partials arrived before Faust had created its changelog, the merge stalled for good
     ("Topic ...-minutes-changelog not found ... Ignoring missing topic")."""
     app_id = f"{cfg.app_id}-merge"
+    replication = TopicLayout.from_env().replication
     return [
-        TopicSpec(f"{app_id}-minutes-changelog", 1, env_int("TXMON_REPLICATION", 1),
-                  {"cleanup.policy": "compact"}),
-        TopicSpec(f"{app_id}-__assignor-__leader", 1, env_int("TXMON_REPLICATION", 1)),
+        TopicSpec(f"{app_id}-minutes-changelog", 1, replication, {"cleanup.policy": "compact"}),
+        TopicSpec(f"{app_id}-__assignor-__leader", 1, replication),
     ]
 
 

@@ -3,24 +3,25 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 
-from txmon.config import env_int, env_str
+from txmon.settings import ApiSettings, ProcessorSettings, flag_help, with_flags
+
+P, A = ProcessorSettings, ApiSettings
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("process", help="run the streaming worker (windows, scoring, alerts)")
     p.add_argument("--lateness", type=float, dest="lateness_s",
-                   help="allowed lateness in seconds (TXMON_ALLOWED_LATENESS_SECONDS, 10)")
+                   help=flag_help(P, "lateness_s", "allowed lateness in seconds"))
     p.add_argument("--idle-timeout", type=float, dest="idle_timeout_s",
-                   help="seconds of silence before wall-clock time closes windows "
-                        "(TXMON_IDLE_TIMEOUT_SECONDS, 15)")
+                   help=flag_help(P, "idle_timeout_s",
+                                  "seconds of silence before wall-clock time closes windows"))
     p.add_argument("--model", dest="model_path",
-                   help="model file from `txmon train` (TXMON_MODEL_PATH)")
+                   help=flag_help(P, "model_path", "model file from `txmon train`"))
     p.add_argument("--metrics-port", type=int, dest="metrics_port",
-                   help="port of /metrics, 0 to disable (TXMON_PROCESSOR_METRICS_PORT, 9109)")
+                   help=flag_help(P, "metrics_port", "port of /metrics, 0 to disable"))
     p.add_argument("--data-dir", dest="data_dir",
-                   help="Faust data dir (TXMON_PROCESSOR_DATA_DIR)")
+                   help=flag_help(P, "data_dir", "Faust data dir"))
     p.set_defaults(func=run_process)
 
     a = sub.add_parser("alerts", help="print alerts from the alerts topic")
@@ -31,13 +32,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     a.set_defaults(func=run_alerts)
 
     api = sub.add_parser("api", help="serve the HTTP API (/check, /history_counts, /alerts)")
-    api.add_argument("--host", default=env_str("TXMON_API_HOST", "127.0.0.1"),
-                     help="bind address (TXMON_API_HOST, 127.0.0.1)")
-    api.add_argument("--port", type=int, default=env_int("TXMON_API_PORT", 8000),
-                     help="port (TXMON_API_PORT, 8000)")
+    api.add_argument("--host", help=flag_help(A, "host", "bind address"))
+    api.add_argument("--port", type=int, help=flag_help(A, "port", "port"))
     api.add_argument("--access-log", action=argparse.BooleanOptionalAction,
-                     default=env_str("TXMON_API_ACCESS_LOG", "0") == "1",
-                     help="log every request (costs about a third of the request rate)")
+                     help=flag_help(A, "access_log", "log every request (costs about a third "
+                                    "of the request rate)"))
     api.set_defaults(func=run_api)
 
 
@@ -45,14 +44,11 @@ def run_process(args: argparse.Namespace) -> int:
     from prometheus_client import start_http_server
 
     from processor.app import create_worker, faust_topics
-    from processor.config import ProcessorConfig
     from txmon.config import KafkaSettings
     from txmon.contracts import topics
     from txmon.kafka.admin import ensure_topics, partition_count, pipeline_topics, wait_for_kafka
 
-    overrides = {k: v for k, v in vars(args).items()
-                 if k in ProcessorConfig.__dataclass_fields__ and v is not None}
-    cfg = dataclasses.replace(ProcessorConfig(), **overrides)
+    cfg = with_flags(ProcessorSettings.from_env(), args)
     settings = KafkaSettings.from_env()
     names = topics()
     wait_for_kafka(settings, cfg.kafka_wait_s)
@@ -79,9 +75,10 @@ def run_api(args: argparse.Namespace) -> int:
     from txmon.config import KafkaSettings
     from txmon.kafka.admin import require_kafka
 
+    cfg = with_flags(ApiSettings.from_env(), args)
     require_kafka(KafkaSettings.from_env())
     # uvloop and httptools when installed (they are dependencies): about twice the
     # requests a second of the pure-Python loop and parser.
-    uvicorn.run(create_api(), host=args.host, port=args.port, log_level="info",
-                access_log=args.access_log)
+    uvicorn.run(create_api(api=cfg), host=cfg.host, port=cfg.port, log_level="info",
+                access_log=cfg.access_log)
     return 0

@@ -9,7 +9,9 @@ import sys
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
+from txmon.contracts.topics import Topics
 from txmon.errors import UserError
+from txmon.settings import flag_help
 
 _FILE_DATE = re.compile(r"^(.*)@(\d{4}-\d{2}-\d{2})$")
 
@@ -42,8 +44,7 @@ def _start(text: str) -> datetime:
 
 
 def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--topic", help="transactions topic (default: TXMON_TOPIC_TRANSACTIONS "
-                   "or 'transactions')")
+    p.add_argument("--topic", help=flag_help(Topics, "transactions", "transactions topic"))
     p.add_argument("--report", type=Path, metavar="FILE",
                    help="also write the totals as JSON to FILE")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -143,18 +144,13 @@ def _progress(args, total: int | None, desc: str):
                 smoothing=0.1, dynamic_ncols=True, file=sys.stderr)
 
 
-def run_produce(args) -> int:
+def _scenario(args):
+    """The simulated stream the flags describe, checked before any connection is made;
+    called once Kafka answers, so that a real-time clock starts then."""
     import secrets
 
-    import numpy as np
-
     from producer.incidents import parse_duration, parse_incident, parse_outage
-    from producer.publish import Publisher
-    from producer.simulate import Scenario, generate
-    from producer.stream import Pacer, send_paced
-    from txmon.config import KafkaSettings, state_dir
-    from txmon.contracts import STATUSES, encode, topics
-    from txmon.kafka.admin import require_kafka
+    from producer.simulate import Scenario
 
     if args.rate <= 0:
         raise UserError("--rate must be > 0")
@@ -162,57 +158,105 @@ def run_produce(args) -> int:
         raise UserError("--count must be >= 0")
     incidents = [parse_incident(s) for s in args.incident] + [parse_outage(s) for s in args.outage]
     duration = parse_duration(args.duration) if args.duration else None
+    seed = args.seed if args.seed is not None else secrets.randbelow(2**31)
+    return lambda: Scenario(start=args.start or datetime.now(UTC), rate=args.rate, seed=seed,
+                            duration=duration, incidents=tuple(incidents))
+
+
+class _Labels:
+    """The injected incidents' labels, each appended once the stream reaches its start:
+    a scorer tailing the file never sees an incident ahead of its events."""
+
+    def __init__(self, scenario, path: Path):
+        self.path = path
+        self.pending = sorted(scenario.labels(), key=lambda label: label.start)
+        if self.pending:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            print(f"incident labels -> {path}", file=sys.stderr)
+
+    def write_due(self, now_ms: int) -> None:
+        from txmon.contracts import encode
+
+        while self.pending and self.pending[0].start.timestamp() * 1000 <= now_ms:
+            with self.path.open("ab") as f:
+                f.write(encode(self.pending.pop(0)) + b"\n")
+
+
+class _Tally:
+    """Per-status counts of what was handed to Kafka, shown as a progress bar."""
+
+    def __init__(self, args, total: int | None, desc: str):
+        import numpy as np
+
+        from txmon.contracts import STATUSES
+
+        self.counts = np.zeros(len(STATUSES), dtype=np.int64)
+        self.bar = _progress(args, total, desc)
+
+    def add(self, batch, lo: int, hi: int) -> None:
+        import numpy as np
+
+        self.counts += np.bincount(batch.status[lo:hi], minlength=len(self.counts))
+        self.bar.update(hi - lo)
+
+    def run(self, send) -> bool:
+        """`send()` to the end or to Ctrl-C; True when interrupted."""
+        try:
+            send()
+        except KeyboardInterrupt:
+            return True
+        finally:
+            self.bar.close()
+        return False
+
+    def totals(self) -> dict[str, int]:
+        from txmon.contracts import STATUSES
+
+        return {s: int(c) for s, c in zip(STATUSES, self.counts, strict=True)}
+
+
+def _exit_code(code: int, interrupted: bool) -> int:
+    return 130 if interrupted and code == 0 else code
+
+
+def run_produce(args) -> int:
+    from producer.publish import Publisher
+    from producer.simulate import generate
+    from producer.stream import Pacer, send_paced
+    from txmon.config import KafkaSettings, state_dir
+    from txmon.contracts import topics
+    from txmon.kafka.admin import require_kafka
+
+    make_scenario = _scenario(args)
     settings = KafkaSettings.from_env()
     require_kafka(settings)
-    seed = args.seed if args.seed is not None else secrets.randbelow(2**31)
-    start = args.start or datetime.now(UTC)
-    scenario = Scenario(start=start, rate=args.rate, seed=seed, duration=duration,
-                        incidents=tuple(incidents))
-    print(f"seed {seed}, start {scenario.start.isoformat()}, rate {args.rate}/s at peak, "
-          f"speed {args.speed or 'max'}", file=sys.stderr)
-
+    scenario = make_scenario()
+    print(f"seed {scenario.seed}, start {scenario.start.isoformat()}, rate {args.rate}/s at "
+          f"peak, speed {args.speed or 'max'}", file=sys.stderr)
     names = topics()
     topic = args.topic or names.transactions
     _ensure(settings, names, topic)
     publisher = Publisher(settings, topic)
-
-    labels_path = args.labels or state_dir() / "labels.jsonl"
-    pending = sorted(scenario.labels(), key=lambda label: label.start)
-    if pending:
-        labels_path.parent.mkdir(parents=True, exist_ok=True)
-        print(f"incident labels -> {labels_path}", file=sys.stderr)
-
-    def write_due_labels(now_ms: int | None) -> None:
-        while pending and (now_ms is None or pending[0].start.timestamp() * 1000 <= now_ms):
-            with labels_path.open("ab") as f:
-                f.write(encode(pending.pop(0)) + b"\n")
-
-    counts = np.zeros(len(STATUSES), dtype=np.int64)
-    bar = _progress(args, args.count, "produce")
+    labels = _Labels(scenario, args.labels or state_dir() / "labels.jsonl")
+    tally = _Tally(args, args.count, "produce")
+    start_ms = int(scenario.start.timestamp() * 1000)
 
     def on_sent(batch, lo, hi):
-        nonlocal counts
-        counts += np.bincount(batch.status[lo:hi], minlength=len(STATUSES))
-        bar.update(hi - lo)
-        write_due_labels(int(batch.ts_ms[hi - 1]))
+        tally.add(batch, lo, hi)
+        labels.write_due(int(batch.ts_ms[hi - 1]))
 
-    interrupted = False
-    anchor = int(scenario.start.timestamp() * 1000) if args.start is None else None
-    try:
-        write_due_labels(int(scenario.start.timestamp() * 1000))
-        send_paced(generate(scenario, args.count), publisher.send, Pacer(args.speed,
-                   anchor_ms=anchor), lambda b: b.encode(), on_sent)
-        if duration is not None:
-            end_ms = int((scenario.start + timedelta(seconds=duration)).timestamp() * 1000)
-            write_due_labels(end_ms - 1)
-    except KeyboardInterrupt:
-        interrupted = True
-    finally:
-        bar.close()
-    totals = {s: int(c) for s, c in zip(STATUSES, counts, strict=True)}
-    code = _finish(publisher, totals, args.report, {"seed": seed, "topic": topic,
-                                                    "start": scenario.start.isoformat()})
-    return 130 if interrupted and code == 0 else code
+    def send():
+        labels.write_due(start_ms)
+        pacer = Pacer(args.speed, anchor_ms=start_ms if args.start is None else None)
+        send_paced(generate(scenario, args.count), publisher.send, pacer,
+                   lambda b: b.encode(), on_sent)
+        if scenario.duration is not None:
+            labels.write_due(start_ms + int(scenario.duration * 1000) - 1)
+
+    interrupted = tally.run(send)
+    code = _finish(publisher, tally.totals(), args.report, {
+        "seed": scenario.seed, "topic": topic, "start": scenario.start.isoformat()})
+    return _exit_code(code, interrupted)
 
 
 def _file_dates(specs: list[str], first: date) -> list[tuple[Path, date | None]]:
@@ -223,22 +267,13 @@ def _file_dates(specs: list[str], first: date) -> list[tuple[Path, date | None]]
     return out
 
 
-def run_replay(args) -> int:
-    import numpy as np
-
+def _parse_files(args) -> list:
+    """Every file parsed (and so validated) before anything is sent."""
     from producer import replay
-    from producer.publish import Publisher
-    from producer.stream import Pacer, send_paced
-    from txmon.config import KafkaSettings
-    from txmon.contracts import STATUSES, DeadLetter, DeadLetterReason, topics
-    from txmon.kafka.admin import require_kafka
 
-    settings = KafkaSettings.from_env()
-    require_kafka(settings)
-    first = args.date or replay.DEFAULT_DATE
     parsed = []
-    next_day = first
-    for path, explicit in _file_dates(args.files, first):
+    next_day = args.date or replay.DEFAULT_DATE
+    for path, explicit in _file_dates(args.files, next_day):
         if path.is_dir() or not path.exists():
             raise UserError(f"{path}: no such file")
         with path.open("rb") as f:
@@ -251,11 +286,11 @@ def run_replay(args) -> int:
         where = f", date {p.date}" if p.date else ""
         bad = f", {len(p.bad)} bad rows" if p.bad else ""
         print(f"{path}: {p.format}{where}, {p.events:,} transactions{bad}", file=sys.stderr)
+    return parsed
 
-    names = topics()
-    topic = args.topic or names.transactions
-    _ensure(settings, names, topic)
-    publisher = Publisher(settings, topic, dead_letter_topic=names.dead_letter)
+
+def _dead_letter_bad_rows(publisher, parsed: list, topic: str) -> int:
+    from txmon.contracts import DeadLetter, DeadLetterReason
 
     bad_rows = [b for p in parsed for b in p.bad]
     for bad in bad_rows:
@@ -265,38 +300,47 @@ def run_replay(args) -> int:
             key=f"{bad.path}:{bad.line}".encode(),
         )
     if bad_rows:
-        print(f"{len(bad_rows)} bad rows sent to {names.dead_letter}:", file=sys.stderr)
+        print(f"{len(bad_rows)} bad rows sent to {topic}:", file=sys.stderr)
         for bad in bad_rows[:20]:
             print(f"  {bad}", file=sys.stderr)
         if len(bad_rows) > 20:
             print(f"  ... and {len(bad_rows) - 20} more", file=sys.stderr)
+    return len(bad_rows)
 
-    counts = np.zeros(len(STATUSES), dtype=np.int64)
-    bar = _progress(args, sum(p.events for p in parsed), "replay")
 
-    def on_sent(batch, lo, hi):
-        nonlocal counts
-        counts += np.bincount(batch.status[lo:hi], minlength=len(STATUSES))
-        bar.update(hi - lo)
+def run_replay(args) -> int:
+    from producer import replay
+    from producer.publish import Publisher
+    from producer.stream import Pacer, send_paced
+    from txmon.config import KafkaSettings
+    from txmon.contracts import STATUSES, topics
+    from txmon.kafka.admin import require_kafka
 
-    pacer = Pacer(args.speed)
-    interrupted = False
-    try:
+    settings = KafkaSettings.from_env()
+    require_kafka(settings)
+    parsed = _parse_files(args)
+    names = topics()
+    topic = args.topic or names.transactions
+    _ensure(settings, names, topic)
+    publisher = Publisher(settings, topic, dead_letter_topic=names.dead_letter)
+    bad_rows = _dead_letter_bad_rows(publisher, parsed, names.dead_letter)
+    tally = _Tally(args, sum(p.events for p in parsed), "replay")
+
+    def send():
+        pacer = Pacer(args.speed)
         for p in parsed:
             send_paced(replay.batches(p), publisher.send, pacer,
-                       lambda b: (b.keys, b.values), on_sent)
-    except KeyboardInterrupt:
-        interrupted = True
-    finally:
-        bar.close()
-    totals = {s: int(c) for s, c in zip(STATUSES, counts, strict=True)}
+                       lambda b: (b.keys, b.values), tally.add)
+
+    interrupted = tally.run(send)
+    totals = tally.totals()
     expected = {s: sum(p.totals()[s] for p in parsed) for s in STATUSES}
     code = _finish(publisher, totals, args.report,
-                   {"topic": topic, "bad_rows": len(bad_rows), "files": [
+                   {"topic": topic, "bad_rows": bad_rows, "files": [
                        {"path": str(p.path), "format": p.format,
                         "date": p.date.isoformat() if p.date else None,
                         "totals": p.totals()} for p in parsed]})
     if not interrupted and totals != expected:
         print(f"error: sent {totals} but the files sum to {expected}", file=sys.stderr)
         return 1
-    return 130 if interrupted and code == 0 else code
+    return _exit_code(code, interrupted)

@@ -15,28 +15,30 @@ from dataclasses import dataclass, field
 
 from confluent_kafka import KafkaError, Producer
 
-from txmon.config import KafkaSettings, env_float, env_int, env_str
+from txmon.config import KafkaSettings
 from txmon.contracts import DeadLetter, encode
+from txmon.settings import ProducerSettings
 
 
 def producer_config(settings: KafkaSettings, **overrides: object) -> dict[str, object]:
     """librdkafka settings; each TXMON_PRODUCER_* variable overrides its default."""
+    tuning = ProducerSettings.from_env()
     return settings.confluent(
         **{
             "enable.idempotence": True,
             "acks": "all",
-            "linger.ms": env_float("TXMON_PRODUCER_LINGER_MS", 50),
+            "linger.ms": tuning.linger_ms,
             # A batch must stay under the broker's message.max.bytes (1 MB by default)
             # even uncompressed, or the broker rejects all of it.
-            "batch.size": env_int("TXMON_PRODUCER_BATCH_BYTES", 1_000_000),
-            "batch.num.messages": env_int("TXMON_PRODUCER_BATCH_MESSAGES", 100_000),
-            "compression.type": env_str("TXMON_PRODUCER_COMPRESSION", "lz4"),
-            "queue.buffering.max.messages": env_int("TXMON_PRODUCER_QUEUE_MESSAGES", 2_000_000),
-            "queue.buffering.max.kbytes": env_int("TXMON_PRODUCER_QUEUE_KBYTES", 1024 * 1024),
+            "batch.size": tuning.batch_bytes,
+            "batch.num.messages": tuning.batch_messages,
+            "compression.type": tuning.compression,
+            "queue.buffering.max.messages": tuning.queue_messages,
+            "queue.buffering.max.kbytes": tuning.queue_kbytes,
             # The broker, not the client, judges record size: an oversized record becomes
             # a counted delivery failure instead of an exception halfway through a batch.
             "message.max.bytes": 16 * 1024 * 1024,
-            "message.timeout.ms": env_int("TXMON_PRODUCER_TIMEOUT_MS", 120_000),
+            "message.timeout.ms": tuning.timeout_ms,
             "delivery.report.only.error": True,
             **overrides,
         }

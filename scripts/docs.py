@@ -1,8 +1,9 @@
 """`make docs`: every figure and result the documentation shows, from the current code.
 
-docs/detection.md's results block and docs/detection/*.png (`txmon evaluate`), the
-README's picture of a reference day (the worker's own minutes and alerts for
-transactions_1, drawn by `txmon report`'s renderer) and the executed notebooks. A
+The README's configuration table (from txmon/settings.py), docs/detection.md's results
+block and docs/detection/*.png (`txmon evaluate`), the README's picture of a reference
+day (the worker's own minutes and alerts for transactions_1, drawn by `txmon report`'s
+renderer) and the executed notebooks. A
 document that quotes a detector is only true of the detector that produced it, so they
 are made together, by one command.
 """
@@ -16,6 +17,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from txmon.settings import TrainSettings
+
 ROOT = Path(__file__).resolve().parent.parent
 TXMON = str(Path(sys.executable).with_name("txmon"))
 EVALUATE = ["evaluate", "--out", "docs/detection", "--report", "docs/detection.md",
@@ -23,7 +26,7 @@ EVALUATE = ["evaluate", "--out", "docs/detection", "--report", "docs/detection.m
 README_DAY = "transactions_1.csv"
 README_FIGURE = ROOT / "docs" / "report-transactions_1.png"
 #: As `txmon evaluate` trains (and `txmon train --simulate-days 2`).
-TRAIN_DAYS, TRAIN_RATE = 2, 20.0
+TRAIN_DAYS, TRAIN_RATE = 2, TrainSettings.rate
 
 
 def step(name: str):
@@ -74,8 +77,11 @@ def execute_notebooks(data_dir: Path) -> None:
 
 def main() -> int:
     from txmon.config import shared_data_dir
+    from txmon.settings import main as settings_main
 
     data_dir = shared_data_dir()
+    step("README configuration table (python -m txmon.settings --update README.md)")
+    settings_main(["--update", str(ROOT / "README.md")])
     t = step("detection results (" + " ".join(["txmon", *EVALUATE]) + ")")
     subprocess.run([TXMON, *EVALUATE], cwd=ROOT, check=True)
     print(f"  in {time.perf_counter() - t:.0f} s")

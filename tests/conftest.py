@@ -27,6 +27,7 @@ from txmon.config import KafkaSettings
 from txmon.contracts import Topics
 from txmon.contracts.topics import ENV_PREFIX
 from txmon.kafka.admin import ensure_topics, pipeline_topics
+from txmon.settings import TestSuite
 
 KINDS = ("unit", "integration", "faults")
 
@@ -41,7 +42,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 
 # A test broker needs less than the demo's; several sessions may share the machine.
-TEST_HEAP = os.environ.get("TXMON_TEST_KAFKA_HEAP", "384m")
+TEST_HEAP = TestSuite.from_env().kafka_heap
 
 
 def _start_broker(data_dir: Path, **kw) -> LocalKafka:

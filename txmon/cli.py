@@ -32,7 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    try:  # flag defaults come from the environment
+    try:  # a registry without entry points is the user's to fix
         args = build_parser().parse_args(argv)
     except UserError as exc:
         print(f"txmon: error: {exc}", file=sys.stderr)

@@ -16,11 +16,12 @@ from prometheus_client import make_asgi_app
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from processor.api.history import History, summary
-from txmon.config import KafkaSettings, env_int, env_str
+from txmon.config import KafkaSettings
 from txmon.contracts import Status, Transaction, encode, message_key, minute_key, topics
 from txmon.contracts.minutes import EARLIEST, LATEST
 from txmon.kafka.admin import ensure_topics, pipeline_topics
 from txmon.kafka.aio import AsyncProducer
+from txmon.settings import ApiSettings
 
 
 class CheckRequest(BaseModel):
@@ -80,10 +81,11 @@ async def _too_large(send, limit: int) -> None:
         {"type": "http"}, None, send)
 
 
-def create_api(settings: KafkaSettings | None = None) -> FastAPI:
+def create_api(settings: KafkaSettings | None = None, api: ApiSettings | None = None) -> FastAPI:
     settings = settings or KafkaSettings.from_env()
+    api = api or ApiSettings.from_env()
     names = topics()
-    token = env_str("TXMON_API_TOKEN", "")
+    token = api.token
     state: dict = {}
 
     @asynccontextmanager
@@ -141,7 +143,7 @@ def create_api(settings: KafkaSettings | None = None) -> FastAPI:
     async def healthz():
         return {"ok": True}
 
-    app.add_middleware(BodyLimit, max_bytes=env_int("TXMON_API_MAX_BODY_BYTES", 4096))
+    app.add_middleware(BodyLimit, max_bytes=api.max_body_bytes)
     return app
 
 

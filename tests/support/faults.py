@@ -19,6 +19,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 from txmon.config import KafkaSettings, shared_data_dir
 from txmon.contracts import STATUSES, Topics, WindowCount
 from txmon.contracts.topics import ENV_PREFIX
+from txmon.settings import TestSuite
 
 DAY = "2026-03-02"
 OUTPUTS = ("window_counts", "alerts", "dead_letter", "window_partials", "partition_state")
@@ -50,7 +51,7 @@ def reference_data() -> Path:
     path = shared_data_dir()
     if not path.is_dir() or not any(path.glob("*.csv")):
         message = f"reference data not found at {path} (set TXMON_DATA_DIR)"
-        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+        if TestSuite.from_env().ci:
             pytest.fail(message)
         pytest.skip(message)
     return path

@@ -23,6 +23,7 @@ from confluent_kafka import Producer
 from exporter import monitoring
 from txmon.config import KafkaSettings
 from txmon.contracts import STATUSES, Alert, DeadLetter, DeadLetterReason, WindowCount, encode
+from txmon.settings import TestSuite
 
 REPO = Path(__file__).resolve().parents[2]
 TXMON = str(Path(sys.executable).with_name("txmon"))
@@ -40,7 +41,7 @@ def require_binary(found: str | None, name: str) -> str:
     if found:
         return found
     message = f"{name} not installed (bash scripts/system-deps.sh)"
-    if os.environ.get("CI") == "true":
+    if TestSuite.from_env().ci:
         pytest.fail(message)
     pytest.skip(message)
 

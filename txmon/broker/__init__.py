@@ -1,6 +1,7 @@
 """A real Apache Kafka broker for local runs and tests, run from its own jars.
 
-The Kafka version is pinned here and nowhere else (TXMON_KAFKA_VERSION overrides it).
+The Kafka version is pinned in txmon/settings.py (BrokerSettings) and nowhere else
+(TXMON_KAFKA_VERSION overrides it).
 4.4.0 is the newest 4.x on Maven Central and was checked against our clients:
 confluent-kafka (librdkafka) produce/consume/commit, aiokafka 0.14 consumer groups
 with commits, and a faust-streaming 0.15 app with a changelog-backed table.
@@ -8,30 +9,25 @@ with commits, and a faust-streaming 0.15 app with a changelog-backed table.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
-KAFKA_VERSION = "4.4.0"
+from txmon.settings import BrokerSettings, Paths
+
+KAFKA_VERSION = BrokerSettings.version
 # Log4j 2 backend bound through SLF4J 1.7, matching what kafka_2.13 4.x depends on.
 LOG4J_VERSION = "2.24.3"
 
-DEFAULT_PORT = 9092
-# 9093 is Alertmanager's port, so the KRaft controller listens on 9094 by default.
-DEFAULT_CONTROLLER_PORT = 9094
-DEFAULT_HEAP = "512m"
+DEFAULT_PORT = BrokerSettings.port
+DEFAULT_CONTROLLER_PORT = BrokerSettings.controller_port
+DEFAULT_HEAP = BrokerSettings.heap
 
 
 def kafka_version() -> str:
-    return os.environ.get("TXMON_KAFKA_VERSION") or KAFKA_VERSION
+    return BrokerSettings.from_env().version
 
 
 def cache_dir() -> Path:
-    """Where fetched jars live: outside the repo, shared by every checkout."""
-    explicit = os.environ.get("TXMON_CACHE_DIR")
-    if explicit:
-        return Path(explicit)
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "txmon"
+    return Paths.from_env().cache_dir
 
 
 def __getattr__(name: str):

@@ -6,7 +6,9 @@ import argparse
 import sys
 import time
 
-from txmon.broker import DEFAULT_CONTROLLER_PORT, DEFAULT_HEAP, DEFAULT_PORT
+from txmon.settings import BrokerSettings, flag_help
+
+B = BrokerSettings
 
 EXIT_DOWN = 3  # like `systemctl status` / LSB: program is not running
 
@@ -20,20 +22,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     sub = parser.add_subparsers(dest="kafka_command", required=True, metavar="ACTION")
 
     def common(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--data-dir", help="broker data, config, logs and pid file "
-                       "(env TXMON_KAFKA_DATA_DIR; default $TXMON_STATE_DIR/kafka)")
-        p.add_argument("--port", type=int, help=f"client port (env TXMON_KAFKA_PORT; "
-                       f"default {DEFAULT_PORT})")
-        p.add_argument("--controller-port", type=int, help="KRaft controller port (env "
-                       f"TXMON_KAFKA_CONTROLLER_PORT; default {DEFAULT_CONTROLLER_PORT}, "
-                       "since Alertmanager owns 9093)")
+        p.add_argument("--data-dir", help=flag_help(
+            B, "data_dir", "broker data, config, logs and pid file"))
+        p.add_argument("--port", type=int, help=flag_help(B, "port", "client port"))
+        p.add_argument("--controller-port", type=int, help=flag_help(
+            B, "controller_port", "KRaft controller port, since Alertmanager owns 9093"))
 
     p = sub.add_parser("fetch", help="download Kafka's jars with mvn into the cache")
     p.set_defaults(func=run_fetch)
 
     p = sub.add_parser("up", help="start the broker (fetching Kafka first if needed)")
     common(p)
-    p.add_argument("--heap", help=f"JVM heap (env TXMON_KAFKA_HEAP; default {DEFAULT_HEAP})")
+    p.add_argument("--heap", help=flag_help(B, "heap", "JVM heap"))
     p.add_argument("--timeout", type=float, default=120.0,
                    help="seconds to wait for the broker to answer (default 120)")
     p.add_argument("--secure", action="store_true",

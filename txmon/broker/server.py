@@ -27,16 +27,10 @@ from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 
-from txmon.broker import (
-    DEFAULT_CONTROLLER_PORT,
-    DEFAULT_HEAP,
-    DEFAULT_PORT,
-    kafka_version,
-)
 from txmon.broker.fetch import FetchResult, fetch, java_executable, kafka_home
 from txmon.broker.watchdog import pid_alive
-from txmon.config import env_int, env_str, state_dir
 from txmon.errors import UserError
+from txmon.settings import BrokerSettings
 
 HOST = "127.0.0.1"
 MAIN_CLASS = "kafka.Kafka"
@@ -59,7 +53,7 @@ log = logging.getLogger(__name__)
 
 
 def default_data_dir() -> Path:
-    return Path(os.environ.get("TXMON_KAFKA_DATA_DIR") or state_dir() / "kafka")
+    return BrokerSettings.from_env().data_dir
 
 
 def port_free(port: int, host: str = HOST) -> bool:
@@ -192,17 +186,16 @@ class LocalKafka:
         owner_pid: int | None = None,
         format_args: list[str] | None = None,
     ) -> None:
-        self.data_dir = Path(data_dir) if data_dir else default_data_dir()
-        self.port = port or env_int("TXMON_KAFKA_PORT", DEFAULT_PORT)
-        self.controller_port = controller_port or env_int(
-            "TXMON_KAFKA_CONTROLLER_PORT", DEFAULT_CONTROLLER_PORT
-        )
-        self.heap = heap or env_str("TXMON_KAFKA_HEAP", DEFAULT_HEAP)
+        env = BrokerSettings.from_env()
+        self.data_dir = Path(data_dir) if data_dir else env.data_dir
+        self.port = port or env.port
+        self.controller_port = controller_port or env.controller_port
+        self.heap = heap or env.heap
         if not _HEAP_RE.match(self.heap):
             raise UserError(f"bad heap size {self.heap!r}: use a JVM size such as 512m or 1g")
         if self.port == self.controller_port:
             raise UserError(f"broker and controller ports must differ (both {self.port})")
-        self.version = version or kafka_version()
+        self.version = version or env.version
         self.extra_properties = dict(extra_properties or {})
         self.client_config = dict(client_config or {})
         self.owner_pid = owner_pid
@@ -459,7 +452,7 @@ class LocalKafka:
 
     def _cds_flags(self, java: str) -> list[str]:
         self._settle_cds(clean_exit=False)  # left by a broker that died on its own
-        if os.environ.get("TXMON_KAFKA_CDS", "1") == "0":
+        if not BrokerSettings.from_env().cds:
             return []
         archive = cds_archive(java, self.version)
         if archive.is_file():

@@ -3,33 +3,31 @@ pipelines (or several tests) can share one broker without stepping on each other
 
 from __future__ import annotations
 
-import os
+from collections.abc import Mapping
 from dataclasses import dataclass
+
+from txmon.settings import load, setting
 
 ENV_PREFIX = "TXMON_TOPIC_"
 
 
 @dataclass(frozen=True)
 class Topics:
-    transactions: str = "transactions"
-    window_counts: str = "window-counts"
-    alerts: str = "alerts"
-    dead_letter: str = "dead-letter"
-    # Internal: per-partition partial window counts, merged into window-counts.
-    window_partials: str = "txmon-window-partials"
-    # Internal: the counting stage's state per source partition (compacted).
-    partition_state: str = "txmon-partition-state"
+    transactions: str = setting("TXMON_TOPIC_TRANSACTIONS", "transactions", "topic name")
+    window_counts: str = setting("TXMON_TOPIC_WINDOW_COUNTS", "window-counts", "topic name")
+    alerts: str = setting("TXMON_TOPIC_ALERTS", "alerts", "topic name")
+    dead_letter: str = setting("TXMON_TOPIC_DEAD_LETTER", "dead-letter", "topic name")
+    window_partials: str = setting(
+        "TXMON_TOPIC_WINDOW_PARTIALS", "txmon-window-partials",
+        "internal topic: per-partition partial window counts, merged into window-counts")
+    partition_state: str = setting(
+        "TXMON_TOPIC_PARTITION_STATE", "txmon-partition-state",
+        "internal topic: the counting stage's state per source partition (compacted)")
 
     @classmethod
-    def from_env(cls, env: dict[str, str] | None = None) -> Topics:
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Topics:
         """`TXMON_TOPIC_TRANSACTIONS=tx2` renames the transactions topic, and so on."""
-        env = os.environ if env is None else env
-        names = {}
-        for field in cls.__dataclass_fields__:
-            value = env.get(ENV_PREFIX + field.upper())
-            if value:
-                names[field] = value
-        return cls(**names)
+        return load(cls, env)
 
 
 def topics() -> Topics:

@@ -11,10 +11,11 @@ from dataclasses import dataclass, field
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from txmon.config import KafkaSettings, env_int
+from txmon.config import KafkaSettings
 from txmon.contracts import Topics
 from txmon.errors import UserError
 from txmon.kafka import probe_logger
+from txmon.settings import TopicLayout
 
 log = logging.getLogger(__name__)
 
@@ -34,14 +35,14 @@ def pipeline_topics(names: Topics) -> list[TopicSpec]:
     alerts are keyed by deterministic ids and compacted, so a re-emitted minute or alert
     replaces its twin instead of piling up; one partition keeps minutes in order.
     """
-    partitions = env_int("TXMON_PARTITIONS", 3)
-    replication = env_int("TXMON_REPLICATION", 1)
+    layout = TopicLayout.from_env()
+    partitions, replication = layout.partitions, layout.replication
     keep = {"cleanup.policy": "compact,delete", "retention.ms": str(30 * 24 * 3600 * 1000)}
     return [
         TopicSpec(names.transactions, partitions, replication),
         # The merge re-reads it from the start after a restart: keep it bounded.
         TopicSpec(names.window_partials, 1, replication,
-                  {"retention.ms": str(env_int("TXMON_PARTIALS_RETENTION_HOURS", 24) * 3600_000)}),
+                  {"retention.ms": str(layout.partials_retention_hours * 3600_000)}),
         TopicSpec(names.partition_state, 1, replication, {
             "cleanup.policy": "compact", "segment.ms": "60000",
             "min.cleanable.dirty.ratio": "0.1"}),
