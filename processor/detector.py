@@ -44,7 +44,6 @@ from txmon.contracts import STATUSES
 
 #: A group is at fault when its evidence reaches this z (one-sided, ~3e-5 per test).
 FAULT_Z = 4.0
-STATUS_APPROVED = STATUSES.index("approved")
 DEFAULT_FALSE_ALARM_RATE = 0.002
 N_ESTIMATORS = 100
 
