@@ -82,15 +82,20 @@ def average_path_length(n: np.ndarray) -> np.ndarray:
 
 
 def node_depths(left: np.ndarray, right: np.ndarray) -> np.ndarray:
-    """Each node's depth (the root is 0), level by level: a tree of max_samples_ = 256
-    has at most 9 levels, so this is a few numpy operations per tree."""
-    depth = np.zeros(len(left), np.int64)
-    level, frontier = 0, np.array([0])
-    while frontier.size:
+    """Each node's depth (the root is 0) in every tree at once, level by level: `left`
+    and `right` are (trees, nodes) child indices, -1 for none. A tree of max_samples_ =
+    256 has at most 9 levels, so this is a few numpy operations for the whole forest."""
+    depth = np.zeros(left.shape, np.int64)
+    trees, nodes = np.arange(len(left)), np.zeros(len(left), np.int64)
+    level = 0
+    while nodes.size:
         level += 1
-        children = np.concatenate([left[frontier], right[frontier]])
-        frontier = children[children >= 0]
-        depth[frontier] = level
+        trees = np.concatenate([trees, trees])
+        nodes = np.concatenate([left[trees[: len(nodes)], nodes],
+                                right[trees[: len(nodes)], nodes]])
+        keep = nodes >= 0
+        trees, nodes = trees[keep], nodes[keep]
+        depth[trees, nodes] = level
     return depth
 
 
@@ -109,21 +114,25 @@ class FlatForest:
         self.threshold = np.zeros((n, width), np.float64)
         self.left = np.zeros((n, width), np.int64)
         self.right = np.zeros((n, width), np.int64)
-        self.value = np.zeros((n, width), np.float64)
+        children_left = np.full((n, width), -1, np.int64)
+        children_right = np.full((n, width), -1, np.int64)
+        samples = np.zeros((n, width), np.int64)
         for k, (tree, feats) in enumerate(zip(trees, model.estimators_features_, strict=True)):
             c = tree.node_count
-            children_left, children_right = tree.children_left[:c], tree.children_right[:c]
-            leaf = children_left == -1
+            children_left[k, :c], children_right[k, :c] = tree.children_left, tree.children_right
+            samples[k, :c] = tree.n_node_samples
+            leaf = tree.children_left == -1
             self.feature[k, :c] = np.where(leaf, 0, np.asarray(feats)[np.maximum(
                 tree.feature[:c], 0)])
             self.threshold[k, :c] = tree.threshold[:c]
             idx = np.arange(c)
-            self.left[k, :c] = np.where(leaf, idx, children_left)
-            self.right[k, :c] = np.where(leaf, idx, children_right)
-            # (depth + 1) + c(n) - 1: scikit-learn counts the root as depth 1 and
-            # subtracts it; the same operations in the same order give the same bits.
-            self.value[k, :c] = (node_depths(children_left, children_right) + 1.0
-                                 + average_path_length(tree.n_node_samples[:c]) - 1.0)
+            self.left[k, :c] = np.where(leaf, idx, tree.children_left)
+            self.right[k, :c] = np.where(leaf, idx, tree.children_right)
+        # A leaf's path length, depth + c(its samples), written (depth + 1) + c - 1:
+        # scikit-learn counts the root as depth 1 and subtracts it, and the same
+        # operations in the same order give the same bits. (Padding: (0 + 1) + 0 - 1.)
+        self.value = (node_depths(children_left, children_right) + 1.0
+                      + average_path_length(samples) - 1.0)
         self.depth = int(max(t.max_depth for t in trees)) + 1
         self.denominator = n * float(average_path_length(np.array([model.max_samples_]))[0])
         self.rows = np.arange(n)[:, None]
