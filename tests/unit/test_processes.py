@@ -56,7 +56,8 @@ def listener():
 def test_a_running_process_is_alive_and_a_reaped_one_is_not(procs):
     proc = procs("sleep", "30")
     assert pid_alive(proc.pid)
-    assert cmdline(proc.pid) == ["sleep", "30"]
+    # Right after exec the kernel may not have set the new arguments up yet.
+    assert wait_until(lambda: cmdline(proc.pid) == ["sleep", "30"], 5)
     proc.kill()
     proc.wait()
     assert not pid_alive(proc.pid)
