@@ -14,6 +14,8 @@ COPY txmon ./txmon
 COPY producer ./producer
 COPY processor ./processor
 COPY exporter ./exporter
+COPY evaluation ./evaluation
+COPY demo ./demo
 RUN pip install . \
     && useradd --system --uid 10001 --user-group --home-dir /var/lib/txmon --no-create-home --shell /usr/sbin/nologin txmon \
     && mkdir -p /var/lib/txmon \

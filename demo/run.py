@@ -57,10 +57,10 @@ from demo.stack import (
     external_bootstrap,
     monitoring_installed,
     needed_ports,
-    port_free,
     txmon_command,
 )
 from txmon.errors import UserError
+from txmon.processes import port_free
 from txmon.settings import DemoSettings
 
 #: Wall-clock seconds after the stream ends for its last minute to close (allowed
@@ -318,7 +318,7 @@ class DemoRun:
                 self.say("produce", f"incident now: {spec} "
                          f"(labelled in {self.home / 'labels.jsonl'})")
             minutes.show(poll_minutes(self.ports), now)
-            if exited(producer):
+            if producer.pid() is None:  # exited (a zombie counts as gone)
                 if self.cfg.forever:
                     self.say("produce", f"the producer stopped; see {producer.logfile}")
                     return
@@ -407,19 +407,6 @@ def aligned_incident(spec: str, clock: datetime):
     body = spec.rpartition("@")[0] if "@" in spec else spec
     spec = f"{body}@{offset}s"
     return spec, parse_incident(spec)
-
-
-def exited(daemon) -> bool:
-    """The daemon's process is gone (reaping it if it is our child, or it would linger
-    as a zombie that still answers kill(pid, 0))."""
-    pid = daemon.pid()
-    if pid is None:
-        return True
-    try:
-        reaped, _ = os.waitpid(pid, os.WNOHANG)
-    except ChildProcessError:
-        return False
-    return reaped == pid
 
 
 def poll_minutes(ports) -> list[dict]:

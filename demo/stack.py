@@ -7,16 +7,15 @@ steps of `up` are in demo/run.py.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import signal
 import sys
 import time
 from pathlib import Path
 
 from txmon.config import state_dir
 from txmon.errors import UserError
+from txmon.processes import port_free, wait_ports_free
 from txmon.settings import DemoSettings
 
 HOST = "127.0.0.1"
@@ -58,24 +57,14 @@ def service_commands(ports) -> dict[str, tuple[list[str], int, str]]:
 def make_daemon(name: str, command: list[str], port: int, path: str, home: Path, env: dict):
     from exporter.monitoring import Daemon
 
-    class GroupDaemon(Daemon):
-        """Stops the whole process group: a service may have children of its own."""
+    class ServiceDaemon(Daemon):
+        """A service on a port, or (port 0) a process with nothing to ask, like the
+        producer; either way stopped with its process group."""
 
         def ready(self) -> bool:
             return True if not self.port else super().ready()
 
-        def stop(self, timeout: float = 20.0) -> bool:
-            pid = self.pid()
-            if pid is not None:
-                with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.killpg(pid, signal.SIGTERM)
-            stopped = super().stop(timeout)
-            if pid is not None:
-                with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.killpg(pid, signal.SIGKILL)
-            return stopped
-
-    return GroupDaemon(name, command, port, path, home, env)
+    return ServiceDaemon(name, command, port, path, home, env, group=True)
 
 
 def all_daemons(home: Path, ports, env: dict | None = None) -> dict:
@@ -101,12 +90,6 @@ def read_state(home: Path) -> dict:
         return json.loads((home / "demo.json").read_text())
     except (OSError, ValueError):
         return {}
-
-
-def port_free(port: int) -> bool:
-    from txmon.broker.server import port_free
-
-    return port_free(port)
 
 
 def monitoring_installed() -> bool:
@@ -155,13 +138,9 @@ def down() -> int:
             print(f"kafka: stopped; port {kafka.port} is free")
         else:
             print("kafka: was not running")
-    busy = []
-    deadline = time.monotonic() + 10.0
-    for name, (_, port, _) in service_commands(ports).items():
-        while not port_free(port) and time.monotonic() < deadline:
-            time.sleep(0.2)
-        if not port_free(port):
-            busy.append(f"{name} {port}")
+    services = service_commands(ports)
+    wait_ports_free([port for _, port, _ in services.values()], 10.0)
+    busy = [f"{name} {port}" for name, (_, port, _) in services.items() if not port_free(port)]
     if busy:
         raise UserError(f"still in use after stopping the demo: {', '.join(busy)} "
                         "(held by something the demo did not start?)")

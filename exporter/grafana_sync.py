@@ -11,6 +11,7 @@ import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypedDict, Unpack
 
 from exporter.incidents import Incident
 
@@ -97,8 +98,17 @@ def sync(api, incidents: list[Incident], *, dashboards: list[dict],
     return result
 
 
-def run_sync(url: str, token: str | None, settings, names, *, prometheus_url: str | None,
-             folder_uid: str | None, timeout: float) -> SyncResult:
+class GrafanaOptions(TypedDict):
+    """How `txmon grafana sync` talks to Grafana besides its URL and token: keyword
+    arguments of run_sync, named and typed in one place."""
+
+    prometheus_url: str | None
+    folder_uid: str | None
+    timeout: float
+
+
+def run_sync(url: str, token: str | None, settings, names,
+             **options: Unpack[GrafanaOptions]) -> SyncResult:
     from grafana_client import GrafanaApi
 
     from exporter.consume import read_topic
@@ -109,6 +119,6 @@ def run_sync(url: str, token: str | None, settings, names, *, prometheus_url: st
     alerts = read_topic(settings, names.alerts, Alert, on_bad=lambda v, e: bad.append(e))
     if bad:
         log.warning("%d undecodable records on %s skipped", len(bad), names.alerts)
-    api = GrafanaApi.from_url(url, credential=token, timeout=timeout)
+    api = GrafanaApi.from_url(url, credential=token, timeout=options["timeout"])
     return sync(api, fold_incidents(alerts), dashboards=load_dashboards(),
-                prometheus_url=prometheus_url, folder_uid=folder_uid)
+                prometheus_url=options["prometheus_url"], folder_uid=options["folder_uid"])

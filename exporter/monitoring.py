@@ -7,11 +7,8 @@ state_dir()/monitoring. The tests start them through the same functions.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import time
 import urllib.request
@@ -22,6 +19,7 @@ import yaml
 
 from txmon.config import state_dir
 from txmon.errors import UserError
+from txmon.processes import pid_alive, port_free, read_pid, terminate, write_pid
 from txmon.settings import (
     ApiSettings,
     ExporterSettings,
@@ -129,12 +127,6 @@ def render_alertmanager_config(
     return dest
 
 
-def port_in_use(port: int, host: str = HOST) -> bool:
-    with socket.socket() as sock:
-        sock.settimeout(0.5)
-        return sock.connect_ex((host, port)) == 0
-
-
 def http_ok(url: str, timeout: float = 2.0) -> bool:
     try:
         with urllib.request.urlopen(url, timeout=timeout) as response:
@@ -153,6 +145,8 @@ class Daemon:
     ready_path: str
     home: Path
     env: dict[str, str] = field(default_factory=dict)
+    #: Stop its whole process group: a service may have children of its own.
+    group: bool = False
 
     @property
     def pidfile(self) -> Path:
@@ -167,17 +161,9 @@ class Daemon:
         return f"http://{HOST}:{self.port}"
 
     def pid(self) -> int | None:
-        try:
-            pid = int(self.pidfile.read_text().strip())
-        except (OSError, ValueError):
-            return None
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return None
-        except PermissionError:
-            return pid
-        return pid
+        """The recorded pid while it runs (an exited process, zombie or not, is None)."""
+        pid = read_pid(self.pidfile)
+        return pid if pid is not None and pid_alive(pid) else None
 
     def ready(self) -> bool:
         return http_ok(self.url + self.ready_path)
@@ -186,7 +172,7 @@ class Daemon:
         """Start it unless it already runs; returns "started" or "already running"."""
         if self.pid() is not None:
             return "already running"
-        if port_in_use(self.port):
+        if not port_free(self.port, HOST):
             raise UserError(f"{self.name}: port {self.port} on {HOST} is already in use")
         self.home.mkdir(parents=True, exist_ok=True)
         with open(self.logfile, "ab") as log:
@@ -194,7 +180,7 @@ class Daemon:
                 self.command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                 start_new_session=True, env={**os.environ, **self.env},
             )
-        self.pidfile.write_text(f"{proc.pid}\n")
+        write_pid(self.pidfile, proc.pid)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if proc.poll() is not None:
@@ -213,14 +199,7 @@ class Daemon:
         if pid is None:
             self.pidfile.unlink(missing_ok=True)
             return False
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGTERM)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and _alive(pid):
-            time.sleep(0.1)
-        if _alive(pid):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
+        terminate(pid, timeout, group=self.group)
         self.pidfile.unlink(missing_ok=True)
         return True
 
@@ -229,20 +208,6 @@ class Daemon:
         if pid is None:
             return "stopped"
         return f"running (pid {pid}, {'ready' if self.ready() else 'not ready'}) {self.url}"
-
-
-def _alive(pid: int) -> bool:
-    try:
-        reaped, _ = os.waitpid(pid, os.WNOHANG)
-        if reaped == pid:
-            return False
-    except ChildProcessError:
-        pass
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
 
 
 def prometheus_daemon(home: Path, config: Path, port: int) -> Daemon:

@@ -99,13 +99,10 @@ class NotifyServer(ThreadingHTTPServer):
         self.slack_url = slack_url
         self.out = out or sys.stdout
         self._lock = threading.Lock()
-        self.received = 0
-        self.slack_failures = 0
 
     def deliver(self, payload: dict) -> None:
         text = format_notification(payload)
         with self._lock:
-            self.received += 1
             print(text, file=self.out, flush=True)
         if self.slack_url:
             try:
@@ -113,7 +110,6 @@ class NotifyServer(ThreadingHTTPServer):
             except (urllib.error.URLError, OSError) as exc:
                 # Alertmanager has done its part; a retry from it would duplicate the
                 # printed notification. Say it loudly instead.
-                self.slack_failures += 1
                 log.error("forwarding to Slack failed: %s", exc)
 
 

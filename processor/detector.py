@@ -11,7 +11,11 @@ the minute at or above its threshold *and* its evidence is significant and mater
 Scoring one minute through scikit-learn costs milliseconds of input validation per
 call; `FlatForest` walks the same fitted trees with numpy instead (same splits, same
 leaf depths, same formula: tests check it against `score_samples`), so the worker and
-`txmon evaluate` score a day in seconds and always identically.
+`txmon evaluate` score a day in seconds and always identically. It reads only the
+fitted model's public attributes (`estimators_`, `estimators_features_`, `max_samples_`,
+each tree's `tree_` arrays) and the published formula, so a scikit-learn upgrade cannot
+break it silently through a private helper; the test against `score_samples` would catch
+a change of convention.
 """
 
 from __future__ import annotations
@@ -26,7 +30,6 @@ import joblib
 import numpy as np
 import sklearn
 from sklearn.ensemble import IsolationForest
-from sklearn.ensemble._iforest import _average_path_length
 
 from processor.features import (
     FEATURES,
@@ -36,11 +39,10 @@ from processor.features import (
     evidence,
     training_dispersion,
 )
-from txmon.contracts import GROUPS, SCORE_THRESHOLD, STATUSES, MinuteCounts
+from txmon.contracts import GROUPS, SCORE_THRESHOLD, MinuteCounts
 
 #: A group is at fault when its evidence reaches this z (one-sided, ~3e-5 per test).
 FAULT_Z = 4.0
-STATUS_APPROVED = STATUSES.index("approved")
 DEFAULT_FALSE_ALARM_RATE = 0.002
 N_ESTIMATORS = 100
 
@@ -65,8 +67,43 @@ def group_z(z: dict[str, float]) -> dict[str, float]:
     return {g: max(z[s] for s in statuses) for g, statuses in GROUPS.items()}
 
 
+def average_path_length(n: np.ndarray) -> np.ndarray:
+    """c(n) of Liu, Ting and Zhou (2008): the mean path length of an unsuccessful search
+    in a binary search tree of n keys, 2 H(n-1) - 2 (n-1) / n with H(i) ~ ln(i) + Euler's
+    constant; c(2) = 1, c(n <= 1) = 0. The expression is scikit-learn's, term for term,
+    so that the scores match `score_samples` to the last bit."""
+    n = np.asarray(n, dtype=np.float64)
+    out = np.zeros(n.shape)
+    out[n == 2] = 1.0
+    big = n > 2
+    out[big] = 2.0 * (np.log(n[big] - 1.0) + np.euler_gamma) - 2.0 * (n[big] - 1.0) / n[big]
+    return out
+
+
+def node_depths(left: np.ndarray, right: np.ndarray) -> np.ndarray:
+    """Each node's depth (the root is 0) in every tree at once, level by level: `left`
+    and `right` are (trees, nodes) child indices, -1 for none. A tree of max_samples_ =
+    256 has at most 9 levels, so this is a few numpy operations for the whole forest."""
+    depth = np.zeros(left.shape, np.int64)
+    trees, nodes = np.arange(len(left)), np.zeros(len(left), np.int64)
+    level = 0
+    while nodes.size:
+        level += 1
+        trees = np.concatenate([trees, trees])
+        nodes = np.concatenate([left[trees[: len(nodes)], nodes],
+                                right[trees[: len(nodes)], nodes]])
+        keep = nodes >= 0
+        trees, nodes = trees[keep], nodes[keep]
+        depth[trees, nodes] = level
+    return depth
+
+
 class FlatForest:
-    """A fitted IsolationForest as padded arrays, scored with numpy."""
+    """A fitted IsolationForest as padded arrays, scored with numpy.
+
+    A point's path length in one tree is the depth of the leaf it falls in plus
+    c(samples in that leaf) (the subtree the tree stopped growing); its score is
+    2 ** -(mean path length / c(max_samples_))."""
 
     def __init__(self, model: IsolationForest):
         trees = [e.tree_ for e in model.estimators_]
@@ -76,21 +113,27 @@ class FlatForest:
         self.threshold = np.zeros((n, width), np.float64)
         self.left = np.zeros((n, width), np.int64)
         self.right = np.zeros((n, width), np.int64)
-        self.value = np.zeros((n, width), np.float64)
-        for k, (tree, feats, depth, avg) in enumerate(zip(
-                trees, model.estimators_features_, model._decision_path_lengths,
-                model._average_path_length_per_tree, strict=True)):
+        children_left = np.full((n, width), -1, np.int64)
+        children_right = np.full((n, width), -1, np.int64)
+        samples = np.zeros((n, width), np.int64)
+        for k, (tree, feats) in enumerate(zip(trees, model.estimators_features_, strict=True)):
             c = tree.node_count
-            leaf = tree.children_left[:c] == -1
+            children_left[k, :c], children_right[k, :c] = tree.children_left, tree.children_right
+            samples[k, :c] = tree.n_node_samples
+            leaf = tree.children_left == -1
             self.feature[k, :c] = np.where(leaf, 0, np.asarray(feats)[np.maximum(
                 tree.feature[:c], 0)])
             self.threshold[k, :c] = tree.threshold[:c]
             idx = np.arange(c)
-            self.left[k, :c] = np.where(leaf, idx, tree.children_left[:c])
-            self.right[k, :c] = np.where(leaf, idx, tree.children_right[:c])
-            self.value[k, :c] = depth[:c] + avg[:c] - 1.0
+            self.left[k, :c] = np.where(leaf, idx, tree.children_left)
+            self.right[k, :c] = np.where(leaf, idx, tree.children_right)
+        # A leaf's path length, depth + c(its samples), written (depth + 1) + c - 1:
+        # scikit-learn counts the root as depth 1 and subtracts it, and the same
+        # operations in the same order give the same bits. (Padding: (0 + 1) + 0 - 1.)
+        self.value = (node_depths(children_left, children_right) + 1.0
+                      + average_path_length(samples) - 1.0)
         self.depth = int(max(t.max_depth for t in trees)) + 1
-        self.denominator = n * float(_average_path_length([model._max_samples])[0])
+        self.denominator = n * float(average_path_length(np.array([model.max_samples_]))[0])
         self.rows = np.arange(n)[:, None]
 
     def score(self, x: np.ndarray) -> np.ndarray:

@@ -152,9 +152,6 @@ class Batch:
             for i, s, t in zip(self.ids(), self.status.tolist(), self.ts_ms.tolist(), strict=True)
         ]
 
-    def status_counts(self) -> np.ndarray:
-        return np.bincount(self.status, minlength=len(STATUSES))
-
     def head(self, n: int) -> Batch:
         return Batch(self.ts_ms[:n], self.status[:n], self.rank[:n], self.seed)
 

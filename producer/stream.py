@@ -10,16 +10,10 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable, Iterator
-from typing import Protocol
 
 import numpy as np
 
 SLICE_SECONDS = 0.1
-
-
-class EncodedBatch(Protocol):
-    ts_ms: np.ndarray
-    status: np.ndarray
 
 
 class Pacer:

@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 from support.faults import reference_data
 
-from txmon.broker.server import LocalKafka, free_ports
+from txmon.broker.server import BrokerOptions, LocalKafka, free_ports
 from txmon.config import KafkaSettings
 from txmon.contracts import Topics
 from txmon.contracts.topics import ENV_PREFIX
@@ -53,8 +53,9 @@ def _start_broker(data_dir: Path, **kw) -> LocalKafka:
     heap = kw.pop("heap", TEST_HEAP)
     for _ in range(3):
         port, controller_port = free_ports(2)
+        options = BrokerOptions(heap=heap, owner_pid=os.getpid(), **kw)
         kafka = LocalKafka(data_dir=data_dir, port=port, controller_port=controller_port,
-                           heap=heap, owner_pid=os.getpid(), **kw)
+                           options=options)
         try:
             kafka.up(timeout=120)
             return kafka
@@ -133,7 +134,7 @@ def local_kafka_factory(
     """Start extra brokers of your own (e.g. to kill and restart in fault tests):
     `kafka = local_kafka_factory()` returns a running LocalKafka on free ports; its
     kill()/down()/up() keep the data dir. Every broker made here is stopped at teardown.
-    Keyword arguments go to LocalKafka (heap, extra_properties, client_config, ...)."""
+    Keyword arguments go to BrokerOptions (heap, extra_properties, client_config, ...)."""
     made: list[LocalKafka] = []
 
     def make(**kw) -> LocalKafka:

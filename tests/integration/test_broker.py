@@ -21,7 +21,14 @@ from support.kafka import consume_all
 
 from txmon.broker import kafka_version
 from txmon.broker.fetch import cached, fetch, java_executable
-from txmon.broker.server import LocalKafka, cds_archive, free_port, free_ports, port_free
+from txmon.broker.server import (
+    BrokerOptions,
+    LocalKafka,
+    cds_archive,
+    free_port,
+    free_ports,
+    port_free,
+)
 from txmon.config import KafkaSettings
 from txmon.kafka.admin import partition_count, pipeline_topics
 
@@ -139,7 +146,8 @@ def test_up_twice_status_logs_down(tmp_path: Path, kafka_libs: Path) -> None:
 def test_kill_and_restart_keeps_data(tmp_path: Path, kafka_libs: Path) -> None:
     """What the fault tests do: SIGKILL the broker, start it again on the same data."""
     port, cport = free_ports(2)
-    kafka = LocalKafka(tmp_path / "kafka", port=port, controller_port=cport, heap="256m")
+    kafka = LocalKafka(tmp_path / "kafka", port=port, controller_port=cport,
+                       options=BrokerOptions(heap="256m"))
     kafka.up(timeout=120)
     try:
         settings = KafkaSettings(bootstrap=kafka.bootstrap)
@@ -175,10 +183,10 @@ def test_broker_stopped_when_its_owner_dies(tmp_path: Path, kafka_libs: Path) ->
     data = tmp_path / "kafka"
     script = (
         "import os, sys\n"
-        "from txmon.broker.server import LocalKafka, free_ports\n"
+        "from txmon.broker.server import BrokerOptions, LocalKafka, free_ports\n"
         "port, cport = free_ports(2)\n"
         f"k = LocalKafka({str(data)!r}, port=port, controller_port=cport,"
-        " heap='256m', owner_pid=os.getpid())\n"
+        " options=BrokerOptions(heap='256m', owner_pid=os.getpid()))\n"
         "k.up(timeout=120)\n"
         "print(k.pid(), flush=True)\n"
         "os._exit(0)\n"  # no teardown, like a session killed by SIGKILL

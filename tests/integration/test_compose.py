@@ -16,6 +16,7 @@ import re
 import subprocess
 import sys
 import time
+import tomllib
 from pathlib import Path
 
 import jsonschema
@@ -184,6 +185,12 @@ def test_dockerfile():
             for src in ln.split()[1:-1]:
                 assert (ROOT / src).exists(), f"Dockerfile copies {src}, which is not in the repo"
                 assert src not in ignored, f"{src} is excluded by .dockerignore"
+    copied = {src.rstrip("/") for ln in lines if ln.upper().startswith("COPY ")
+              for src in ln.split()[1:-1]}
+    packages = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"][
+        "packages"]["find"]["include"]
+    missing = [p.rstrip("*") for p in packages if p.rstrip("*") not in copied]
+    assert not missing, f"the image installs without {missing}: COPY them in the Dockerfile"
 
 
 # --- healthchecks and dependencies ---

@@ -58,12 +58,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run_logs)
 
 
-def _broker(args: argparse.Namespace, **kw):
+def _broker(args: argparse.Namespace, heap: str | None = None):
     from txmon.broker import secure
-    from txmon.broker.server import LocalKafka
+    from txmon.broker.server import BrokerOptions, LocalKafka
 
     kafka = LocalKafka(
-        data_dir=args.data_dir, port=args.port, controller_port=args.controller_port, **kw
+        data_dir=args.data_dir, port=args.port, controller_port=args.controller_port,
+        options=BrokerOptions(heap=heap),
     )
     if getattr(args, "secure", False):
         secure.make_secure(kafka)

@@ -11,25 +11,37 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import errno
 import fcntl
 import hashlib
 import logging
 import os
 import re
-import signal
-import socket
 import subprocess
 import sys
 import time
 import uuid
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from txmon.broker.fetch import FetchResult, fetch, java_executable, kafka_home
-from txmon.broker.watchdog import pid_alive
 from txmon.errors import UserError
+
+# free_port(s) and port_free are re-exported: the tests, benchmarks and demo import them
+# from here.
+from txmon.processes import (
+    cmdline,
+    force_kill,
+    pid_alive,
+    port_accepts,
+    read_pid,
+    terminate,
+    wait_ports_free,
+    write_pid,
+)
+from txmon.processes import free_port as free_port
+from txmon.processes import free_ports as free_ports
+from txmon.processes import port_free as port_free
 from txmon.settings import BrokerSettings
 
 HOST = "127.0.0.1"
@@ -56,47 +68,6 @@ def default_data_dir() -> Path:
     return BrokerSettings.from_env().data_dir
 
 
-def port_free(port: int, host: str = HOST) -> bool:
-    """True if a server could listen on host:port now (SO_REUSEADDR as Kafka uses it,
-    so sockets lingering in TIME_WAIT do not count as busy)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((host, port))
-        except OSError as exc:
-            if exc.errno in (errno.EADDRINUSE, errno.EACCES):
-                return False
-            raise
-        return True
-
-
-def free_ports(count: int, host: str = HOST) -> list[int]:
-    """`count` distinct ports the OS considers free right now (for tests and parallel
-    runs); all are held open while choosing, so the OS cannot hand out one twice."""
-    socks = []
-    try:
-        for _ in range(count):
-            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            socks.append(sock)
-            sock.bind((host, 0))
-        return [sock.getsockname()[1] for sock in socks]
-    finally:
-        for sock in socks:
-            sock.close()
-
-
-def free_port(host: str = HOST) -> int:
-    return free_ports(1, host)[0]
-
-
-def _accepts(port: int, host: str = HOST) -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=0.5):
-            return True
-    except OSError:
-        return False
-
-
 def _random_cluster_id() -> str:
     """Kafka's Uuid text form: 16 random bytes, URL-safe base64 without padding. Like
     Kafka's Uuid.randomUuid, never one starting with `-`: kafka-storage's argument
@@ -105,14 +76,6 @@ def _random_cluster_id() -> str:
         text = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
         if not text.startswith("-"):
             return text
-
-
-def _cmdline(pid: int) -> list[str]:
-    try:
-        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return []
-    return [part.decode(errors="replace") for part in raw.split(b"\0") if part]
 
 
 def cds_archive(java: str, version: str) -> Path:
@@ -164,42 +127,52 @@ class UpResult:
     bootstrap: str
 
 
-class LocalKafka:
-    """A single-node Kafka (KRaft) in `data_dir`, listening on 127.0.0.1 only.
+@dataclass(frozen=True)
+class BrokerOptions:
+    """How a LocalKafka runs, beyond where (data dir) and on which ports.
 
+    `heap` and `version` default to TXMON_KAFKA_HEAP and the pinned Kafka version;
     `extra_properties` override or add server.properties entries (e.g. SASL listeners);
     `client_config` is merged into the probe client's config to match them;
-    `format_args` are added to the storage format (SCRAM users: txmon.broker.secure). With
-    `owner_pid`, a watchdog stops the broker if that process dies without stopping it
-    (test sessions pass their own pid).
-    """
+    `format_args` are added to the storage format (SCRAM users: txmon.broker.secure).
+    With `owner_pid`, a watchdog stops the broker if that process dies without stopping
+    it (test sessions pass their own pid)."""
+
+    heap: str | None = None
+    version: str | None = None
+    extra_properties: dict[str, str] = field(default_factory=dict)
+    client_config: dict[str, str] = field(default_factory=dict)
+    owner_pid: int | None = None
+    format_args: tuple[str, ...] = ()
+
+
+class LocalKafka:
+    """A single-node Kafka (KRaft) in `data_dir`, listening on 127.0.0.1 only; the
+    rest of its settings in `options` (BrokerOptions). txmon.broker.secure may amend
+    extra_properties, client_config and format_args before the first start."""
 
     def __init__(
         self,
         data_dir: Path | str | None = None,
         port: int | None = None,
         controller_port: int | None = None,
-        heap: str | None = None,
-        version: str | None = None,
-        extra_properties: dict[str, str] | None = None,
-        client_config: dict[str, str] | None = None,
-        owner_pid: int | None = None,
-        format_args: list[str] | None = None,
+        options: BrokerOptions | None = None,
     ) -> None:
+        options = options or BrokerOptions()
         env = BrokerSettings.from_env()
         self.data_dir = Path(data_dir) if data_dir else env.data_dir
         self.port = port or env.port
         self.controller_port = controller_port or env.controller_port
-        self.heap = heap or env.heap
+        self.heap = options.heap or env.heap
         if not _HEAP_RE.match(self.heap):
             raise UserError(f"bad heap size {self.heap!r}: use a JVM size such as 512m or 1g")
         if self.port == self.controller_port:
             raise UserError(f"broker and controller ports must differ (both {self.port})")
-        self.version = version or env.version
-        self.extra_properties = dict(extra_properties or {})
-        self.client_config = dict(client_config or {})
-        self.owner_pid = owner_pid
-        self.format_args = list(format_args or [])  # e.g. --add-scram (txmon.broker.secure)
+        self.version = options.version or env.version
+        self.extra_properties = dict(options.extra_properties)
+        self.client_config = dict(options.client_config)
+        self.owner_pid = options.owner_pid
+        self.format_args = list(options.format_args)  # e.g. --add-scram (txmon.broker.secure)
         self._proc: subprocess.Popen | None = None
         self._watchdogs: list[subprocess.Popen] = []
 
@@ -314,20 +287,14 @@ class LocalKafka:
     def fetch(self) -> FetchResult:
         return fetch(self.version)
 
-    def _read_pid(self) -> int | None:
-        try:
-            return int(self.pid_file.read_text().strip())
-        except (OSError, ValueError):
-            return None
-
     def pid(self) -> int | None:
         """The pid of this data dir's running broker, or None (stale pid files ignored)."""
         if self._proc is not None and self._proc.poll() is not None:
             self._proc = None
-        pid = self._read_pid()
+        pid = read_pid(self.pid_file)
         if pid is None or not pid_alive(pid):
             return None
-        cmd = _cmdline(pid)
+        cmd = cmdline(pid)
         if cmd and (MAIN_CLASS not in cmd or str(self.properties_file) not in cmd):
             return None  # the pid was reused by something else
         return pid
@@ -347,7 +314,7 @@ class LocalKafka:
 
     def answers(self, timeout: float = 3.0) -> bool:
         """True if the broker answers a metadata request and lists itself."""
-        if not _accepts(self.port):
+        if not port_accepts(self.port, HOST):
             return False
         from confluent_kafka import KafkaException
         from confluent_kafka.admin import AdminClient
@@ -422,7 +389,7 @@ class LocalKafka:
                     start_new_session=True, close_fds=True, cwd=self.data_dir,
                 )
             pid = self._proc.pid
-            self.pid_file.write_text(f"{pid}\n")
+            write_pid(self.pid_file, pid)
             if self.owner_pid is not None:
                 self._start_watchdog(pid)
             try:
@@ -490,35 +457,15 @@ class LocalKafka:
         last = lines[-1].strip() if lines else "no error logged"
         return f"last error: {last[:300]} (logs: {self.log_file}, {self.out_file})"
 
-    def _wait_exit(self, pid: int, timeout: float) -> bool:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self._proc is not None and self._proc.pid == pid:
-                with contextlib.suppress(subprocess.TimeoutExpired):
-                    self._proc.wait(timeout=0.1)
-            if not pid_alive(pid):
-                return True
-            time.sleep(0.1)
-        return not pid_alive(pid)
-
     def _stop_pid(self, pid: int, timeout: float) -> bool:
         """SIGTERM, then SIGKILL after `timeout`; True if it exited by itself."""
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGTERM)
-        if self._wait_exit(pid, timeout):
+        if terminate(pid, timeout):
             return True
-        log.warning("Kafka pid %d ignored SIGTERM for %.0fs: killing it", pid, timeout)
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
-        self._wait_exit(pid, 10.0)
+        log.warning("Kafka pid %d ignored SIGTERM for %.0fs: killed it", pid, timeout)
         return False
 
     def _wait_ports_free(self, timeout: float = 10.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if port_free(self.port) and port_free(self.controller_port):
-                return
-            time.sleep(0.1)
+        wait_ports_free([self.port, self.controller_port], timeout, HOST)
 
     def down(self, timeout: float = STOP_TIMEOUT_S) -> bool:
         """Stop the broker (SIGTERM, SIGKILL after `timeout`); True if one was running."""
@@ -542,9 +489,7 @@ class LocalKafka:
             if pid is None:
                 return False
             self.port = self._running_port() or self.port
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-            self._wait_exit(pid, 10.0)
+            force_kill(pid, 10.0)
             self._settle_cds(clean_exit=False)
             self.pid_file.unlink(missing_ok=True)
             self._proc = None

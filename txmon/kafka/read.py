@@ -10,6 +10,9 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Message,
 
 from txmon.config import KafkaSettings
 
+#: How long to wait for the broker's answer to a metadata or watermark request.
+WATERMARK_TIMEOUT_S = 30.0
+
 
 def _reader(settings: KafkaSettings, purpose: str) -> Consumer:
     """A consumer that is assigned partitions, never subscribes and never commits: the
@@ -49,13 +52,14 @@ def read_to_end(settings: KafkaSettings, topic: str, purpose: str = "txmon-read"
 
 
 def read_range(settings: KafkaSettings, topic: str, partition: int, start: int, end: int,
-               purpose: str = "txmon-read", timeout: float = 30.0) -> list[Message]:
+               purpose: str = "txmon-read") -> list[Message]:
     """The records of one partition with offsets in [start, end), fewer only where
     retention already deleted the oldest."""
     consumer = _reader(settings, purpose)
     out: list[Message] = []
     try:
-        low, _ = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=timeout)
+        low, _ = consumer.get_watermark_offsets(TopicPartition(topic, partition),
+                                                timeout=WATERMARK_TIMEOUT_S)
         start = max(start, low)
         if start >= end:
             return out
