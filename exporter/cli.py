@@ -89,9 +89,8 @@ def run_grafana_sync(args) -> int:
     if not cfg.url:
         raise UserError("--url (or GRAFANA_URL) is required")
     try:
-        result = run_sync(cfg.url, cfg.token, KafkaSettings.from_env(), Topics.from_env(),
-                          prometheus_url=cfg.prometheus_url, folder_uid=args.folder_uid,
-                          timeout=args.timeout)
+        result = run_sync(cfg, KafkaSettings.from_env(), Topics.from_env(),
+                          folder_uid=args.folder_uid, timeout=args.timeout)
     except UserError:
         raise
     except Exception as exc:  # grafana-client / network errors: one line, not a traceback

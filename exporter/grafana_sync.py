@@ -11,7 +11,6 @@ import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypedDict, Unpack
 
 from exporter.incidents import Incident
 
@@ -98,17 +97,10 @@ def sync(api, incidents: list[Incident], *, dashboards: list[dict],
     return result
 
 
-class GrafanaOptions(TypedDict):
-    """How `txmon grafana sync` talks to Grafana besides its URL and token: keyword
-    arguments of run_sync, named and typed in one place."""
-
-    prometheus_url: str | None
-    folder_uid: str | None
-    timeout: float
-
-
-def run_sync(url: str, token: str | None, settings, names,
-             **options: Unpack[GrafanaOptions]) -> SyncResult:
+def run_sync(grafana, settings, names, *, folder_uid: str | None = None,
+             timeout: float = 10.0) -> SyncResult:
+    """`grafana`: the GrafanaSettings (url, token, the Prometheus URL for a missing
+    datasource); `settings` and `names`: the Kafka connection and topics to read alerts from."""
     from grafana_client import GrafanaApi
 
     from exporter.consume import read_topic
@@ -119,6 +111,6 @@ def run_sync(url: str, token: str | None, settings, names,
     alerts = read_topic(settings, names.alerts, Alert, on_bad=lambda v, e: bad.append(e))
     if bad:
         log.warning("%d undecodable records on %s skipped", len(bad), names.alerts)
-    api = GrafanaApi.from_url(url, credential=token, timeout=options["timeout"])
+    api = GrafanaApi.from_url(grafana.url, credential=grafana.token, timeout=timeout)
     return sync(api, fold_incidents(alerts), dashboards=load_dashboards(),
-                prometheus_url=options["prometheus_url"], folder_uid=options["folder_uid"])
+                prometheus_url=grafana.prometheus_url, folder_uid=folder_uid)

@@ -125,7 +125,7 @@ class PipelineMetrics:
             ProcessCollector(registry=self.registry)
             PlatformCollector(registry=self.registry)
         health = self.registry
-        self.topics_registry = r = CollectorRegistry()
+        r = CollectorRegistry()
         self.ready = threading.Event()
         health.register(_WhenReady(r, self.ready))
         self._health_families(health)
