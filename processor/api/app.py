@@ -16,6 +16,7 @@ from prometheus_client import make_asgi_app
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from processor.api.history import History, minute_key, summary
+from processor.api.live import LiveFeed, mount_live
 from txmon.config import KafkaSettings, env_int, env_str
 from txmon.contracts import Status, Transaction, encode, message_key, topics
 from txmon.kafka.admin import ensure_topics, pipeline_topics
@@ -90,8 +91,10 @@ def create_api(settings: KafkaSettings | None = None) -> FastAPI:
         ensure_topics(settings, pipeline_topics(names))
         state["producer"] = AsyncProducer(settings)
         state["history"] = History(settings, names).start()
+        state["live"] = LiveFeed(settings, names).start()
         state["reported"] = None
         yield
+        state["live"].stop()
         state["history"].stop()
         state["producer"].close()
 
@@ -105,6 +108,7 @@ def create_api(settings: KafkaSettings | None = None) -> FastAPI:
     app = FastAPI(title="txmon", version="0.1.0", lifespan=lifespan,
                   dependencies=[Depends(authorized)] if token else [])
     app.mount("/metrics", make_asgi_app())
+    mount_live(app, state)
 
     @app.post("/check")
     async def check(body: CheckRequest):
