@@ -25,8 +25,9 @@
     return new uPlot({
       width: width(), height: 300, tzDate: utc, series,
       scales: {x: {time: true}},
-      axes: [xAxis, {scale: "n", label: "per minute"},
-             {scale: "approved", side: 1, label: "approved per minute", grid: {show: false}}],
+      axes: [xAxis, {scale: "n", label: "per minute", size: 60},
+             {scale: "approved", side: 1, label: "approved per minute", grid: {show: false},
+              size: 70}],
     }, [[]].concat(statuses.map(() => [])), document.getElementById("counts-chart"));
   }
 
@@ -35,7 +36,10 @@
       width: width(), height: 200, tzDate: utc,
       series: [xSeries, {label: "score", stroke: "#1565c0", width: 1.5},
                {label: "threshold", stroke: "#c62828", dash: [6, 4], width: 1.5}],
-      scales: {x: {time: true}}, axes: [xAxis, {}],
+      scales: {x: {time: true}},
+      // The same axis sizes as the counts chart, so the minutes line up one above the other.
+      axes: [xAxis, {label: "score", size: 60},
+             {side: 1, size: 70, label: " ", grid: {show: false}, values: (u, s) => s.map(() => "")}],
     }, [[], [], []], document.getElementById("score-chart"));
   }
 
