@@ -10,6 +10,7 @@ import threading
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import httpx
 import pytest
 from support.live import ApiProcess, chromium_page
 from support.obs import alert_key, make_alert, produce, wait_for, window_key
@@ -133,5 +134,22 @@ def test_a_replayed_day_renders_in_under_a_second(txmon_env, kafka_settings, uni
             assert render_ms < 1000, f"drawing 2,880 minutes took {render_ms:.0f} ms"
             # The stall banner needs a newest window older than PipelineStalled's limit.
             assert page.is_hidden("#stall")
+    finally:
+        api.stop()
+
+
+def test_with_a_token_the_page_sends_it_from_its_fragment(txmon_env, kafka_settings,
+                                                          unique_topics, tmp_path):
+    windows = [WindowCount(id=ws.isoformat(), start=ws, end=ws + timedelta(minutes=1),
+                           counts={"approved": 5}, total=5)
+               for ws in (START + timedelta(minutes=i) for i in range(3))]
+    produce(kafka_settings, unique_topics.window_counts, windows, key=window_key)
+    api = ApiProcess({**txmon_env, "TXMON_API_TOKEN": "s3cret"}, tmp_path / "api.log",
+                     headers={"Authorization": "Bearer s3cret"})
+    try:
+        assert httpx.get(f"{api.url}/live/data").status_code == 401
+        with chromium_page() as page:
+            page.goto(f"{api.url}/live/static/live.html#token=s3cret")
+            page.wait_for_selector("body[data-points='3']", timeout=20_000)
     finally:
         api.stop()

@@ -7,6 +7,10 @@
   const query = new URLSearchParams();
   for (const key of ["minutes", "stall_after"]) if (params.has(key)) query.set(key, params.get(key));
   const url = "/live/data" + (query.toString() ? "?" + query : "");
+  // With TXMON_API_TOKEN the page is opened as /live/static/live.html#token=...: the
+  // fragment never leaves the browser, and the token goes only into the data requests.
+  const token = new URLSearchParams(location.hash.slice(1)).get("token");
+  const headers = token ? {Authorization: "Bearer " + token} : {};
   const COLORS = {approved: "#2e7d32", denied: "#f9a825", failed: "#c62828", reversed: "#6a1b9a",
                   backend_reversed: "#ad1457", refunded: "#1565c0", processing: "#00838f"};
   const utc = ts => uPlot.tzDate(new Date(ts * 1e3), "Etc/UTC");
@@ -110,7 +114,7 @@
   async function poll() {
     const began = performance.now();
     try {
-      const response = await fetch(url, {cache: "no-store"});
+      const response = await fetch(url, {cache: "no-store", headers});
       if (!response.ok) throw new Error(response.status + " " + response.statusText);
       const d = await response.json();
       live.data = d;
