@@ -81,6 +81,7 @@ def test_live_page_follows_the_pipeline(stack, kafka_settings, unique_topics, tm
         assert page.inner_text("#t-transactions") == f"{total:,}"
         assert page.inner_text("#t-windows") == str(MINUTES)
         assert page.is_hidden("#stall")
+        assert f"newest minute {minutes[-1]} UTC" in page.inner_text("#freshness")
 
         since = START + timedelta(minutes=8)
         words = "reversed 120/min against ~20 expected, since 11:08 UTC"
@@ -129,7 +130,8 @@ def test_a_replayed_day_renders_in_under_a_second(txmon_env, kafka_settings, uni
         with chromium_page() as page:
             page.goto(f"{api.url}/live?minutes=2880")
             page.wait_for_selector("body[data-points='2880']", timeout=10_000)
-            assert page.evaluate("window.live.score.data[0].length") == 2880
+            score = page.evaluate("window.live.score.data")
+            assert score[1] == [w.score for w in windows] and set(score[2]) == {0.6}
             render_ms = page.evaluate("window.live.renderMs")
             assert render_ms < 1000, f"drawing 2,880 minutes took {render_ms:.0f} ms"
             # The stall banner needs a newest window older than PipelineStalled's limit.
