@@ -74,8 +74,14 @@ def minute_line(row: dict) -> str:
     return f"{row['minute']}Z  {total:>6} tx  {parts}" + ("  << ALERT" if row["alert"] else "")
 
 
+def live_page(ports) -> str:
+    """The operator's live view, served by `txmon api`: on every machine, Docker or not."""
+    return f"live page         http://{HOST}:{ports.api}/live"
+
+
 def print_urls(say, ports, monitoring: bool, names, home: Path) -> None:
     lines = [
+        live_page(ports),
         f"API docs          http://{HOST}:{ports.api}/docs",
         f"minute counts     http://{HOST}:{ports.api}/history_counts",
         f"alerts (JSON)     http://{HOST}:{ports.api}/alerts",
@@ -88,8 +94,8 @@ def print_urls(say, ports, monitoring: bool, names, home: Path) -> None:
             f"Alertmanager      http://{HOST}:{ports.alertmanager}/#/alerts",
         ]
     lines += [
-        "Grafana           runs only under Docker Compose (docker compose up): "
-        "http://127.0.0.1:3000",
+        "Grafana           with Docker: docker compose up -d (README, Docker Compose), "
+        "then http://127.0.0.1:3000; the same panels are on the live page",
         f"alerts topic      txmon alerts --follow   (topic {names.alerts})",
         f"logs and pids     {home}",
     ]

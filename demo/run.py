@@ -42,6 +42,7 @@ from demo.console import (
     Printer,
     Seen,
     follow_lines,
+    live_page,
     minute_line,
     print_urls,
     summary,
@@ -196,6 +197,7 @@ class DemoRun:
             outcome = self.daemons[name].start()
             self.say(name, f"{outcome} {self.daemons[name].url} in "
                      f"{time.monotonic() - t0:.1f}s (log {self.daemons[name].logfile})")
+        self.say("open", live_page(self.ports) + "  (follows the run as it happens)")
 
     def start_monitoring(self) -> None:
         self.monitoring = self.cfg.monitoring and monitoring_installed()

@@ -30,6 +30,7 @@ from prometheus_client import (
     start_http_server,
 )
 
+from exporter.known_labels import start_at_zero
 from txmon.contracts import STATUSES, Alert, DeadLetter, WindowCount
 from txmon.contracts import metrics as m
 from txmon.contracts.incidents import Incident, IncidentFold
@@ -146,6 +147,7 @@ class PipelineMetrics:
         for kind in ("window-counts", "alerts", "dead-letter"):
             self.bad_records.labels(kind)
             self.duplicates.labels(kind)
+        start_at_zero(self)
         # Before any window, stall detection measures from the exporter's start.
         self.last_emitted.set(time.time() if now is None else now)
 

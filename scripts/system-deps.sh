@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # Installs what pip cannot, on Debian/Ubuntu: a JDK 17+ and Maven (to fetch and run Kafka),
 # and Debian's prometheus (with promtool) and prometheus-alertmanager for the observability
-# tests and the demo. We run those binaries ourselves on 127.0.0.1, so no service from the
-# packages is left running. Without root it only checks and says what is missing.
-# Binaries: /usr/bin/prometheus, /usr/bin/promtool, /usr/bin/prometheus-alertmanager, /usr/bin/amtool.
+# tests and the demo, and Debian's chromium for the live page's browser tests (Playwright
+# drives it through executable_path; Playwright's own browser download is never used).
+# We run those binaries ourselves on 127.0.0.1, so no service from the packages is left
+# running. Without root it only checks and says what is missing.
+# Binaries: /usr/bin/prometheus, /usr/bin/promtool, /usr/bin/prometheus-alertmanager, /usr/bin/amtool,
+# /usr/bin/chromium.
 set -euo pipefail
 
 say() { echo "system-deps: $*" >&2; }
@@ -22,6 +25,7 @@ command -v mvn >/dev/null || need+=(maven)
 command -v prometheus >/dev/null && command -v promtool >/dev/null || need+=(prometheus)
 command -v prometheus-alertmanager >/dev/null || command -v alertmanager >/dev/null \
   || need+=(prometheus-alertmanager)
+command -v chromium >/dev/null || need+=(chromium)
 
 if [ ${#need[@]} -eq 0 ]; then
   exit 0
@@ -36,7 +40,7 @@ if [ "$(id -u)" -ne 0 ] || ! command -v apt-get >/dev/null; then
     esac
   done
   if is_ci; then
-    say "CI=true: the Prometheus/Alertmanager tests must not be skipped: failing"
+    say "CI=true: the Prometheus/Alertmanager and browser tests must not be skipped: failing"
     exit 1
   fi
   exit 0
@@ -74,7 +78,7 @@ done
 for pid in $started; do kill -9 "$pid" 2>/dev/null || true; done
 
 java_ok || { say "java 17+ still missing after install"; exit 1; }
-for tool in mvn prometheus promtool prometheus-alertmanager; do
+for tool in mvn prometheus promtool prometheus-alertmanager chromium; do
   command -v "$tool" >/dev/null || { say "$tool still missing after install"; exit 1; }
 done
 say "installed: ${need[*]}"

@@ -16,6 +16,7 @@ from prometheus_client import make_asgi_app
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from processor.api.history import History, summary
+from processor.api.live import LiveFeed, mount_live
 from txmon.config import KafkaSettings
 from txmon.contracts import Status, Transaction, encode, message_key, minute_key, topics
 from txmon.contracts.minutes import EARLIEST, LATEST
@@ -93,8 +94,10 @@ def create_api(settings: KafkaSettings | None = None, api: ApiSettings | None = 
         ensure_topics(settings, pipeline_topics(names))
         state["producer"] = AsyncProducer(settings)
         state["history"] = History(settings, names).start()
+        state["live"] = LiveFeed(settings, names).start()
         state["reported"] = None
         yield
+        state["live"].stop()
         state["history"].stop()
         state["producer"].close()
 
@@ -108,6 +111,7 @@ def create_api(settings: KafkaSettings | None = None, api: ApiSettings | None = 
     app = FastAPI(title="txmon", version="0.1.0", lifespan=lifespan,
                   dependencies=[Depends(authorized)] if token else [])
     app.mount("/metrics", make_asgi_app())
+    mount_live(app, state)
 
     @app.post("/check")
     async def check(body: CheckRequest):

@@ -103,6 +103,10 @@ def test_demo_up_streams_and_down_stops_everything(demo_env: dict, kafka_setting
         assert minutes[-1]["minute"][11:] >= live_from, (live_from, minutes[-1])
         printed = re.findall(r"\] minute\s+.*?(\d{4}-\d\d-\d\dT\d\d:\d\d)Z", out)
         assert printed and set(printed) <= {m["minute"] for m in minutes}, out
+        live = f"http://127.0.0.1:{ports['TXMON_API_PORT']}/live"
+        assert re.search(r"\] open\s+live page\s+" + re.escape(live), out), out
+        code, body = get(live + "/data")
+        assert code == 200 and len(json.loads(body)["minutes"]) >= 4
         code, metrics = get(f"http://127.0.0.1:{ports['TXMON_EXPORTER_PORT']}/metrics")
         assert code == 200 and "txmon_" in metrics
         if monitoring:

@@ -6,6 +6,7 @@ Import from here, never redefine: a producer and a consumer that agree by copy d
 
 from txmon.contracts import metrics
 from txmon.contracts.events import (
+    ALERT_EVENTS,
     SCORE_THRESHOLD,
     SEVERITIES,
     Alert,
@@ -26,6 +27,7 @@ from txmon.contracts.statuses import GROUP_OF, GROUPS, STATUS_INDEX, STATUSES, S
 from txmon.contracts.topics import Topics, topics
 
 __all__ = [
+    "ALERT_EVENTS",
     "GROUPS",
     "GROUP_OF",
     "MINUTE_MS",

@@ -83,6 +83,11 @@ class WindowPartial(msgspec.Struct, kw_only=True):
     sent_ms: int = 0
 
 
+#: An alert record's step of its incident, in the order they happen.
+AlertEvent = Literal["open", "update", "resolved"]
+ALERT_EVENTS: tuple[str, ...] = get_args(AlertEvent)
+
+
 class Alert(msgspec.Struct, kw_only=True):
     """One step of an incident on the alerts topic, keyed by `id`.
 
@@ -96,7 +101,7 @@ class Alert(msgspec.Struct, kw_only=True):
 
     id: str
     incident_id: str
-    event: Literal["open", "update", "resolved"]
+    event: AlertEvent
     group: str
     window_start: datetime
     window_end: datetime
