@@ -194,10 +194,12 @@ class DemoRun:
         self.daemons = all_daemons(self.home, self.ports, self.env)
         for name in SERVICES:
             t0 = time.monotonic()
-            outcome = self.daemons[name].start()
-            self.say(name, f"{outcome} {self.daemons[name].url} in "
-                     f"{time.monotonic() - t0:.1f}s (log {self.daemons[name].logfile})")
-        self.say("open", live_page(self.ports) + "  (follows the run as it happens)")
+            daemon = self.daemons[name]
+            outcome = daemon.start()
+            self.say(name, f"{outcome} on port {daemon.port} in "
+                     f"{time.monotonic() - t0:.1f}s (log {daemon.logfile})")
+            if name == "api":  # the first URL the operator sees
+                self.say("open", live_page(self.ports) + "  (follows the run as it happens)")
 
     def start_monitoring(self) -> None:
         self.monitoring = self.cfg.monitoring and monitoring_installed()

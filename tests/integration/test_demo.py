@@ -75,7 +75,7 @@ def test_demo_up_streams_and_down_stops_everything(demo_env: dict, kafka_setting
         out = up.stdout + up.stderr
         assert up.returncode == 0, out
         for name in ("processor", "api", "exporter", "notify"):
-            assert f"] {name:<8} started http://127.0.0.1:" in out, out
+            assert f"] {name:<8} started on port " in out, out
         assert "using the broker at " + kafka_settings.bootstrap in out
         # Window counts flowed: backfilled minutes closed and live minutes followed.
         assert "backfilled minute(s) closed" in out, out
@@ -105,6 +105,8 @@ def test_demo_up_streams_and_down_stops_everything(demo_env: dict, kafka_setting
         assert printed and set(printed) <= {m["minute"] for m in minutes}, out
         live = f"http://127.0.0.1:{ports['TXMON_API_PORT']}/live"
         assert re.search(r"\] open\s+live page\s+" + re.escape(live), out), out
+        first_url = re.search(r"https?://\S+", out).group(0)
+        assert first_url == live, f"the first URL printed is {first_url}, not the live page"
         code, body = get(live + "/data")
         assert code == 200 and len(json.loads(body)["minutes"]) >= 4
         code, metrics = get(f"http://127.0.0.1:{ports['TXMON_EXPORTER_PORT']}/metrics")
