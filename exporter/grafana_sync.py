@@ -12,7 +12,7 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from exporter.incidents import Incident
+from txmon.contracts.incidents import Incident
 
 log = logging.getLogger(__name__)
 

@@ -4,7 +4,6 @@ the session broker, this test's topics, free ports, a temporary state dir."""
 from __future__ import annotations
 
 import json
-import os
 import re
 import socket
 import subprocess
@@ -17,6 +16,7 @@ import pytest
 
 from exporter.monitoring import alertmanager_binary, prometheus_binary
 from txmon.broker.server import free_ports, port_free
+from txmon.processes import pid_alive
 
 PORT_VARS = ("TXMON_API_PORT", "TXMON_PROCESSOR_METRICS_PORT", "TXMON_EXPORTER_PORT",
              "TXMON_NOTIFY_PORT", "TXMON_PROMETHEUS_PORT", "TXMON_ALERTMANAGER_PORT")
@@ -55,11 +55,9 @@ def pids(home: Path) -> dict[str, int]:
 
 
 def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
+    """Still running. An orphan the demo stopped is a zombie until init reaps it, which
+    on a loaded machine can trail `demo down` by a moment: exited is not running."""
+    return pid_alive(pid)
 
 
 @pytest.mark.slow
