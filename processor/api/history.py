@@ -7,66 +7,31 @@ processes answer the same thing, and a restarted one rebuilds it from Kafka.
 
 from __future__ import annotations
 
-import logging
-import threading
-import uuid
 from collections import OrderedDict, deque
 
 import msgspec
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
 
+from processor.api.tail import TopicTail
 from txmon.config import KafkaSettings
 from txmon.contracts import Alert, Topics, WindowCount, minute_key
 
-log = logging.getLogger(__name__)
 _window_decoder = msgspec.json.Decoder(WindowCount)
 _alert_decoder = msgspec.json.Decoder(Alert)
 
 
-class History:
+class History(TopicTail):
     def __init__(self, settings: KafkaSettings, names: Topics, max_minutes: int = 10_080,
                  max_alerts: int = 1000):
-        self.settings, self.names = settings, names
+        super().__init__(settings, (names.window_counts, names.alerts), "api-history")
+        self.names = names
         self.max_minutes = max_minutes
         self.windows: OrderedDict[str, WindowCount] = OrderedDict()
         self.alert_minutes: set[str] = set()
         self.alerts: deque[Alert] = deque(maxlen=max_alerts)
         self._alert_ids: set[str] = set()
         self.bad_records = 0
-        self.lock = threading.Lock()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="history", daemon=True)
 
-    def start(self) -> History:
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
-
-    def _run(self) -> None:
-        consumer = Consumer(self.settings.confluent(**{
-            "group.id": f"txmon-api-{uuid.uuid4()}",  # never commits: reads all, each time
-            "enable.auto.commit": False,
-            "auto.offset.reset": "earliest",
-        }))
-        try:
-            parts = []
-            for topic in (self.names.window_counts, self.names.alerts):
-                meta = consumer.list_topics(topic, timeout=30).topics[topic]
-                parts += [TopicPartition(topic, p, OFFSET_BEGINNING) for p in meta.partitions]
-            consumer.assign(parts)
-            while not self._stop.is_set():
-                for msg in consumer.consume(1000, timeout=0.2):
-                    if msg.error() is None:
-                        self._apply(msg.topic(), msg.value())
-        except KafkaException as exc:
-            log.error("history reader stopped: %s", exc)
-        finally:
-            consumer.close()
-
-    def _apply(self, topic: str, value: bytes | None) -> None:
+    def apply(self, topic: str, value: bytes | None, at: float) -> None:
         try:
             if topic == self.names.window_counts:
                 window = _window_decoder.decode(value)

@@ -10,70 +10,38 @@ page's assets, uPlot included, ship in the package (static/): no CDN, no interne
 
 from __future__ import annotations
 
-import logging
-import threading
 import time
-import uuid
 from collections import Counter
 from pathlib import Path
 
 import msgspec
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
 from fastapi import APIRouter, FastAPI, Query
 from fastapi.responses import FileResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 
 from processor.api.history import History
+from processor.api.tail import TopicTail
 from txmon.config import KafkaSettings
 from txmon.contracts import STATUSES, Alert, DeadLetter, Topics, minute_key
+from txmon.contracts.events import severity_rank
 
-log = logging.getLogger(__name__)
 STATIC = Path(__file__).with_name("static")
 #: PipelineStalled (prometheus/rules/txmon.yml): no window record for 120 s, held 1 m.
 STALL_AFTER_S = 180
-_SEVERITY_RANK = {"info": 0, "warning": 1, "critical": 2}
 _dead_decoder = msgspec.json.Decoder(DeadLetter)
 
 
-class LiveFeed:
+class LiveFeed(TopicTail):
     """Reads the window-counts topic for record times only, and the dead-letter topic
-    for its reasons, from the beginning, in a daemon thread."""
+    for its reasons."""
 
     def __init__(self, settings: KafkaSettings, names: Topics):
-        self.settings, self.names = settings, names
+        super().__init__(settings, (names.window_counts, names.dead_letter), "api-live")
+        self.names = names
         self.newest_window_at: float | None = None
         self.dead_letters: Counter[str] = Counter()
-        self.lock = threading.Lock()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="live-feed", daemon=True)
 
-    def start(self) -> LiveFeed:
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
-
-    def _run(self) -> None:
-        consumer = Consumer(self.settings.confluent(**{
-            "group.id": f"txmon-live-{uuid.uuid4()}", "enable.auto.commit": False}))
-        try:
-            parts = []
-            for topic in (self.names.window_counts, self.names.dead_letter):
-                meta = consumer.list_topics(topic, timeout=30).topics[topic]
-                parts += [TopicPartition(topic, p, OFFSET_BEGINNING) for p in meta.partitions]
-            consumer.assign(parts)
-            while not self._stop.is_set():
-                for msg in consumer.consume(1000, timeout=0.2):
-                    if msg.error() is None:
-                        self._apply(msg.topic(), msg.value(), msg.timestamp()[1] / 1000)
-        except KafkaException as exc:
-            log.error("live feed stopped: %s", exc)
-        finally:
-            consumer.close()
-
-    def _apply(self, topic: str, value: bytes | None, at: float) -> None:
+    def apply(self, topic: str, value: bytes | None, at: float) -> None:
         with self.lock:
             if topic == self.names.window_counts:
                 self.newest_window_at = max(at, self.newest_window_at or at)
@@ -139,7 +107,7 @@ def open_incidents(alerts: list[Alert]) -> list[dict]:
         latest = records[-1]
         if latest.event == "resolved":
             continue
-        worst = max((a.severity for a in records), key=_SEVERITY_RANK.__getitem__)
+        worst = max((a.severity for a in records), key=severity_rank)
         since = latest.since or records[0].window_start
         rows.append({**_alert_row(latest), "severity": worst, "since": since.isoformat(),
                      "observed": latest.observed, "expected": latest.expected})
