@@ -44,6 +44,7 @@ from common import (
 )
 from tqdm import tqdm
 
+from processor.counting import counting_fetch
 from txmon.contracts import Transaction
 from txmon.settings import ProcessorSettings
 
@@ -249,37 +250,31 @@ def run_processor(bootstrap: str, n: int, workdir: Path, *, partitions: int = 3,
     }
 
 
-def floor(bootstrap: str, n: int, partitions: int = 3, batch: int = 5000) -> dict:
-    """A bare confluent-kafka loop: consume, msgspec-decode, count per minute and status.
-
-    The least Python can do per event on this machine; the processor adds validation,
-    watermarks, dead letters and state on top. Timed from the first batch received to
-    the last event counted, over the same kind of preloaded topic.
-    """
+def _bare_loop(bootstrap: str, n: int, partitions: int, batch: int, count, label: str,
+               config: dict | None = None) -> dict:
+    """Consume n preloaded events with a bare confluent-kafka loop, `count(msgs, counts)`
+    per batch; timed from the first batch received to the last event counted."""
     from confluent_kafka import Consumer, TopicPartition
 
     settings = settings_for(bootstrap)
-    names = fresh_topics(settings, "floor", partitions)
+    names = fresh_topics(settings, label, partitions)
     load = preload(settings, names.transactions, bench_scenario(n), n)
     n = load["events"]
     consumer = Consumer(settings.confluent(**{
-        "group.id": f"{names.transactions}-floor", "enable.auto.commit": False,
-        "auto.offset.reset": "earliest", "enable.partition.eof": False}))
+        "group.id": f"{names.transactions}-{label}", "enable.auto.commit": False,
+        "auto.offset.reset": "earliest", "enable.partition.eof": False, **(config or {})}))
     consumer.assign([TopicPartition(names.transactions, p, 0) for p in range(partitions)])
-    decode = msgspec.json.Decoder(Transaction).decode
     counts: Counter = Counter()
     seen = 0
     t0 = None
-    bar = tqdm(total=n, unit="ev", unit_scale=True, desc="floor     ", leave=False,
+    bar = tqdm(total=n, unit="ev", unit_scale=True, desc=f"{label:<10}", leave=False,
                mininterval=1)
     try:
         while seen < n:
             msgs = consumer.consume(batch, timeout=1.0)
             if t0 is None and msgs:
                 t0 = time.perf_counter()
-            for msg in msgs:
-                tx = decode(msg.value())
-                counts[(int(tx.timestamp.timestamp()) // 60, tx.status)] += 1
+            count(msgs, counts)
             seen += len(msgs)
             bar.update(len(msgs))
         elapsed = time.perf_counter() - t0
@@ -287,7 +282,42 @@ def floor(bootstrap: str, n: int, partitions: int = 3, batch: int = 5000) -> dic
         bar.close()
         consumer.close()
     ok = sum(counts.values()) == n
-    return {"events": n, "seconds": elapsed, "rate": n / elapsed, "ok": ok}
+    return {"events": n, "seconds": elapsed, "rate": n / elapsed, "ok": ok, "batch": batch}
+
+
+def floor(bootstrap: str, n: int, partitions: int = 3, batch: int = 5000) -> dict:
+    """The struct floor: decode into the `Transaction` struct (datetime parsed and
+    validated), count per epoch minute and status. What the processor did per event
+    before its fast path, without watermarks, dead letters or state."""
+    decode = msgspec.json.Decoder(Transaction).decode
+
+    def count(msgs, counts: Counter) -> None:
+        for msg in msgs:
+            tx = decode(msg.value())
+            counts[(int(tx.timestamp.timestamp()) // 60, tx.status)] += 1
+
+    return _bare_loop(bootstrap, n, partitions, batch, count, "floor")
+
+
+def lean_floor(bootstrap: str, n: int, partitions: int = 3, batch: int = 10_000,
+               worker_fetch: bool = False) -> dict:
+    """The lean loop (issue 15's yardstick): `consume(10000)`, msgspec-decode to a dict,
+    count per minute prefix of the timestamp string and status. No validation at all:
+    the least Python can do per event on this machine.
+
+    With librdkafka's defaults it mostly waits on fetches (its CPU time is a fraction of
+    its wall time); `worker_fetch` gives it the worker's consumer settings (prefetch and
+    fetch back-off), so that only the Python work per event differs from the worker's."""
+    decode = msgspec.json.decode
+
+    def count(msgs, counts: Counter) -> None:
+        for msg in msgs:
+            d = decode(msg.value())
+            counts[(d["timestamp"][:16], d["status"])] += 1
+
+    config = counting_fetch(ProcessorSettings.from_env()) if worker_fetch else None
+    return _bare_loop(bootstrap, n, partitions, batch, count,
+                      "lean-tuned" if worker_fetch else "lean", config)
 
 
 def summarise_profile(path: Path, top: int = 12) -> list[tuple[str, float, float]]:

@@ -33,10 +33,10 @@ from confluent_kafka import (
 from prometheus_client import Counter, Gauge
 
 from processor.config import ProcessorConfig
+from processor.parse import EventParser
 from processor.windows import PartitionWindows
 from txmon.config import KafkaSettings
 from txmon.contracts import (
-    STATUS_INDEX,
     DeadLetter,
     DeadLetterReason,
     Topics,
@@ -44,8 +44,7 @@ from txmon.contracts import (
     encode,
 )
 from txmon.contracts import metrics as m
-from txmon.contracts.events import InvalidTransaction, decode_transaction
-from txmon.contracts.minutes import EPOCH, ONE_MS, minute_id
+from txmon.contracts.minutes import minute_id
 from txmon.kafka import PARTITION_EOF
 from txmon.kafka.read import read_to_end
 
@@ -57,6 +56,18 @@ WATERMARK = Gauge(m.PROCESSOR_WATERMARK, "Event-time watermark per source partit
                   ["partition"])
 
 _state_decoder = msgspec.json.Decoder(PartitionWindows)
+
+
+def counting_fetch(cfg: ProcessorConfig) -> dict[str, int]:
+    """The counting consumer's prefetch: librdkafka's defaults (100,000 messages a
+    partition, up to 64 MiB) made the worker's peak memory grow with the backlog, and
+    its 1 s fetch back-off once that smaller prefetch is full left it waiting on the
+    broker through a backlog (bench/README.md)."""
+    return {
+        "queued.max.messages.kbytes": cfg.prefetch_kbytes,
+        "queued.min.messages": cfg.prefetch_messages,
+        "fetch.queue.backoff.ms": cfg.fetch_backoff_ms,
+    }
 
 
 class DeliveryFailed(RuntimeError):
@@ -74,10 +85,7 @@ class Counting:
             "session.timeout.ms": cfg.session_timeout_ms,
             "heartbeat.interval.ms": max(500, cfg.session_timeout_ms // 10),
             "enable.partition.eof": False,
-            # librdkafka's prefetch defaults (100,000 messages a partition, up to 64 MiB)
-            # made the worker's peak memory grow with the backlog.
-            "queued.max.messages.kbytes": cfg.prefetch_kbytes,
-            "queued.min.messages": cfg.prefetch_messages,
+            **counting_fetch(cfg),
         }))
         self.producer = Producer(settings.confluent(**{
             "enable.idempotence": True,
@@ -85,6 +93,7 @@ class Counting:
             "compression.type": "lz4",
         }))
         self.states: dict[int, PartitionWindows] = {}
+        self.parser = EventParser(int(cfg.max_future_s * 1000))
         self.last_arrival: dict[int, float] = {}
         self.failures: list[str] = []
         self.stop_event = threading.Event()
@@ -184,62 +193,62 @@ class Counting:
 
     # --- the work ---
 
-    # One loop on purpose: it runs once per transaction, and a helper call per event
-    # costs more than the counting (bench/README.md).
-    def process(self, msgs) -> None:  # noqa: C901, PLR0915
-        """Count a batch. The loop binds what it calls to locals and skips per-event
-        method calls where it can: it runs once per transaction (see bench/README.md)."""
+    def process(self, msgs) -> None:
+        """Count a batch: split it by partition, then parse and count each partition's
+        run of events in one pass (processor/parse.py, PartitionWindows.add_many). Every
+        decision depends only on a partition's own order, as with one event at a time."""
         now = time.time()
-        future_ms = int((now + self.cfg.max_future_s) * 1000)
-        states, status_index, decode = self.states, STATUS_INDEX, decode_transaction
-        touched: dict[int, int | None] = {}
         counted = late = dead = 0
-        for msg in msgs:
-            err = msg.error()
-            if err is not None:
-                if err.code() != PARTITION_EOF:
-                    log.warning("consumer error: %s", err)
-                continue
-            p = msg.partition()
-            state = states.get(p)
-            if state is None:  # revoked meanwhile
-                continue
-            if p not in touched:
-                touched[p] = state.closed_until
-            offset = msg.offset()
-            if offset <= state.last_offset:  # applied before a crash: PartitionWindows.seen
-                continue
-            value = msg.value()
-            try:
-                if value is None:
-                    raise InvalidTransaction(DeadLetterReason.MALFORMED_JSON, "empty value")
-                tx = decode(value)
-                ts_ms = (tx.timestamp - EPOCH) // ONE_MS
-                if ts_ms > future_ms:
-                    raise InvalidTransaction(
-                        DeadLetterReason.FUTURE,
-                        f"{tx.timestamp.isoformat()} is more than {self.cfg.max_future_s:g}s "
-                        "ahead of the clock")
-            except InvalidTransaction as exc:
-                state.skip(offset)
-                self._dead_letter(msg, exc.reason, exc.detail)
-                dead += 1
-                continue
-            if state.add(offset, ts_ms, status_index[tx.status]):
-                counted += 1
-            else:
-                late += 1
-                self._dead_letter(msg, DeadLetterReason.LATE,
-                                  f"window {minute_id(ts_ms)} already closed "
-                                  f"(closed until {minute_id(state.closed_until)})")
-        for p, before in touched.items():
+        for p, run in self._by_partition(msgs).items():
+            state = self.states[p]
             self.last_arrival[p] = now
-            state = states[p]
+            if run[0].offset() <= state.last_offset:  # re-read after a crash: applied
+                run = [m for m in run if m.offset() > state.last_offset]
+                if not run:
+                    continue
+            before = state.closed_until
+            times, statuses, rejected = self.parser.parse_many(
+                [m.value() for m in run], int(now * 1000))
+            for i, exc in rejected:
+                self._dead_letter(run[i], exc.reason, exc.detail)
+            if rejected:
+                bad = {i for i, _ in rejected}
+                run_ok = [m for i, m in enumerate(run) if i not in bad]
+            else:
+                run_ok = run
+            for i, closed_then in state.add_many(times, statuses):
+                self._dead_letter(run_ok[i], DeadLetterReason.LATE,
+                                  f"window {minute_id(times[i])} already closed "
+                                  f"(closed until {minute_id(closed_then)})")
+                late += 1
+            state.last_offset = run[-1].offset()
+            counted += len(times)
+            dead += len(rejected)
             if state.closed or state.closed_until != before:
                 self._send_partial(p, state, idle=False)
-        EVENTS.labels("counted").inc(counted)
+        EVENTS.labels("counted").inc(counted - late)
         EVENTS.labels("late").inc(late)
         EVENTS.labels("dead_letter").inc(dead)
+
+    def _by_partition(self, msgs) -> dict[int, list]:
+        """The batch's records per owned partition, in order; consumer errors logged."""
+        runs: dict[int, list] = {}
+        states = self.states
+        current, run = None, None
+        for msg in msgs:
+            if msg.error() is not None:
+                if msg.error().code() != PARTITION_EOF:
+                    log.warning("consumer error: %s", msg.error())
+                continue
+            p = msg.partition()
+            if p != current:
+                current = p
+                run = runs.get(p) if p in states else None  # None: revoked meanwhile
+                if run is None and p in states:
+                    run = runs[p] = []
+            if run is not None:
+                run.append(msg)
+        return runs
 
     def tick(self) -> None:
         """Heartbeat every owned partition; let the clock advance the idle ones."""

@@ -327,6 +327,11 @@ class ProcessorSettings(_Group):
         "TXMON_PREFETCH_MESSAGES", 50_000,
         "messages a partition prefetched (librdkafka `queued.min.messages`): memory "
         "against throughput")
+    fetch_backoff_ms: int = setting(
+        "TXMON_FETCH_BACKOFF_MS", 10,
+        "how long the counting consumer postpones a fetch once its prefetch is full "
+        "(librdkafka `fetch.queue.backoff.ms`): its 1 s default left the worker waiting "
+        "on fetches through a backlog (bench/README.md)")
     model_path: str | None = setting(
         "TXMON_MODEL_PATH", None, "`process --model`, `train --out`",
         derive=lambda env: str(_state(env) / "model.joblib"),

@@ -1,5 +1,7 @@
 """Pure window logic: assignment, watermark, lateness, idle closing, merging."""
 
+import random
+
 from processor.windows import (
     LATE,
     WINDOW_MS,
@@ -179,3 +181,32 @@ def test_all_idle_partitions_wait_for_the_slowest_claim():
     assert mm.close() == []
     mm.apply(1, T0 + M, True, {T0: [2] + [0] * 7}, sent_ms=20)
     assert mm.close() == [(T0, [3] + [0] * 7)]
+
+
+def test_add_many_decides_as_add_one_at_a_time():
+    rng = random.Random(11)
+    lates = 0
+    for trial in range(30):
+        lateness = rng.choice([0, 1, 10_000, 25_500])
+        # Mostly in order with jitter, some far behind (late), some jumps ahead.
+        t, events = T0 + rng.randrange(M), []
+        for _ in range(rng.randrange(1, 600)):
+            t += rng.randrange(0, 900)
+            jitter = rng.choice([0, 0, 0, -rng.randrange(40_000), -rng.randrange(200_000)])
+            events.append((max(0, t + jitter), rng.randrange(7)))
+        one = PartitionWindows(lateness_ms=lateness)
+        many = PartitionWindows(lateness_ms=lateness)
+        expected_late = []
+        for i, (ts, s) in enumerate(events):
+            before = one.closed_until
+            if not one.add(i, ts, s):
+                expected_late.append((i, before))
+        cut = rng.randrange(len(events) + 1)  # two batches: the split must not matter
+        times, statuses = [e[0] for e in events], [e[1] for e in events]
+        got = many.add_many(times[:cut], statuses[:cut])
+        got += [(i + cut, c) for i, c in many.add_many(times[cut:], statuses[cut:])]
+        assert got == expected_late, trial
+        assert (one.max_event_ms, one.closed_until, one.open, one.closed) == \
+            (many.max_event_ms, many.closed_until, many.open, many.closed), trial
+        lates += len(got)
+    assert lates > 100, "the trials exercise late events"
