@@ -76,7 +76,7 @@ def split(body: bytes, content_type: str | None, max_records: int) -> list[bytes
     or not an array is one error for the whole batch: its records cannot be told apart."""
     kind = media_type(content_type)
     if kind in NDJSON_TYPES:
-        records = [r for r in (line.strip() for line in body.split(b"\n")) if r]
+        records = _lines(body)
     elif kind in ARRAY_TYPES:
         records = _split_array(body)
     else:
@@ -85,6 +85,18 @@ def split(body: bytes, content_type: str | None, max_records: int) -> list[bytes
             "transactions) or application/x-ndjson (one transaction a line)")
     if len(records) > max_records:
         raise TooManyRecords(f"{len(records)} records > limit {max_records}")
+    return records
+
+
+def _lines(body: bytes) -> list[bytes]:
+    """Lines as sent, without their `\n` or `\r\n`: a dead letter keeps the record's
+    own bytes, spaces included."""
+    records = []
+    for line in body.split(b"\n"):
+        if line.endswith(b"\r"):
+            line = line[:-1]
+        if line and not line.isspace():
+            records.append(line)
     return records
 
 
