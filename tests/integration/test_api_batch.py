@@ -35,16 +35,20 @@ def start_api(env: dict[str, str], log: Path, *flags: str, workers: int = 1):
                             stderr=subprocess.STDOUT)
     client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60)
     deadline = time.monotonic() + 90
-    while True:
-        started = log.read_text(errors="replace").count("Application startup complete.")
-        try:
-            client.get("/healthz")  # any answer: with a token it is a 401
-            if started >= workers:
-                return proc, client, out
-        except httpx.TransportError:
-            pass
-        assert proc.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
-        time.sleep(0.2)
+    try:
+        while True:
+            started = log.read_text(errors="replace").count("Application startup complete.")
+            try:
+                client.get("/healthz")  # any answer: with a token it is a 401
+                if started >= workers:
+                    return proc, client, out
+            except httpx.TransportError:
+                pass
+            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
+            time.sleep(0.2)
+    except BaseException:
+        stop_api(proc, client, out)
+        raise
 
 
 def stop_api(proc, client, out) -> None:
