@@ -382,6 +382,10 @@ class ApiSettings(_Group):
         "TXMON_API_MAX_BATCH_RECORDS", 100_000,
         "a POST /transactions batch of more records gets 413: bounds a request's memory "
         "and the time to its answer")
+    delivery_timeout_ms: int = setting(
+        "TXMON_API_DELIVERY_TIMEOUT_MS", 300_000,
+        "a record the broker has not acknowledged by then fails its request (POST "
+        "/transactions 503, /check 500); librdkafka's own default")
     workers: int = setting(
         "TXMON_API_WORKERS", 1,
         "`api --workers`: uvicorn worker processes sharing the port (each its own producer)")

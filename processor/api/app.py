@@ -96,7 +96,8 @@ def create_api(settings: KafkaSettings | None = None, api: ApiSettings | None = 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         ensure_topics(settings, pipeline_topics(names))
-        state["producer"] = AsyncProducer(settings)
+        state["producer"] = AsyncProducer(settings,
+                                          **{"message.timeout.ms": api.delivery_timeout_ms})
         state["history"] = History(settings, names).start()
         state["live"] = LiveFeed(settings, names).start()
         state["reported"] = None
