@@ -237,9 +237,10 @@ def read_topic(settings, topic: str) -> list[bytes]:
 
 
 def batch_run(bootstrap: str, tmp: Path, values: list[bytes], kind: str, workers: int,
-              args) -> dict:
+              args, profile: Path | None = None) -> dict:
     """One `txmon api` on fresh topics, fed every value as `kind` batches; the first batch
-    warms the producer up (untimed), the topic is then checked against what was sent."""
+    warms the producer up (untimed), the topic is then checked against what was sent.
+    profile: py-spy records the API's processes during the timed part (slows it)."""
     settings = settings_for(bootstrap)
     names = fresh_topics(settings, f"batch-{kind}")
     env = worker_env(bootstrap, names)
@@ -254,7 +255,14 @@ def batch_run(bootstrap: str, tmp: Path, values: list[bytes], kind: str, workers
     try:
         wait_up(port, proc, log=log, workers=workers)
         warm = post_batches(url, payloads[:1], kind, 1, args.batch_size)
+        spy = None if profile is None else subprocess.Popen(
+            [str(PY_SPY), "record", "--pid", str(proc.pid), "--subprocesses", "--format", "raw",
+             "--rate", "200", "--nonblocking", "-o", str(profile)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         run = post_batches(url, payloads[1:], kind, args.batch_concurrency, args.batch_size)
+        if spy is not None:
+            spy.send_signal(signal.SIGINT)
+            spy.wait(30)
     finally:
         stop(proc)
     timed = sum(len(values[i:i + args.batch_size])
@@ -319,6 +327,9 @@ def batch_rows(bootstrap: str, tmp: Path, args) -> tuple[list[dict], dict]:
         bares.append(bare_produce(bootstrap, keys, values))
         tries += [batch_run(bootstrap, tmp, values, kind, workers, args)
                   for kind, workers in plans]
+    if args.batch_profile:  # an extra, untimed-for-the-table try of the first run
+        kind, workers = plans[0]
+        batch_run(bootstrap, tmp, values, kind, workers, args, profile=args.batch_profile)
     bare = max(bares, key=lambda b: b["tx_per_s"])
     runs = [max((t for t in tries if (t["kind"], t["workers"]) == plan),
                 key=lambda t: t["tx_per_s"]) for plan in plans]
@@ -343,6 +354,16 @@ def batch_rows(bootstrap: str, tmp: Path, args) -> tuple[list[dict], dict]:
     return rows, {"bare": bare, "bare_runs": bares, "runs": tries}
 
 
+def show_profile(path: Path | None) -> list | None:
+    hot = summarise_profile(path) if path else None
+    if hot:
+        print(f"\nwhere the API's time goes, {path.name} (py-spy; self % of samples, "
+              "inclusive %):")
+        for func, self_pct, incl in hot:
+            print(f"  {self_pct:5.1f}%  {incl:5.1f}%  {func}")
+    return hot
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--seconds", type=float, default=10)
@@ -356,6 +377,8 @@ def main() -> int:
     ap.add_argument("--batch-runs", default="ndjson:1,array:1,ndjson:2,array:2",
                     help="batch-ingest runs, FORMAT:WORKERS, in order")
     ap.add_argument("--batch-repeat", type=int, default=2, help="tries per run; best counts")
+    ap.add_argument("--batch-profile", type=Path,
+                    help="py-spy raw output of one more run of the first batch configuration")
     ap.add_argument("--only-batch", action="store_true", help="skip the /check rows")
     args = ap.parse_args()
     load = run_wrk if shutil.which("wrk") else run_httpx
@@ -364,6 +387,7 @@ def main() -> int:
         batch, batch_raw = batch_rows(bootstrap, Path(tmp), args)
         if args.only_batch:
             print_rows(batch)
+            show_profile(args.batch_profile)
             write_json(args.json, batch, {"batch": batch_raw})
             return 0
         settings = settings_for(bootstrap)
@@ -388,11 +412,8 @@ def main() -> int:
         *batch,
     ]
     print_rows(rows)
-    hot = summarise_profile(args.profile) if args.profile else None
-    if hot:
-        print("\nwhere the API's time goes (py-spy; self % of samples, inclusive %):")
-        for func, self_pct, incl in hot:
-            print(f"  {self_pct:5.1f}%  {incl:5.1f}%  {func}")
+    hot = show_profile(args.profile)
+    show_profile(args.batch_profile)
     write_json(args.json, rows, {"real": real, "bare": bare, "profile": hot, "batch": batch_raw})
     return 0
 
