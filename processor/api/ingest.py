@@ -13,6 +13,8 @@ a few microseconds a record) while keeping what the acquirer sent, byte for byte
 
 from __future__ import annotations
 
+import itertools
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import msgspec
@@ -76,21 +78,22 @@ def split(body: bytes, content_type: str | None, max_records: int) -> list[bytes
     or not an array is one error for the whole batch: its records cannot be told apart."""
     kind = media_type(content_type)
     if kind in NDJSON_TYPES:
-        records = _lines(body)
-    elif kind in ARRAY_TYPES:
-        records = _split_array(body)
-    else:
-        raise UnsupportedMediaType(
-            f"content type {kind or 'missing'!r}: send application/json (an array of "
-            "transactions) or application/x-ndjson (one transaction a line)")
-    if len(records) > max_records:
-        raise TooManyRecords(f"{len(records)} records > limit {max_records}")
-    return records
+        return _lines(body, max_records)
+    if kind in ARRAY_TYPES:
+        return _split_array(body, max_records)
+    raise UnsupportedMediaType(
+        f"content type {kind or 'missing'!r}: send application/json (an array of "
+        "transactions) or application/x-ndjson (one transaction a line)")
 
 
-def _lines(body: bytes) -> list[bytes]:
-    """Lines as sent, without their `\n` or `\r\n`: a dead letter keeps the record's
-    own bytes, spaces included."""
+def _lines(body: bytes, max_records: int) -> list[bytes]:
+    """Lines as sent, without their line ending: a dead letter keeps the record's own
+    bytes, spaces included. A body of many tiny lines is refused before it becomes
+    millions of objects: the lines are counted lazily, up to one over the limit."""
+    if body.count(b"\n") >= max_records:
+        nonblank = (line for line in _each_line(body) if line.strip())
+        if next(itertools.islice(nonblank, max_records, None), None) is not None:
+            raise TooManyRecords(f"more than {max_records} records")
     records = []
     for line in body.split(b"\n"):
         if line.endswith(b"\r"):
@@ -100,13 +103,25 @@ def _lines(body: bytes) -> list[bytes]:
     return records
 
 
-def _split_array(body: bytes) -> list[bytes]:
+def _each_line(body: bytes) -> Iterator[bytes]:
+    start = 0
+    while (end := body.find(b"\n", start)) >= 0:
+        yield body[start:end]
+        start = end + 1
+    yield body[start:]
+
+
+def _split_array(body: bytes, max_records: int) -> list[bytes]:
+    """The elements' own bytes. msgspec has to build the whole list before its length is
+    known, so the record limit is checked on the views, before any is copied."""
     try:
         elements = _array.decode(body)
     except msgspec.ValidationError as exc:
         raise BadBatch(f"not a JSON array of transactions: {exc}") from None
     except msgspec.DecodeError as exc:
         raise BadBatch(f"malformed JSON: {exc}") from None
+    if len(elements) > max_records:
+        raise TooManyRecords(f"{len(elements)} records > limit {max_records}")
     return [bytes(e) for e in elements]
 
 

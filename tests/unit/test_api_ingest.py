@@ -58,6 +58,10 @@ def test_the_record_limit_counts_records_not_lines():
         split(b"\n".join([tx(0)] * 4), NDJSON, 3)
     with pytest.raises(TooManyRecords):
         split(b"[1,2,3,4]", "application/json", 3)
+    # Many tiny lines: refused without building them all (counted up to one over).
+    assert len(split(b"\n".join([tx(0)] * 3) + b"\n \r\n\n" * 10, NDJSON, 3)) == 3
+    with pytest.raises(TooManyRecords, match="more than 100000 records"):
+        split(b"1\n" * 8_000_000, NDJSON, 100_000)
 
 
 def test_media_type_ignores_parameters_and_case():
