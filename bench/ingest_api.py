@@ -1,6 +1,9 @@
 """Ingest API: requests/s and latency of POST /check under load, beside a bare endpoint.
 
     .venv/bin/python bench/ingest_api.py [--seconds 10] [--connections 32] [--json FILE]
+        [--batch-records 500000] [--batch-size 5000] [--batch-concurrency 4]
+        [--batch-runs ndjson:1,array:1,ndjson:2,array:2] [--batch-repeat 2]
+        [--batch-profile FILE] [--only-batch]
 
 Two servers, one after the other, each a single uvicorn process with the settings `txmon
 api` uses (one worker, uvloop and httptools, no access log): the real `txmon api` on
@@ -13,13 +16,15 @@ answer is counted and reported. Target (issue 7): >= 5,000 req/s per API process
 
 Batch ingest (issue 15): one client process posts batches (`--batch-size` records a
 request, `--batch-concurrency` requests in flight on keep-alive connections, asyncio
-httpx) of simulated transactions to POST /transactions of a real `txmon api` (NDJSON,
-then a JSON array, then NDJSON with `--workers 2`), each run on fresh topics. tx/s runs
-from the first request to the last answer, and each answer comes after Kafka
-acknowledged its records; then the transactions topic is read back and must hold exactly
-the records sent (and the dead letters none). Baseline in the same run: a bare
-confluent-kafka producer, the API's producer settings, publishing the same (key, value)
-pairs and flushing. Target: >= 100,000 tx/s.
+httpx) of simulated transactions to POST /transactions of a real `txmon api` (NDJSON and
+a JSON array, each with one and two worker processes: `--batch-runs`), each run on fresh
+topics, each tried `--batch-repeat` times interleaved, the best counting. tx/s runs from
+the first request to the last answer (the first body is an untimed warm-up), and each
+answer comes after Kafka acknowledged its records; then the transactions topic is read
+back and must hold exactly the records sent (and the dead letters none). Baseline in the
+same run: a bare confluent-kafka producer, the API's producer settings and a delivery
+report per record, publishing the same (key, value) pairs and flushing. Target: >=
+100,000 tx/s.
 """
 
 from __future__ import annotations
