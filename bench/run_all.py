@@ -40,7 +40,8 @@ def plan(args) -> dict[str, list[str]]:
             "scale-out": ["scale_out.py", "--events", "20000"],
             "latency": ["alert_latency.py", "--no-model", "--speed", "20", "--live", "150",
                         "--backfill-minutes", "0", "--tps", "20"],
-            "api": ["ingest_api.py", "--seconds", "2", "--connections", "8"],
+            "api": ["ingest_api.py", "--seconds", "2", "--connections", "8",
+                    "--batch-records", "20000", "--batch-size", "2000", "--batch-repeat", "1"],
         }
     sizes = f"{n},{10 * n}" if n <= 1_000_000 else f"1000000,{n}"  # the 1M vs 10M
     return {

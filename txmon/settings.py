@@ -116,6 +116,18 @@ def with_flags(group: G, args: argparse.Namespace) -> G:
     return dataclasses.replace(group, **given)  # type: ignore[type-var]
 
 
+def export(group: Any, env: dict[str, str] | None = None) -> None:
+    """Write a loaded group (flags applied) back to its variables, so that processes
+    started from this one (uvicorn's workers, which build their app from the
+    environment) see the flags too. Unset (None) values leave their variable alone."""
+    env = os.environ if env is None else env  # type: ignore[assignment]
+    for f in fields(group):
+        value = getattr(group, f.name)
+        if "env" in f.metadata and value is not None:
+            env[f.metadata["env"]] = ("1" if value else "0") if isinstance(value, bool) \
+                else str(value)
+
+
 def shown_default(f: dataclasses.Field) -> str:
     if f.metadata.get("shown"):
         return f.metadata["shown"]
@@ -366,7 +378,22 @@ class ApiSettings(_Group):
     port: int = port_setting("TXMON_API_PORT", 8000, "`api --port`")
     token: str | None = setting(
         "TXMON_API_TOKEN", None, "when set, requests need `Authorization: Bearer <token>`")
-    max_body_bytes: int = setting("TXMON_API_MAX_BODY_BYTES", 4096, "larger bodies get 413")
+    max_body_bytes: int = setting("TXMON_API_MAX_BODY_BYTES", 4096,
+                                  "larger bodies get 413 (every route but POST /transactions)")
+    max_batch_bytes: int = setting(
+        "TXMON_API_MAX_BATCH_BYTES", 16 * 1024 * 1024,
+        "a POST /transactions body larger than this gets 413 (`api --max-batch-bytes`)")
+    max_batch_records: int = setting(
+        "TXMON_API_MAX_BATCH_RECORDS", 100_000,
+        "a POST /transactions batch of more records gets 413: bounds a request's memory "
+        "and the time to its answer")
+    delivery_timeout_ms: int = setting(
+        "TXMON_API_DELIVERY_TIMEOUT_MS", 300_000,
+        "a record the broker has not acknowledged by then fails its request (POST "
+        "/transactions 503, /check 500); librdkafka's own default")
+    workers: int = setting(
+        "TXMON_API_WORKERS", 1,
+        "`api --workers`: uvicorn worker processes sharing the port (each its own producer)")
     access_log: bool = setting(
         "TXMON_API_ACCESS_LOG", False,
         "`api --access-log`: log every request (costs about a third of the request rate)")

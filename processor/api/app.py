@@ -1,6 +1,7 @@
 """The prototype's HTTP API, kept as its contract: POST /check, GET /history_counts,
-plus GET /alerts. Transactions go to Kafka like any other source; answers come from
-the window-counts and alerts topics (History), so the API holds no counts of its own."""
+plus GET /alerts, and POST /transactions for acquirers that send batches.
+Transactions go to Kafka like any other source; answers come from the window-counts and
+alerts topics (History), so the API holds no counts of its own."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from fastapi.responses import JSONResponse
 from prometheus_client import make_asgi_app
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from processor.api import batch
 from processor.api.history import History, summary
 from processor.api.live import LiveFeed, mount_live
 from txmon.config import KafkaSettings
@@ -46,31 +48,33 @@ class CheckRequest(BaseModel):
 
 class BodyLimit:
     """Refuses bodies over the limit with 413 before the app reads them, whether the
-    client declared a Content-Length or streamed chunks."""
+    client declared a Content-Length or streamed chunks. `per_path` gives a route a limit
+    of its own (the batch route takes megabytes, the others a few KiB)."""
 
-    def __init__(self, app, max_bytes: int):
-        self.app, self.max_bytes = app, max_bytes
+    def __init__(self, app, max_bytes: int, per_path: dict[str, int] | None = None):
+        self.app, self.max_bytes, self.per_path = app, max_bytes, per_path or {}
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
+        limit = self.per_path.get(scope.get("path", ""), self.max_bytes)
         declared = dict(scope.get("headers") or ()).get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            return await _too_large(send, self.max_bytes)
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            return await _too_large(send, limit)
         seen = 0
 
         async def limited():
             nonlocal seen
             message = await receive()
             seen += len(message.get("body", b""))
-            if seen > self.max_bytes:
+            if seen > limit:
                 raise _TooLarge
             return message
 
         try:
             await self.app(scope, limited, send)
         except _TooLarge:
-            await _too_large(send, self.max_bytes)
+            await _too_large(send, limit)
 
 
 class _TooLarge(Exception):
@@ -92,7 +96,8 @@ def create_api(settings: KafkaSettings | None = None, api: ApiSettings | None = 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         ensure_topics(settings, pipeline_topics(names))
-        state["producer"] = AsyncProducer(settings)
+        state["producer"] = AsyncProducer(settings,
+                                          **{"message.timeout.ms": api.delivery_timeout_ms})
         state["history"] = History(settings, names).start()
         state["live"] = LiveFeed(settings, names).start()
         state["reported"] = None
@@ -128,6 +133,8 @@ def create_api(settings: KafkaSettings | None = None, api: ApiSettings | None = 
             return summary(newest, history.has_alert(newest))
         return {"message": "Transaction registered"}
 
+    batch.mount(app, state, names, api)
+
     @app.get("/history_counts")
     async def history_counts(
         since: str | None = Query(None, description="first minute, YYYY-MM-DDTHH:MM (UTC)",
@@ -147,7 +154,8 @@ def create_api(settings: KafkaSettings | None = None, api: ApiSettings | None = 
     async def healthz():
         return {"ok": True}
 
-    app.add_middleware(BodyLimit, max_bytes=api.max_body_bytes)
+    app.add_middleware(BodyLimit, max_bytes=api.max_body_bytes,
+                       per_path={batch.PATH: api.max_batch_bytes})
     return app
 
 

@@ -1,7 +1,7 @@
 """Issue 8, item 3 (the HTTP part): schemathesis fuzzes `txmon api` from its own OpenAPI
 schema (examples, coverage of edge values, random positive and negative cases): no
-request may get a 5xx. The worker's part (10,000 fuzzed records) is
-tests/integration/test_processor_bad_input.py."""
+request may get a 5xx, POST /transactions included, as a JSON array and as NDJSON. The
+worker's part (10,000 fuzzed records) is tests/integration/test_processor_bad_input.py."""
 
 from __future__ import annotations
 
@@ -69,8 +69,11 @@ def test_api_fuzzed_from_its_own_schema_gives_no_5xx(txmon_env, tmp_path):
     assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-2000:]
     assert not server_errors, server_errors[0]["request"]
     assert health == 200
-    assert len(entries) >= 100 and {"POST /check", "GET /history_counts", "GET /alerts"} <= set(
-        by_op), summary
+    assert len(entries) >= 100 and {"POST /check", "POST /transactions", "GET /history_counts",
+                                    "GET /alerts"} <= set(by_op), summary
+    sent = Counter(e["request"].get("postData", {}).get("mimeType", "").split(";")[0]
+                   for e in entries if httpx.URL(e["request"]["url"]).path == "/transactions")
+    assert sent["application/json"] and sent["application/x-ndjson"], sent
     record("test_faults_api_fuzz", order=4, fault="HTTP API fuzzed (schemathesis)",
            trials=1, records=len(entries), crashes=0,
            outcome=f"no 5xx; API alive; codes {dict(sorted(codes.items()))}",

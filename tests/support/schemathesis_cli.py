@@ -4,13 +4,17 @@ grafana-client depends on niquests, which installs urllib3-future over urllib3; 
 container (TrafficPolice) has no `.keys()`, and schemathesis' requests transport counts
 open connections through `.keys()` before every request (AttributeError on every case).
 This counts them through the container instead; nothing else changes.
+It also teaches schemathesis NDJSON (POST /transactions declares `application/x-ndjson`
+with the schema of its lines taken together, an array): one JSON value a line.
 Run as `python tests/support/schemathesis_cli.py run ...` with the arguments of `st`.
 """
 
 from __future__ import annotations
 
+import json
 import sys
 
+import schemathesis
 import schemathesis.transport.requests as transport
 from requests.adapters import HTTPAdapter
 
@@ -31,6 +35,15 @@ def _count_opened_connections(session) -> int:
 
 
 transport._count_opened_connections = _count_opened_connections
+
+
+@schemathesis.serializer("application/x-ndjson")
+def _ndjson(ctx, value) -> bytes:
+    """An array as one element a line; anything else (a negative case) as one line."""
+    if isinstance(value, bytes):
+        return value
+    lines = value if isinstance(value, list) else [value]
+    return b"".join(json.dumps(v).encode() + b"\n" for v in lines)
 
 if __name__ == "__main__":
     from schemathesis.cli import schemathesis

@@ -4,6 +4,7 @@ environment, and the README's table generated from it."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import re
 import subprocess
@@ -21,6 +22,7 @@ from txmon.settings import (
     DemoSettings,
     Paths,
     ProcessorSettings,
+    export,
     flag_help,
     groups,
     load,
@@ -113,6 +115,24 @@ def test_flags_override_the_environment():
     args = parser.parse_args(["process", "--lateness", "5"])
     cfg = with_flags(load(ProcessorSettings, env), args)
     assert (cfg.lateness_s, cfg.idle_timeout_s) == (5.0, 20.0)
+
+
+def test_flags_reach_processes_started_later_through_the_environment():
+    """`txmon api --workers N`: uvicorn's workers load ApiSettings from the environment."""
+    from processor import cli
+
+    parser = argparse.ArgumentParser()
+    cli.register(parser.add_subparsers())
+    args = parser.parse_args(["api", "--port", "8123", "--workers", "3", "--no-access-log",
+                              "--max-batch-bytes", "1000"])
+    cfg = with_flags(load(ApiSettings, {"TXMON_API_PORT": "9000", "TXMON_API_ACCESS_LOG": "1",
+                                        "TXMON_API_MAX_BODY_BYTES": "77"}), args)
+    env: dict[str, str] = {"TXMON_API_TOKEN": "kept"}
+    export(cfg, env)
+    assert load(ApiSettings, env) == dataclasses.replace(cfg, token="kept")
+    assert (env["TXMON_API_PORT"], env["TXMON_API_WORKERS"], env["TXMON_API_ACCESS_LOG"],
+            env["TXMON_API_MAX_BATCH_BYTES"], env["TXMON_API_MAX_BODY_BYTES"]) == (
+        "8123", "3", "0", "1000", "77")
 
 
 def test_flag_help_names_variable_and_default():
