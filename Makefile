@@ -76,8 +76,12 @@ demo: system-deps venv kafka-fetch
 down:
 	@if [ -x $(TXMON) ]; then $(TXMON) demo down; else echo "nothing to stop: no $(VENV)"; fi
 
+# Every benchmark in one run: the committed table bench/results (refused at a load average
+# above 1.5 unless BENCH_ARGS=--force; BENCH_ARGS="--only memory" writes build/bench-partial).
+BENCH_ARGS ?=
 bench: venv kafka-fetch
-	$(PY) bench/run_all.py
+	@BENCH_DEPS=1 bash scripts/system-deps.sh
+	$(PY) bench/run_all.py $(BENCH_ARGS)
 
 # docs/detection.md's results and figures, the README's picture and the executed notebooks,
 # from the current code (a few minutes; needs ../shared or TXMON_DATA_DIR).

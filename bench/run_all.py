@@ -1,7 +1,7 @@
 """Every benchmark, one broker, one results table: what `make bench` runs.
 
     .venv/bin/python bench/run_all.py [--events 1000000] [--only NAME,...] [--smoke]
-        [--out bench/results]
+        [--out bench/results] [--force]
 
 Starts one private broker (LocalKafka on free ports; or uses KAFKA_BOOTSTRAP_SERVERS),
 runs each benchmark script as its own process against it, and prints one table:
@@ -9,6 +9,11 @@ figure, baseline measured in the same run, ratio, target, met. Memory compares N
 10N events (1M vs 10M by default, as the issue asks). `--smoke` runs each at a
 tiny size, only to prove the scripts still work (tests/integration/test_bench_smoke.py). The table,
 the machine and the raw figures go to OUT/results.md and OUT/results.json.
+
+The committed table (bench/results) is only ever written whole, by one complete run:
+`--only` writes to build/bench-partial instead, and a run that starts on a busy machine
+(1-minute load average above MAX_START_LOAD: another job would be measured too) refuses
+to start unless `--force`; the table records the load at the start and at the end.
 """
 
 from __future__ import annotations
@@ -26,8 +31,9 @@ sys.path.insert(0, str(BENCH))
 
 from common import Broker, fmt, machine, print_rows, row  # noqa: E402
 
-LABELS = {"produce": "producer", "throughput": "processor", "memory": "memory",
-          "scale-out": "scale-out", "latency": "latency", "api": "ingest API"}
+COMMITTED = BENCH / "results"
+PARTIAL = BENCH.parent / "build" / "bench-partial"
+MAX_START_LOAD = 1.5
 
 
 def plan(args) -> dict[str, list[str]]:
@@ -36,6 +42,7 @@ def plan(args) -> dict[str, list[str]]:
         return {
             "produce": ["produce.py", "--messages", "20000", "--repeat", "1"],
             "throughput": ["processor_throughput.py", "--events", "20000", "--repeat", "1"],
+            "throughput-10x": ["processor_throughput.py", "--events", "40000", "--repeat", "1"],
             "memory": ["memory.py", "--sizes", "10000"],
             "scale-out": ["scale_out.py", "--events", "20000"],
             "latency": ["alert_latency.py", "--no-model", "--speed", "20", "--live", "150",
@@ -48,6 +55,7 @@ def plan(args) -> dict[str, list[str]]:
         "produce": ["produce.py", "--messages", str(min(n, 1_000_000)), "--repeat", "2"],
         "throughput": ["processor_throughput.py", "--events", str(n), "--repeat", "2",
                        "--profile", str(args.out / "throughput-profile.txt")],
+        "throughput-10x": ["processor_throughput.py", "--events", str(10 * n), "--repeat", "1"],
         "memory": ["memory.py", "--sizes", sizes],
         "scale-out": ["scale_out.py", "--events", str(min(n, 1_000_000))],
         "latency": ["alert_latency.py"],
@@ -88,15 +96,28 @@ def to_markdown(rows: list[dict], info: dict, durations: dict[str, float]) -> st
     return "\n".join(lines) + "\n"
 
 
-def main() -> int:
+def _args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--events", type=int, default=1_000_000)
     ap.add_argument("--only", help="comma-separated: " + ", ".join(plan(
         argparse.Namespace(events=1, smoke=False, out=Path(".")))))
     ap.add_argument("--smoke", action="store_true")
-    ap.add_argument("--out", type=Path, default=BENCH / "results")
+    ap.add_argument("--out", type=Path, help=f"default {COMMITTED.relative_to(BENCH.parent)} "
+                    f"for a complete run, {PARTIAL.relative_to(BENCH.parent)} with --only")
+    ap.add_argument("--force", action="store_true",
+                    help=f"overwrite the committed table even at a load above {MAX_START_LOAD}")
     args = ap.parse_args()
-    args.out.mkdir(parents=True, exist_ok=True)
+    if args.out is None:
+        args.out = PARTIAL if args.only or args.smoke else COMMITTED
+    load = os.getloadavg()[0]
+    if args.out.resolve() == COMMITTED.resolve() and load > MAX_START_LOAD and not args.force:
+        raise SystemExit(f"load average {load:.2f} > {MAX_START_LOAD}: the figures would "
+                         "measure whatever else runs too; the committed table is left as it "
+                         "is (wait, use --out DIR, or --force)")
+    return args
+
+
+def _steps(args: argparse.Namespace) -> dict[str, list[str]]:
     steps = plan(args)
     if args.only:
         wanted = args.only.split(",")
@@ -104,13 +125,16 @@ def main() -> int:
         if unknown:
             raise SystemExit(f"unknown benchmark(s) {sorted(unknown)}; one of {list(steps)}")
         steps = {k: v for k, v in steps.items() if k in wanted}
-    info = {"machine": machine(), "command": "bench/run_all.py " + " ".join(sys.argv[1:]),
-            "started": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+    return steps
+
+
+def _run(steps: dict[str, list[str]], out_dir: Path) -> tuple[list, dict, dict, list]:
+    """Each benchmark as its own process against one broker: rows, raw, durations, failed."""
     rows, raw, durations, failed = [], {}, {}, []
     with Broker() as bootstrap:
         env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": bootstrap}
         for name, (script, *rest) in steps.items():
-            out = args.out / f"{name}.json"
+            out = out_dir / f"{name}.json"
             out.unlink(missing_ok=True)
             print(f"\n=== {name}: {script} {' '.join(rest)}", flush=True)
             t = time.monotonic()
@@ -123,21 +147,17 @@ def main() -> int:
             data = json.loads(out.read_text())
             raw[name] = data
             rows += produce_rows(data) if name == "produce" else data["rows"]
+    return rows, raw, durations, failed
+
+
+def main() -> int:
+    args = _args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    steps = _steps(args)
+    info = {"machine": machine(), "command": "bench/run_all.py " + " ".join(sys.argv[1:]),
+            "started": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+    rows, raw, durations, failed = _run(steps, args.out)
     info["load_end"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
-    previous = args.out / "results.json"
-    if args.only and previous.exists():
-        # Keep the other benchmarks' figures of the previous full run, marked as such.
-        old = json.loads(previous.read_text())
-        mine = {LABELS[k] for k in steps}
-        kept = [r for r in old["rows"] if r["bench"] not in mine]
-        rows = kept + rows
-        raw = {**{k: v for k, v in old["raw"].items() if k not in steps}, **raw}
-        durations = {**{k: v for k, v in old["durations_s"].items() if k not in steps},
-                     **durations}
-        info["command"] += f" (other rows from: {old['info']['command']}, " \
-                           f"{old['info']['started']}, load {old['info']['machine']['load']})"
-        order = list(LABELS.values())
-        rows.sort(key=lambda r: order.index(r["bench"]) if r["bench"] in order else 99)
     print(f"\n=== all benchmarks ({info['machine']['nproc']} CPUs, "
           f"{info['machine']['cpu']}, load {info['machine']['load']} -> {info['load_end']})")
     print_rows(rows)

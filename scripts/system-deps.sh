@@ -26,6 +26,8 @@ command -v prometheus >/dev/null && command -v promtool >/dev/null || need+=(pro
 command -v prometheus-alertmanager >/dev/null || command -v alertmanager >/dev/null \
   || need+=(prometheus-alertmanager)
 command -v chromium >/dev/null || need+=(chromium)
+# `make bench` only: wrk drives the ingest API benchmark's /check row.
+if [ "${BENCH_DEPS:-}" = 1 ]; then command -v wrk >/dev/null || need+=(wrk); fi
 
 if [ ${#need[@]} -eq 0 ]; then
   exit 0

@@ -37,7 +37,7 @@ def test_every_benchmark_runs_at_a_tiny_size(kafka_bootstrap: str, tmp_path: Pat
             continue  # a tiny run may be all counted before the second worker joins
         assert r["value"] is not None and r["value"] > 0, (bench, metric, r)
     # Correctness rides along: every processor run's minutes equal the events written.
-    for name in ("throughput", "memory"):
+    for name in ("throughput", "throughput-10x", "memory"):
         runs = results["raw"][name]["runs"]
         assert all(run["wrong_minutes"] == 0 for run in runs), runs
     scale = results["raw"]["scale-out"]
