@@ -68,9 +68,9 @@ class EventParser:
         add_time, add_status = times.append, statuses.append
         decode, seconds, millis, index = self._decode, self.seconds, _MILLIS, STATUS_INDEX
         limit, future = self.max_bytes, now_ms + self.max_future_ms
-        for i, value in enumerate(values):
+        for value in values:
             try:
-                if value is None or len(value) > limit:
+                if len(value) > limit:  # None: TypeError, the slow path says why
                     raise ValueError
                 wire = decode(value)
                 ts = wire.timestamp
@@ -80,10 +80,10 @@ class EventParser:
                 try:
                     ts_ms, status = self.parse_one(value)
                 except InvalidTransaction as exc:
-                    rejected.append((i, exc))
+                    rejected.append((len(times) + len(rejected), exc))
                     continue
             if ts_ms > future:
-                rejected.append((i, self._future(ts_ms)))
+                rejected.append((len(times) + len(rejected), self._future(ts_ms)))
                 continue
             add_time(ts_ms)
             add_status(status)
