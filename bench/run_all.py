@@ -96,6 +96,37 @@ def to_markdown(rows: list[dict], info: dict, durations: dict[str, float]) -> st
     return "\n".join(lines) + "\n"
 
 
+README = BENCH.parent / "README.md"
+BEGIN, END = "<!-- bench results: begin (bench/run_all.py) -->", "<!-- bench results: end -->"
+
+
+def readme_block(results: dict) -> str:
+    """The README's figures from one complete run's table: every row with a target, and
+    every processor row (its other baselines say how far the target's yardstick is)."""
+    info, m = results["info"], results["info"]["machine"]
+    lines = [BEGIN, "| benchmark | figure | value | baseline (same run) | ratio | target | met |",
+             "|---|---|---:|---|---:|---|---|"]
+    for r in results["rows"]:
+        if not r["target"] and r["bench"] != "processor":
+            continue
+        ratio = f"{r['ratio']:.0%}" if r["ratio"] is not None else "-"
+        met = {True: "yes", False: "**no**", None: "-"}[r["met"]]
+        base = f"{r['baseline']}: {fmt(r['baseline_value'], r['unit'])}" if r["baseline"] \
+            else "-"
+        lines.append(f"| {r['bench']} | {r['metric']} | {fmt(r['value'], r['unit'])} | "
+                     f"{base} | {ratio} | {r['target'] or '-'} | {met} |")
+    lines += ["", f"`make bench` at {info['started']} on {m['nproc']} CPUs ({m['cpu']}), load "
+              f"average {m['load']} at the start and {info['load_end']} at the end; every "
+              "row in [bench/results/results.md](bench/results/results.md).", END]
+    return "\n".join(lines)
+
+
+def update_readme(results: dict, readme: Path = README) -> None:
+    text = readme.read_text()
+    start, end = text.index(BEGIN), text.index(END) + len(END)
+    readme.write_text(text[:start] + readme_block(results) + text[end:])
+
+
 def _args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--events", type=int, default=1_000_000)
@@ -106,7 +137,12 @@ def _args() -> argparse.Namespace:
                     f"for a complete run, {PARTIAL.relative_to(BENCH.parent)} with --only")
     ap.add_argument("--force", action="store_true",
                     help=f"overwrite the committed table even at a load above {MAX_START_LOAD}")
+    ap.add_argument("--readme", action="store_true",
+                    help="only rewrite README.md's figures from the committed table")
     args = ap.parse_args()
+    if args.readme:
+        update_readme(json.loads((COMMITTED / "results.json").read_text()))
+        raise SystemExit(0)
     if args.out is None:
         args.out = PARTIAL if args.only or args.smoke else COMMITTED
     load = os.getloadavg()[0]
@@ -162,9 +198,12 @@ def main() -> int:
           f"{info['machine']['cpu']}, load {info['machine']['load']} -> {info['load_end']})")
     print_rows(rows)
     (args.out / "results.md").write_text(to_markdown(rows, info, durations))
-    (args.out / "results.json").write_text(json.dumps(
-        {"info": info, "rows": rows, "raw": raw, "durations_s": durations}, indent=1) + "\n")
+    results = {"info": info, "rows": rows, "raw": raw, "durations_s": durations}
+    (args.out / "results.json").write_text(json.dumps(results, indent=1) + "\n")
     print(f"\ntable: {args.out / 'results.md'}")
+    if args.out.resolve() == COMMITTED.resolve() and not failed:
+        update_readme(results)
+        print(f"figures: {README}")
     if failed:
         print("FAILED: " + ", ".join(failed), file=sys.stderr)
         return 1

@@ -5,16 +5,13 @@ is back; the API then serves batches again without a restart."""
 from __future__ import annotations
 
 import json
-import subprocess
 import time
 
-import httpx
 import pytest
 from support.faults import pipeline_env, slug
 from support.kafka import consume_all
-from support.processor import TXMON
+from support.live import ApiProcess
 
-from txmon.broker.server import free_port
 from txmon.config import KafkaSettings
 from txmon.contracts import Topics
 from txmon.kafka.admin import ensure_topics, pipeline_topics
@@ -39,22 +36,9 @@ def test_a_batch_the_broker_never_acknowledged_is_a_503(local_kafka_factory, tmp
     ensure_topics(settings, pipeline_topics(names))
     env = pipeline_env(settings, names, TXMON_API_DELIVERY_TIMEOUT_MS=str(TIMEOUT_MS),
                        TXMON_STATE_DIR=str(tmp_path / "state"))
-    port = free_port()
-    log = open(tmp_path / "api.log", "wb")  # noqa: SIM115 - closed below
-    api = subprocess.Popen([TXMON, "api", "--port", str(port)], env=env, stdout=log,
-                           stderr=subprocess.STDOUT)
-    client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=120)
+    api = ApiProcess(env, tmp_path / "api.log", timeout=120)
+    client = api.client
     try:
-        deadline = time.monotonic() + 90
-        while True:
-            try:
-                if client.get("/healthz").status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert api.poll() is None and time.monotonic() < deadline, \
-                (tmp_path / "api.log").read_text()[-3000:]
-            time.sleep(0.3)
         before = client.post("/transactions", content=batch("before"), headers=NDJSON)
         assert before.status_code == 200 and before.json()["accepted"] == 50
 
@@ -73,10 +57,7 @@ def test_a_batch_the_broker_never_acknowledged_is_a_503(local_kafka_factory, tmp
             assert after.status_code == 503 and time.monotonic() < deadline, after.text
         assert after.json()["accepted"] == 50
     finally:
-        client.close()
-        api.terminate()
-        api.wait(30)
-        log.close()
+        api.stop()
     ids = [json.loads(r.value)["id"] for r in consume_all(settings, names.transactions)]
     assert not [i for i in ids if i.startswith("lost-")]
     assert sorted(i for i in ids if i.startswith("before-")) == sorted(

@@ -2,21 +2,14 @@
 
 from __future__ import annotations
 
-import socket
-import subprocess
 import time
 
 import httpx
 import pytest
-from support.processor import TXMON, Worker, processor_env, read_windows, unique_by_id
+from support.live import ApiProcess
+from support.processor import Worker, processor_env, read_windows, unique_by_id
 
 DAY = "2026-03-02"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture
@@ -24,27 +17,10 @@ def api(txmon_env, tmp_path):
     """A running `txmon api` (and a worker behind it), yielding (client, env)."""
     env = processor_env(txmon_env, TXMON_IDLE_TIMEOUT_SECONDS="120",
                         TXMON_API_MAX_BODY_BYTES="2048")
-    port = free_port()
     worker = Worker(env, tmp_path).start()
-    log = open(tmp_path / "api.log", "wb")  # noqa: SIM115 - closed at teardown
-    proc = subprocess.Popen([TXMON, "api", "--port", str(port)], env=env, stdout=log,
-                            stderr=subprocess.STDOUT)
-    client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30)
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            if client.get("/healthz").status_code == 200:
-                break
-        except httpx.TransportError:
-            pass
-        assert proc.poll() is None and time.monotonic() < deadline, \
-            (tmp_path / "api.log").read_text()
-        time.sleep(0.3)
-    yield client, env
-    client.close()
-    proc.terminate()
-    proc.wait(20)
-    log.close()
+    server = ApiProcess(env, tmp_path / "api.log")
+    yield server.client, env
+    server.stop()
     worker.stop()
 
 
@@ -110,23 +86,10 @@ def test_bad_requests_get_422_naming_the_field_and_413_when_too_big(api):
 
 def test_a_token_is_required_when_configured(txmon_env, tmp_path):
     env = processor_env(txmon_env, TXMON_API_TOKEN="s3cret")
-    port = free_port()
-    proc = subprocess.Popen([TXMON, "api", "--port", str(port)], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server = ApiProcess(env, tmp_path / "api.log", headers={"Authorization": "Bearer s3cret"})
     try:
-        client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30)
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                client.get("/healthz")
-                break
-            except httpx.TransportError:
-                assert time.monotonic() < deadline
-                time.sleep(0.3)
-        assert check(client, "approved", f"{DAY}T11:00:05").status_code == 401
-        ok = client.post("/check", json={"status": "approved", "timestamp": f"{DAY}T11:00:05"},
-                         headers={"Authorization": "Bearer s3cret"})
-        assert ok.status_code == 200
+        with httpx.Client(base_url=server.url, timeout=30) as anonymous:
+            assert check(anonymous, "approved", f"{DAY}T11:00:05").status_code == 401
+        assert check(server.client, "approved", f"{DAY}T11:00:05").status_code == 200
     finally:
-        proc.terminate()
-        proc.wait(20)
+        server.stop()

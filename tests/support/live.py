@@ -1,4 +1,4 @@
-"""The live page's test helpers: `txmon api` as a subprocess, and Debian's Chromium
+"""The API's test helpers: `txmon api` as a subprocess, and Debian's Chromium
 driven by Playwright (its own browser download is never used: `executable_path`)."""
 
 from __future__ import annotations
@@ -22,14 +22,15 @@ CHROMIUM = os.environ.get("TXMON_CHROMIUM") or shutil.which("chromium")
 class ApiProcess:
     """`txmon api` on a free port, ready once /healthz answers."""
 
-    def __init__(self, env: dict[str, str], log: Path, headers: dict | None = None):
+    def __init__(self, env: dict[str, str], log: Path, headers: dict | None = None,
+                 timeout: float = 30):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = log
         with open(log, "ab") as out:
             self.proc = subprocess.Popen([TXMON, "api", "--port", str(self.port)], env=env,
                                          stdout=out, stderr=subprocess.STDOUT)
-        self.client = httpx.Client(base_url=self.url, timeout=30, headers=headers)
+        self.client = httpx.Client(base_url=self.url, timeout=timeout, headers=headers)
         wait_for(self._up, 60, what="txmon api /healthz")
 
     def _up(self) -> bool:

@@ -1,5 +1,6 @@
 """`make bench` never overwrites the committed table from a busy machine or a partial run."""
 
+import json
 import os
 import sys
 from pathlib import Path
@@ -31,3 +32,10 @@ def test_partial_and_smoke_runs_write_elsewhere(monkeypatch, tmp_path):
     assert args_for(monkeypatch, ["--out", str(tmp_path)], 9.0).out == tmp_path
     with pytest.raises(SystemExit, match="load average"):
         args_for(monkeypatch, ["--only", "memory", "--out", str(run_all.COMMITTED)], 9.0)
+
+
+def test_the_readmes_figures_are_the_committed_tables():
+    results = json.loads((run_all.COMMITTED / "results.json").read_text())
+    block = run_all.readme_block(results)
+    assert block in run_all.README.read_text(), \
+        "README.md's figures differ from bench/results: `bench/run_all.py --readme`"
