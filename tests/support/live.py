@@ -31,7 +31,11 @@ class ApiProcess:
             self.proc = subprocess.Popen([TXMON, "api", "--port", str(self.port)], env=env,
                                          stdout=out, stderr=subprocess.STDOUT)
         self.client = httpx.Client(base_url=self.url, timeout=timeout, headers=headers)
-        wait_for(self._up, 60, what="txmon api /healthz")
+        try:
+            wait_for(self._up, 60, what="txmon api /healthz")
+        except BaseException:
+            self.stop()  # a failed start must not leave the server running
+            raise
 
     def _up(self) -> bool:
         assert self.proc.poll() is None, self.log.read_text()
