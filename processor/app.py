@@ -35,7 +35,6 @@ from txmon.contracts import Topics, WindowPartial, encode
 from txmon.contracts import metrics as m
 from txmon.kafka.admin import TopicSpec
 from txmon.kafka.read import read_range
-from txmon.settings import TopicLayout
 
 log = logging.getLogger(__name__)
 
@@ -187,10 +186,9 @@ def faust_topics(cfg: ProcessorConfig) -> list[TopicSpec]:
     partials arrived before Faust had created its changelog, the merge stalled for good
     ("Topic ...-minutes-changelog not found ... Ignoring missing topic")."""
     app_id = f"{cfg.app_id}-merge"
-    replication = TopicLayout.from_env().replication
-    return [
-        TopicSpec(f"{app_id}-minutes-changelog", 1, replication, {"cleanup.policy": "compact"}),
-        TopicSpec(f"{app_id}-__assignor-__leader", 1, replication),
+    return [  # replicated like the pipeline's own (txmon.kafka.admin.replicated)
+        TopicSpec(f"{app_id}-minutes-changelog", 1, None, {"cleanup.policy": "compact"}),
+        TopicSpec(f"{app_id}-__assignor-__leader", 1, None),
     ]
 
 

@@ -263,7 +263,14 @@ class TopicLayout(_Group):
 
     partitions: int = setting("TXMON_PARTITIONS", 3,
                               "transactions partitions: the counting stage's scale-out")
-    replication: int = setting("TXMON_REPLICATION", 1, "replication of every topic txmon creates")
+    replication: int | None = setting(
+        "TXMON_REPLICATION", None,
+        "copies of every topic txmon creates; unset: 3 on a cluster of three or more "
+        "brokers, else 1", shown="from the cluster")
+    min_insync: int | None = setting(
+        "TXMON_MIN_INSYNC_REPLICAS", None,
+        "`min.insync.replicas` of those topics: acks=all writes need this many copies; "
+        "unset: 2 when replicated three times or more, else 1", shown="from replication")
     partials_retention_hours: int = setting(
         "TXMON_PARTIALS_RETENTION_HOURS", 24,
         "retention of the internal partials topic, which the merge re-reads after a restart")

@@ -36,6 +36,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--heap", help=flag_help(B, "heap", "JVM heap"))
     p.add_argument("--timeout", type=float, default=120.0,
                    help="seconds to wait for the broker to answer (default 120)")
+    p.add_argument("--nodes", type=int, default=1,
+                   help="a local cluster of N nodes (combined broker+controller each; ports "
+                        "step by 10 from --port and --controller-port); default 1")
     p.add_argument("--secure", action="store_true",
                    help="SASL/SCRAM-SHA-512 with ACLs; passwords generated into the data dir "
                         "and printed as env exports (use a new data dir)")
@@ -54,14 +57,37 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = sub.add_parser("logs", help="show the broker's log")
     common(p)
     p.add_argument("-n", "--lines", type=int, default=50, help="lines to show (default 50)")
+    p.add_argument("--node", type=int, default=1, help="a cluster's node (default 1)")
     p.add_argument("-f", "--follow", action="store_true", help="keep printing new lines")
     p.set_defaults(func=run_logs)
+
+
+def _cluster(args: argparse.Namespace, heap: str | None = None):
+    """The cluster in the data dir (or to create there with --nodes > 1), else None."""
+    from txmon.broker.cluster import LocalCluster, is_cluster
+    from txmon.broker.server import BrokerOptions
+
+    env = B.from_env()
+    data_dir = args.data_dir or env.data_dir
+    nodes = getattr(args, "nodes", 1)
+    if nodes <= 1 and not is_cluster(data_dir):
+        return None
+    if getattr(args, "secure", False):
+        from txmon.errors import UserError
+
+        raise UserError("--secure with --nodes is not supported yet")
+    return LocalCluster(data_dir, nodes, args.port or env.port,
+                        args.controller_port or env.controller_port,
+                        BrokerOptions(heap=heap))
 
 
 def _broker(args: argparse.Namespace, heap: str | None = None):
     from txmon.broker import secure
     from txmon.broker.server import BrokerOptions, LocalKafka
 
+    cluster = _cluster(args, heap)
+    if cluster is not None:
+        return cluster.node(getattr(args, "node", 1))
     kafka = LocalKafka(
         data_dir=args.data_dir, port=args.port, controller_port=args.controller_port,
         options=BrokerOptions(heap=heap),
@@ -83,6 +109,12 @@ def run_fetch(args: argparse.Namespace) -> int:
 
 
 def run_up(args: argparse.Namespace) -> int:
+    cluster = _cluster(args, heap=args.heap)
+    if cluster is not None:
+        seconds = cluster.up(timeout=args.timeout)
+        print(f"Kafka cluster of {cluster.count} nodes up at {cluster.bootstrap} "
+              f"(all answered after {seconds:.1f}s; data {cluster.data_dir})")
+        return 0
     kafka = _broker(args, heap=args.heap)
     result = kafka.up(timeout=args.timeout)
     if result.started:
@@ -104,6 +136,11 @@ def run_up(args: argparse.Namespace) -> int:
 
 
 def run_down(args: argparse.Namespace) -> int:
+    cluster = _cluster(args)
+    if cluster is not None:
+        stopped = cluster.down(timeout=args.timeout)
+        print(f"Kafka cluster stopped ({stopped} of {cluster.count} nodes were running)")
+        return 0
     kafka = _broker(args)
     if kafka.down(timeout=args.timeout):
         print(f"Kafka stopped; port {kafka.port} is free")
@@ -113,7 +150,8 @@ def run_down(args: argparse.Namespace) -> int:
 
 
 def run_status(args: argparse.Namespace) -> int:
-    status = _broker(args).status()
+    cluster = _cluster(args)
+    status = cluster.status() if cluster is not None else _broker(args).status()
     print(status.describe())
     return 0 if status.up else EXIT_DOWN
 

@@ -144,6 +144,11 @@ class BrokerOptions:
     client_config: dict[str, str] = field(default_factory=dict)
     owner_pid: int | None = None
     format_args: tuple[str, ...] = ()
+    #: A node of a cluster (txmon.broker.cluster): its id, every voter's controller port
+    #: by node id, and the cluster id all nodes' storage is formatted with.
+    node_id: int = 1
+    voters: dict[int, int] | None = None
+    cluster_id: str | None = None
 
 
 class LocalKafka:
@@ -173,6 +178,9 @@ class LocalKafka:
         self.client_config = dict(options.client_config)
         self.owner_pid = options.owner_pid
         self.format_args = list(options.format_args)  # e.g. --add-scram (txmon.broker.secure)
+        self.node_id = options.node_id
+        self.voters = dict(options.voters or {self.node_id: self.controller_port})
+        self.cluster_id = options.cluster_id
         self._proc: subprocess.Popen | None = None
         self._watchdogs: list[subprocess.Popen] = []
 
@@ -218,13 +226,17 @@ class LocalKafka:
 
     # Configuration ---------------------------------------------------------------------
     def server_properties(self) -> dict[str, str]:
-        """KRaft, one node that is both broker and controller. The quorum is static
-        (controller.quorum.voters) rather than formatted with --standalone, so the data
-        dir keeps working when the ports change between runs."""
+        """KRaft, every node both broker and controller (one node, or each node of a
+        local cluster). The quorum is static (controller.quorum.voters) rather than
+        formatted with --standalone, so the data dir keeps working when the ports change
+        between runs. Internal topics are replicated like txmon's own (three copies, two
+        in sync, once there are three nodes)."""
+        voters = ",".join(f"{n}@{HOST}:{port}" for n, port in sorted(self.voters.items()))
+        copies, in_sync = str(min(3, len(self.voters))), str(min(2, len(self.voters)))
         props = {
             "process.roles": "broker,controller",
-            "node.id": "1",
-            "controller.quorum.voters": f"1@{HOST}:{self.controller_port}",
+            "node.id": str(self.node_id),
+            "controller.quorum.voters": voters,
             "listeners": f"PLAINTEXT://{HOST}:{self.port},CONTROLLER://{HOST}:{self.controller_port}",
             "advertised.listeners": f"PLAINTEXT://{HOST}:{self.port}",
             "controller.listener.names": "CONTROLLER",
@@ -232,13 +244,13 @@ class LocalKafka:
             "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
             "log.dirs": str(self.log_dirs),
             "num.partitions": "1",
-            "default.replication.factor": "1",
-            "min.insync.replicas": "1",
-            "offsets.topic.replication.factor": "1",
-            "transaction.state.log.replication.factor": "1",
-            "transaction.state.log.min.isr": "1",
-            "share.coordinator.state.topic.replication.factor": "1",
-            "share.coordinator.state.topic.min.isr": "1",
+            "default.replication.factor": copies,
+            "min.insync.replicas": in_sync,
+            "offsets.topic.replication.factor": copies,
+            "transaction.state.log.replication.factor": copies,
+            "transaction.state.log.min.isr": in_sync,
+            "share.coordinator.state.topic.replication.factor": copies,
+            "share.coordinator.state.topic.min.isr": in_sync,
             "group.initial.rebalance.delay.ms": "0",
             # Every component creates its topics explicitly (txmon.kafka.admin); Faust
             # creates its own internal topics. A typo must not silently make a new topic.
@@ -343,7 +355,8 @@ class LocalKafka:
         cds = [f"-XX:SharedArchiveFile={archive}", "-Xlog:cds*=off"] if archive.is_file() else []
         cmd = [
             java, *cds, f"-Dlog4j2.configurationFile={self.log4j_file}", "-cp", f"{libs}/*",
-            STORAGE_TOOL, "format", "-t", _random_cluster_id(), "-c", str(self.properties_file),
+            STORAGE_TOOL, "format", "-t", self.cluster_id or _random_cluster_id(),
+            "-c", str(self.properties_file),
             *self.format_args,
         ]
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
@@ -356,13 +369,19 @@ class LocalKafka:
         """Start the broker unless this data dir's broker already runs; return once it
         answers a metadata request."""
         started = time.monotonic()
+        pid, spawned = self.spawn()
+        self.wait_ready(pid, spawned, started + timeout)
+        return UpResult(pid, spawned, time.monotonic() - started, self.bootstrap)
+
+    def spawn(self) -> tuple[int, bool]:
+        """Start the JVM without waiting for it: (pid, whether it was started now). A
+        cluster's nodes start together, since none answers before a quorum is up."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
         with self._lock():
             pid = self.pid()
             if pid is not None:
                 self.port = self._running_port() or self.port
-                self._wait_ready(pid, started + timeout)
-                return UpResult(pid, False, time.monotonic() - started, self.bootstrap)
+                return pid, False
             for port, what in ((self.port, "broker"), (self.controller_port, "controller")):
                 if not port_free(port):
                     raise UserError(
@@ -392,14 +411,19 @@ class LocalKafka:
             write_pid(self.pid_file, pid)
             if self.owner_pid is not None:
                 self._start_watchdog(pid)
-            try:
-                self._wait_ready(pid, started + timeout)
-            except UserError:
-                self._stop_pid(pid, 5.0)
-                self._settle_cds(clean_exit=False)
-                self.pid_file.unlink(missing_ok=True)
-                raise
-            return UpResult(pid, True, time.monotonic() - started, self.bootstrap)
+            return pid, True
+
+    def wait_ready(self, pid: int, spawned: bool, deadline: float) -> None:
+        """Until the broker answers; one started now that never does is stopped again."""
+        try:
+            self._wait_ready(pid, deadline)
+        except UserError:
+            if spawned:
+                with self._lock():
+                    self._stop_pid(pid, 5.0)
+                    self._settle_cds(clean_exit=False)
+                    self.pid_file.unlink(missing_ok=True)
+            raise
 
     def _start_watchdog(self, pid: int) -> None:
         self._watchdogs = [w for w in self._watchdogs if w.poll() is None]

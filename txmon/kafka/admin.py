@@ -22,10 +22,31 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class TopicSpec:
+    """A topic to create. `replication` None: as TopicLayout says for the cluster found
+    (`replicated`), with its `min.insync.replicas`."""
+
     name: str
     partitions: int
-    replication: int = 1
+    replication: int | None = None
     config: dict[str, str] = field(default_factory=dict)
+
+
+def replicated(spec: TopicSpec, brokers: int, layout: TopicLayout | None = None) -> TopicSpec:
+    """The spec with its replication and min.insync.replicas decided: three copies and two
+    in sync on a cluster of three or more brokers, one otherwise, unless the settings say.
+    Two in sync of three is what keeps a write acknowledged by acks=all through the loss
+    of any one broker, without blocking producers while it is down."""
+    layout = layout or TopicLayout.from_env()
+    copies = spec.replication or layout.replication or (3 if brokers >= 3 else 1)
+    in_sync = layout.min_insync or (2 if copies >= 3 else 1)
+    if copies > brokers:
+        raise UserError(f"topic {spec.name}: replication {copies} needs {copies} brokers, "
+                        f"the cluster has {brokers} (TXMON_REPLICATION)")
+    if in_sync > copies:
+        raise UserError(f"topic {spec.name}: min.insync.replicas {in_sync} > replication "
+                        f"{copies} (TXMON_MIN_INSYNC_REPLICAS)")
+    config = {"min.insync.replicas": str(in_sync), **spec.config}
+    return TopicSpec(spec.name, spec.partitions, copies, config)
 
 
 def pipeline_topics(names: Topics) -> list[TopicSpec]:
@@ -36,7 +57,7 @@ def pipeline_topics(names: Topics) -> list[TopicSpec]:
     replaces its twin instead of piling up; one partition keeps minutes in order.
     """
     layout = TopicLayout.from_env()
-    partitions, replication = layout.partitions, layout.replication
+    partitions, replication = layout.partitions, None  # decided for the cluster found
     keep = {"cleanup.policy": "compact,delete", "retention.ms": str(30 * 24 * 3600 * 1000)}
     return [
         TopicSpec(names.transactions, partitions, replication),
@@ -126,15 +147,12 @@ def ensure_topics(settings: KafkaSettings, specs: list[TopicSpec], timeout: floa
     """Create the topics that do not exist yet; existing ones are left as they are."""
     admin = AdminClient(settings.confluent())
     try:
-        existing = set(admin.list_topics(timeout=timeout).topics)
+        meta = admin.list_topics(timeout=timeout)
     except KafkaException as exc:
         raise UserError(f"cannot reach Kafka at {settings.bootstrap}: {exc}") from None
-    new = [
-        NewTopic(s.name, num_partitions=s.partitions, replication_factor=s.replication,
-                 config=s.config)
-        for s in specs
-        if s.name not in existing
-    ]
+    decided = [replicated(s, len(meta.brokers)) for s in specs if s.name not in meta.topics]
+    new = [NewTopic(s.name, num_partitions=s.partitions, replication_factor=s.replication,
+                    config=s.config) for s in decided]
     if not new:
         return
     for name, future in admin.create_topics(new, operation_timeout=timeout).items():
