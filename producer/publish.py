@@ -10,6 +10,7 @@ saying how many.
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass, field
 
@@ -18,6 +19,12 @@ from confluent_kafka import KafkaError, Producer
 from txmon.config import KafkaSettings
 from txmon.contracts import DeadLetter, encode
 from txmon.settings import ProducerSettings
+
+log = logging.getLogger(__name__)
+
+#: A producer whose queue stays full this long says why it is not moving, then again
+#: every as long while it stays blocked.
+BLOCKED_REPORT_S = 5.0
 
 
 def producer_config(settings: KafkaSettings, **overrides: object) -> dict[str, object]:
@@ -56,6 +63,9 @@ class Publisher:
     sent: int = 0
     failed: int = 0
     first_error: str | None = None
+    _acked: int = field(default=0, repr=False)
+    _acked_at: float = field(default_factory=time.monotonic, repr=False)
+    _reported_at: float | None = field(default=None, repr=False)
 
     def __post_init__(self):
         self._producer = Producer(
@@ -76,15 +86,40 @@ class Publisher:
             try:
                 produce(topic, value, key)
             except BufferError:
-                poll(0.05)
-                while True:
-                    try:
-                        produce(topic, value, key)
-                        break
-                    except BufferError:
-                        poll(0.05)
+                self._when_room(topic, value, key)
         self.sent += len(values)
         poll(0)
+        self._watch()
+
+    def _when_room(self, topic: str, value: bytes, key: bytes) -> None:
+        """The queue is full: the brokers acknowledge slower than we send, or not at all.
+        Wait for room; the records stay queued until acknowledged or timed out."""
+        while True:
+            try:
+                self._producer.produce(topic, value, key)
+                return
+            except BufferError:
+                self._producer.poll(0.05)
+                self._watch()
+
+    def _watch(self) -> None:
+        """Say when the brokers stop acknowledging (brokers down, or fewer in-sync
+        replicas than `min.insync.replicas`: acks=all writes wait), and when they resume.
+        Records wait in the queue meanwhile, and fail, counted, only after
+        TXMON_PRODUCER_TIMEOUT_MS."""
+        now = time.monotonic()
+        queued = len(self._producer)
+        acked = self.sent - queued - self.failed
+        if acked > self._acked or not queued:
+            if self._reported_at is not None:
+                log.warning("Kafka acknowledges again after %.0fs", now - self._acked_at)
+            self._acked, self._acked_at, self._reported_at = acked, now, None
+        elif now - self._acked_at >= BLOCKED_REPORT_S and (
+                self._reported_at is None or now - self._reported_at >= BLOCKED_REPORT_S):
+            self._reported_at = now
+            log.warning("Kafka has acknowledged nothing for %.0fs (%d records waiting): brokers"
+                        " down or fewer in-sync replicas than min.insync.replicas; waiting, "
+                        "nothing is dropped", now - self._acked_at, queued)
 
     def dead_letter(self, letter: DeadLetter, key: bytes | None = None) -> None:
         if not self.dead_letter_topic:

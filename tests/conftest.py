@@ -145,3 +145,17 @@ def local_kafka_factory(
     yield make
     for kafka in made:
         kafka.down(timeout=20)
+
+
+@pytest.fixture
+def local_cluster(tmp_path_factory: pytest.TempPathFactory):
+    """A three-node LocalCluster on free ports (256 MiB heap a node: three fit the 2-core
+    test machine beside the session broker), stopped at teardown."""
+    from txmon.broker.cluster import LocalCluster
+
+    ports = free_ports(6)
+    cluster = LocalCluster(tmp_path_factory.mktemp("cluster"), ports=(ports[:3], ports[3:]),
+                           options=BrokerOptions(heap="256m", owner_pid=os.getpid()))
+    cluster.up(timeout=180)
+    yield cluster
+    cluster.down(timeout=20)

@@ -7,22 +7,12 @@ worker started after the restart over the same transactions."""
 
 from __future__ import annotations
 
-import json
-import subprocess
 import time
 
 import pandas as pd
 import pytest
-from support.faults import (
-    WindowWatch,
-    fresh_outputs,
-    pipeline_env,
-    pivot,
-    slug,
-    tally_records,
-    tally_windows,
-)
-from support.processor import TXMON, Worker, processor_env, read_alerts, read_dead, read_windows
+from support.faults import replay_through, slug
+from support.processor import Worker, processor_env, read_windows
 from support.reliability import record
 
 from txmon.config import KafkaSettings
@@ -46,93 +36,34 @@ def test_broker_restart_mid_replay_loses_and_duplicates_nothing(
     run = slug("t-restart")
     names = Topics(**{f: f"{run}-{f.replace('_', '-')}" for f in Topics.__dataclass_fields__})
     ensure_topics(settings, pipeline_topics(names))
-    source = shared_data / SOURCE
-    truth = pivot(source)
-    env = pipeline_env(settings, names)
-    worker = Worker(processor_env(env, TXMON_APP_ID=slug("victim"), **WORKER_ENV),
-                    tmp_path, "victim").start()
-    report = tmp_path / "replay.json"
-    replay_log = open(tmp_path / "replay.log", "wb")  # noqa: SIM115 - closed below
-    feeder = subprocess.Popen([TXMON, "replay", str(source), "--speed", SPEED, "--no-progress",
-                               "--report", str(report)], env=env, stdout=replay_log,
-                              stderr=subprocess.STDOUT)
-    calm = None
-    watch = WindowWatch(settings, names.window_counts)
-    watch.start()
-    try:
-        # Mid-stream: the worker has closed windows and the replay is still sending.
-        try:
-            watch.wait_for(DOWN_AFTER_WINDOWS, 300, worker.alive)
-        except AssertionError as exc:
-            raise AssertionError(f"{exc}\n{worker.tail()}") from None
-        finally:
-            watch.stop()
-        assert feeder.poll() is None, "the replay ended before the broker stopped"
-        t_down = time.monotonic()
+
+    def restart() -> None:
         assert kafka.down(timeout=30)
         time.sleep(DOWN_FOR_S)
         kafka.up(timeout=180)
-        outage = time.monotonic() - t_down
-        assert feeder.wait(300) == 0, (tmp_path / "replay.log").read_text()[-2000:]
-        assert worker.alive(), f"the worker died with the broker:\n{worker.tail()}"
-        calm_names = fresh_outputs(names, "calm")
-        calm = Worker(processor_env(pipeline_env(settings, calm_names),
-                                    TXMON_APP_ID=slug("calm"), **WORKER_ENV),
-                      tmp_path, "calm").start()
-        for topic, who in ((names.window_counts, worker), (calm_names.window_counts, calm)):
-            watch = WindowWatch(settings, topic)
-            watch.start()
-            try:
-                watch.wait_for(len(truth), 600, who.alive)
-            except AssertionError as exc:
-                raise AssertionError(f"{exc}\n{who.tail()}") from None
-            finally:
-                watch.stop()
-        time.sleep(2)
-        windows = read_windows(settings, names.window_counts)
-        alerts = read_alerts(settings, names.alerts)
-        dead = read_dead(settings, names.dead_letter)
-        calm_windows = read_windows(settings, calm_names.window_counts)
-        calm_alerts = read_alerts(settings, calm_names.alerts)
-    finally:
-        feeder.kill()
-        replay_log.close()
-        worker.stop()
-        if calm is not None:
-            calm.stop()
-    produced = json.loads(report.read_text())["totals"]
-    want = {s: int(v) for s, v in truth.sum().items() if v}
-    counts = tally_windows(windows, truth)
-    last = max(truth.index)
-    in_day = [w for w in windows if pd.Timestamp(w.start) <= last]
-    calm_in_day = [w for w in calm_windows if pd.Timestamp(w.start) <= last]
-    same = tally_records(in_day, calm_in_day)
-    end = max(w.start for w in calm_in_day)
-    alert_tally = tally_records([a for a in alerts if a.window_start <= end],
-                                [a for a in calm_alerts if a.window_start <= end])
-    ok = (produced == want and counts.clean() and same.clean() and alert_tally.clean()
-          and not dead)
-    print(f"\nbroker out {outage:.1f}s; windows re-emitted {same.reemitted}, "
-          f"alerts {alert_tally.expected} re-emitted {alert_tally.reemitted}")
+
+    outcome = replay_through(restart, settings, names, shared_data / SOURCE, tmp_path,
+                             speed=SPEED, after_windows=DOWN_AFTER_WINDOWS,
+                             worker_env=WORKER_ENV)
+    ok = outcome.clean()
+    print(f"\nbroker out {outcome.fault_s:.1f}s; windows re-emitted {outcome.windows.reemitted}"
+          f", alerts {outcome.alerts.expected} re-emitted {outcome.alerts.reemitted}")
     record("test_faults_broker_restart", order=2, fault="broker stop + restart mid-replay",
-           trials=1, crashes=1, records=counts.expected, windows=len(truth),
-           alerts=alert_tally.expected, lost=counts.lost + same.lost + alert_tally.lost,
-           double_counted=counts.double_counted,
-           duplicated=same.duplicated + alert_tally.duplicated,
-           reemitted=same.reemitted + alert_tally.reemitted,
+           trials=1, crashes=1, records=outcome.counts.expected,
+           windows=outcome.windows.expected, alerts=outcome.alerts.expected,
+           lost=outcome.counts.lost + outcome.windows.lost + outcome.alerts.lost,
+           double_counted=outcome.counts.double_counted,
+           duplicated=outcome.windows.duplicated + outcome.alerts.duplicated,
+           reemitted=outcome.windows.reemitted + outcome.alerts.reemitted,
            outcome=("replay and worker resumed by themselves; equal to an undisturbed run"
                     if ok else "FAILED: differs from the CSV or the undisturbed run"),
            seconds=round(time.monotonic() - started),
            notes=f"{SOURCE} at --speed {SPEED}; broker stopped once the worker had closed "
-                 f"{DOWN_AFTER_WINDOWS} windows, unreachable {outage:.0f}s "
+                 f"{DOWN_AFTER_WINDOWS} windows, unreachable {outcome.fault_s:.0f}s "
                  f"(stop, {DOWN_FOR_S}s, start); TXMON_PRODUCER_TIMEOUT_MS default 120000"
-                 + ("" if ok else f"; counts {counts!r}; windows {same}; alerts {alert_tally}; "
-                                  f"dead letters {len(dead)}"))
-    assert produced == want, "the replay's own totals differ from the file"
-    assert counts.clean(), counts
-    assert same.clean(), f"windows differ from an undisturbed run: {same}"
-    assert alert_tally.clean(), f"alerts differ from an undisturbed run: {alert_tally}"
-    assert not dead, f"{len(dead)} dead letters, e.g. {dead[0]}"
+                 + ("" if ok else f"; counts {outcome.counts!r}; windows {outcome.windows}; "
+                                  f"alerts {outcome.alerts}; dead letters {len(outcome.dead)}"))
+    outcome.check()
 
 
 def test_a_worker_started_before_its_broker_waits_for_it(local_kafka_factory, txmon_env,

@@ -200,3 +200,105 @@ class WindowWatch(threading.Thread):
 
 def counter_summary(counter: Counter) -> str:
     return ", ".join(f"{k}={v}" for k, v in sorted(counter.items()))
+
+
+@dataclasses.dataclass
+class ReplayOutcome:
+    """A replay disturbed by a fault, compared with the CSV and an undisturbed worker."""
+
+    produced: dict
+    want: dict
+    counts: Tally
+    windows: Tally
+    alerts: Tally
+    dead: list
+    fault_s: float
+
+    def clean(self) -> bool:
+        return (self.produced == self.want and self.counts.clean() and self.windows.clean()
+                and self.alerts.clean() and not self.dead)
+
+    def check(self) -> None:
+        assert self.produced == self.want, "the replay's own totals differ from the file"
+        assert self.counts.clean(), self.counts
+        assert self.windows.clean(), f"windows differ from an undisturbed run: {self.windows}"
+        assert self.alerts.clean(), f"alerts differ from an undisturbed run: {self.alerts}"
+        assert not self.dead, f"{len(self.dead)} dead letters, e.g. {self.dead[0]}"
+
+
+def replay_through(fault, settings: KafkaSettings, names: Topics, source: Path, tmp_path: Path,
+                   *, speed: str = "600", after_windows: int = 10,
+                   worker_env: dict | None = None) -> ReplayOutcome:
+    """Replay `source` into a running worker, call `fault()` once the worker has closed
+    `after_windows` windows (the replay still sending), let both finish, then run an
+    undisturbed worker over the same transactions and compare: counts with the CSV,
+    windows and alerts with the undisturbed run."""
+    import json
+    import subprocess
+
+    from support.processor import (
+        TXMON,
+        Worker,
+        processor_env,
+        read_alerts,
+        read_dead,
+        read_windows,
+    )
+
+    truth = pivot(source)
+    env = pipeline_env(settings, names)
+    extra = worker_env or {}
+    worker = Worker(processor_env(env, TXMON_APP_ID=slug("victim"), **extra),
+                    tmp_path, "victim").start()
+    report = tmp_path / "replay.json"
+    with open(tmp_path / "replay.log", "wb") as log:
+        feeder = subprocess.Popen([TXMON, "replay", str(source), "--speed", speed,
+                                   "--no-progress", "--report", str(report)], env=env,
+                                  stdout=log, stderr=subprocess.STDOUT)
+    calm = None
+    try:
+        _wait_windows(settings, names.window_counts, after_windows, worker, 300)
+        assert feeder.poll() is None, "the replay ended before the fault"
+        t = time.monotonic()
+        fault()
+        fault_s = time.monotonic() - t
+        assert feeder.wait(300) == 0, (tmp_path / "replay.log").read_text()[-2000:]
+        assert worker.alive(), f"the worker died:\n{worker.tail()}"
+        calm_names = fresh_outputs(names, "calm")
+        calm = Worker(processor_env(pipeline_env(settings, calm_names),
+                                    TXMON_APP_ID=slug("calm"), **extra), tmp_path, "calm").start()
+        _wait_windows(settings, names.window_counts, len(truth), worker, 600)
+        _wait_windows(settings, calm_names.window_counts, len(truth), calm, 600)
+        time.sleep(2)
+        windows = read_windows(settings, names.window_counts)
+        alerts = read_alerts(settings, names.alerts)
+        dead = read_dead(settings, names.dead_letter)
+        calm_windows = read_windows(settings, calm_names.window_counts)
+        calm_alerts = read_alerts(settings, calm_names.alerts)
+    finally:
+        feeder.kill()
+        worker.stop()
+        if calm is not None:
+            calm.stop()
+    last = max(truth.index)
+    in_day = [w for w in windows if pd.Timestamp(w.start) <= last]
+    calm_in_day = [w for w in calm_windows if pd.Timestamp(w.start) <= last]
+    end = max(w.start for w in calm_in_day)
+    return ReplayOutcome(
+        produced=json.loads(report.read_text())["totals"],
+        want={s: int(v) for s, v in truth.sum().items() if v},
+        counts=tally_windows(windows, truth), windows=tally_records(in_day, calm_in_day),
+        alerts=tally_records([a for a in alerts if a.window_start <= end],
+                             [a for a in calm_alerts if a.window_start <= end]),
+        dead=dead, fault_s=fault_s)
+
+
+def _wait_windows(settings: KafkaSettings, topic: str, count: int, worker, timeout: float):
+    watch = WindowWatch(settings, topic)
+    watch.start()
+    try:
+        watch.wait_for(count, timeout, worker.alive)
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\n{worker.tail()}") from None
+    finally:
+        watch.stop()
