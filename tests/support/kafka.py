@@ -6,7 +6,7 @@ import time
 import uuid
 from dataclasses import dataclass
 
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
 from txmon.config import KafkaSettings
 
@@ -20,15 +20,27 @@ class Record:
     headers: tuple = ()
 
 
-def end_offsets(settings: KafkaSettings, topic: str) -> dict[int, int]:
+#: Errors of a topic whose partitions have no leader yet (just created, or a leader moving
+#: on a loaded broker): worth asking again, not a failure.
+_NOT_READY = {KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAILABLE,
+              KafkaError.UNKNOWN_TOPIC_OR_PART}
+
+
+def end_offsets(settings: KafkaSettings, topic: str, timeout: float = 30.0) -> dict[int, int]:
+    """Each partition's end offset, once every partition has a leader to ask."""
     consumer = Consumer(settings.confluent(**{"group.id": f"probe-{uuid.uuid4()}"}))
+    deadline = time.monotonic() + timeout
     try:
-        meta = consumer.list_topics(topic, timeout=10).topics[topic]
-        out = {}
-        for p in meta.partitions:
-            _, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
-            out[p] = high
-        return out
+        while True:
+            try:
+                meta = consumer.list_topics(topic, timeout=10).topics[topic]
+                return {p: consumer.get_watermark_offsets(TopicPartition(topic, p),
+                                                          timeout=10)[1]
+                        for p in meta.partitions}
+            except KafkaException as exc:
+                if exc.args[0].code() not in _NOT_READY or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
     finally:
         consumer.close()
 
