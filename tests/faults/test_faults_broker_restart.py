@@ -37,7 +37,7 @@ def test_broker_restart_mid_replay_loses_and_duplicates_nothing(
     names = Topics(**{f: f"{run}-{f.replace('_', '-')}" for f in Topics.__dataclass_fields__})
     ensure_topics(settings, pipeline_topics(names))
 
-    def restart() -> None:
+    def restart(_workers, _start) -> None:
         assert kafka.down(timeout=30)
         time.sleep(DOWN_FOR_S)
         kafka.up(timeout=180)

@@ -14,7 +14,7 @@ from collections import Counter
 import pytest
 from confluent_kafka.admin import AdminClient
 from support.faults import pipeline_env, pivot, replay_through, slug
-from support.kafka import consume_all
+from support.kafka import consume_all, end_offsets
 from support.obs import wait_for
 from support.processor import TXMON
 from support.reliability import record
@@ -44,7 +44,7 @@ def test_the_leader_of_a_transactions_partition_killed_mid_replay(
     ensure_topics(settings, pipeline_topics(names))
     victim = leader_of(settings, names.transactions)
 
-    def kill_the_leader() -> None:
+    def kill_the_leader(_workers, _start) -> None:
         local_cluster.node(victim).kill()
         time.sleep(DOWN_FOR_S)
         local_cluster.node(victim).up(timeout=180)
@@ -71,6 +71,41 @@ def test_the_leader_of_a_transactions_partition_killed_mid_replay(
     outcome.check()
 
 
+def test_three_workers_on_six_partitions_one_killed_one_added(
+        shared_data, local_cluster, tmp_path, monkeypatch):
+    """Scale-out under failure on the cluster: three workers share six partitions, one is
+    SIGKILLed mid-stream and a fourth joins; its partitions move, and the result is still
+    exactly the CSV and the undisturbed run."""
+    started = time.monotonic()
+    monkeypatch.setenv("TXMON_PARTITIONS", "6")
+    settings = KafkaSettings(bootstrap=local_cluster.bootstrap)
+    run = slug("t-scale")
+    names = Topics(**{f: f"{run}-{f.replace('_', '-')}" for f in Topics.__dataclass_fields__})
+    ensure_topics(settings, pipeline_topics(names))
+
+    def kill_one_add_one(workers, start) -> None:
+        workers[1].kill()
+        start("joined")
+
+    outcome = replay_through(kill_one_add_one, settings, names, shared_data / SOURCE,
+                             tmp_path, worker_env={**WORKER_ENV, "TXMON_PARTITIONS": "6"},
+                             workers=3)
+    record("test_faults_cluster_workers", order=8,
+           fault="3 workers on 6 partitions (3 brokers): one SIGKILLed, one added mid-replay",
+           trials=1, crashes=1, records=outcome.counts.expected,
+           windows=outcome.windows.expected, alerts=outcome.alerts.expected,
+           lost=outcome.counts.lost + outcome.windows.lost + outcome.alerts.lost,
+           double_counted=outcome.counts.double_counted,
+           duplicated=outcome.windows.duplicated + outcome.alerts.duplicated,
+           reemitted=outcome.windows.reemitted + outcome.alerts.reemitted,
+           outcome=("equal to the CSV and to an undisturbed run" if outcome.clean()
+                    else "FAILED: differs"),
+           seconds=round(time.monotonic() - started),
+           notes=f"{SOURCE} at --speed 600; worker 2 of 3 SIGKILLed after 10 windows, a "
+                 "fourth started at once")
+    outcome.check()
+
+
 def test_min_insync_unmet_blocks_producers_and_loses_nothing(
         shared_data, local_cluster, tmp_path):
     """Two of three brokers down: no partition has two in-sync replicas, so acks=all
@@ -89,7 +124,7 @@ def test_min_insync_unmet_blocks_producers_and_loses_nothing(
                                    "--no-progress"], env=pipeline_env(settings, names),
                                   stdout=log, stderr=subprocess.STDOUT)
     try:
-        wait_for(lambda: end_offsets(settings, names.transactions) > 0, 120,
+        wait_for(lambda: sum(end_offsets(settings, names.transactions).values()) > 0, 120,
                  what="the replay writing")
         down = [n for n in (1, 2, 3) if n != leader_of(settings, names.transactions)]
         for node in down:
@@ -125,15 +160,3 @@ def test_min_insync_unmet_blocks_producers_and_loses_nothing(
     assert duplicated == 0 and lost == 0, (lost, duplicated)
     assert dict(got) == want
 
-
-def end_offsets(settings: KafkaSettings, topic: str) -> int:
-    from confluent_kafka import Consumer, TopicPartition
-
-    consumer = Consumer(settings.confluent(**{"group.id": slug("probe")}))
-    try:
-        parts = AdminClient(settings.confluent()).list_topics(topic, timeout=10) \
-            .topics[topic].partitions
-        return sum(consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
-                   for p in parts)
-    finally:
-        consumer.close()

@@ -228,11 +228,12 @@ class ReplayOutcome:
 
 def replay_through(fault, settings: KafkaSettings, names: Topics, source: Path, tmp_path: Path,
                    *, speed: str = "600", after_windows: int = 10,
-                   worker_env: dict | None = None) -> ReplayOutcome:
-    """Replay `source` into a running worker, call `fault()` once the worker has closed
-    `after_windows` windows (the replay still sending), let both finish, then run an
-    undisturbed worker over the same transactions and compare: counts with the CSV,
-    windows and alerts with the undisturbed run."""
+                   worker_env: dict | None = None, workers: int = 1) -> ReplayOutcome:
+    """Replay `source` into `workers` running workers of one group, call
+    `fault(workers, start)` once they have closed `after_windows` windows (the replay still
+    sending; `start(name)` starts one more worker of the group), let everything finish,
+    then run an undisturbed worker over the same transactions and compare: counts with
+    the CSV, windows and alerts with the undisturbed run."""
     import json
     import subprocess
 
@@ -248,8 +249,15 @@ def replay_through(fault, settings: KafkaSettings, names: Topics, source: Path, 
     truth = pivot(source)
     env = pipeline_env(settings, names)
     extra = worker_env or {}
-    worker = Worker(processor_env(env, TXMON_APP_ID=slug("victim"), **extra),
-                    tmp_path, "victim").start()
+    group = processor_env(env, TXMON_APP_ID=slug("victim"), **extra)
+    running = [Worker(group, tmp_path, f"victim-{i}").start() for i in range(workers)]
+
+    def start(name: str) -> Worker:
+        running.append(Worker(group, tmp_path, name).start())
+        return running[-1]
+
+    def worker_alive() -> bool:
+        return any(w.alive() for w in running)
     report = tmp_path / "replay.json"
     with open(tmp_path / "replay.log", "wb") as log:
         feeder = subprocess.Popen([TXMON, "replay", str(source), "--speed", speed,
@@ -257,17 +265,17 @@ def replay_through(fault, settings: KafkaSettings, names: Topics, source: Path, 
                                   stdout=log, stderr=subprocess.STDOUT)
     calm = None
     try:
-        _wait_windows(settings, names.window_counts, after_windows, worker, 300)
+        _wait_windows(settings, names.window_counts, after_windows, running[0], 300)
         assert feeder.poll() is None, "the replay ended before the fault"
         t = time.monotonic()
-        fault()
+        fault(list(running), start)
         fault_s = time.monotonic() - t
         assert feeder.wait(300) == 0, (tmp_path / "replay.log").read_text()[-2000:]
-        assert worker.alive(), f"the worker died:\n{worker.tail()}"
+        assert worker_alive(), "every worker died:\n" + "\n".join(w.tail() for w in running)
         calm_names = fresh_outputs(names, "calm")
         calm = Worker(processor_env(pipeline_env(settings, calm_names),
                                     TXMON_APP_ID=slug("calm"), **extra), tmp_path, "calm").start()
-        _wait_windows(settings, names.window_counts, len(truth), worker, 600)
+        _wait_windows(settings, names.window_counts, len(truth), running[-1], 600)
         _wait_windows(settings, calm_names.window_counts, len(truth), calm, 600)
         time.sleep(2)
         windows = read_windows(settings, names.window_counts)
@@ -277,7 +285,8 @@ def replay_through(fault, settings: KafkaSettings, names: Topics, source: Path, 
         calm_alerts = read_alerts(settings, calm_names.alerts)
     finally:
         feeder.kill()
-        worker.stop()
+        for w in running:
+            w.stop()
         if calm is not None:
             calm.stop()
     last = max(truth.index)
