@@ -49,12 +49,7 @@ def test_broker_restart_mid_replay_loses_and_duplicates_nothing(
     print(f"\nbroker out {outcome.fault_s:.1f}s; windows re-emitted {outcome.windows.reemitted}"
           f", alerts {outcome.alerts.expected} re-emitted {outcome.alerts.reemitted}")
     record("test_faults_broker_restart", order=2, fault="broker stop + restart mid-replay",
-           trials=1, crashes=1, records=outcome.counts.expected,
-           windows=outcome.windows.expected, alerts=outcome.alerts.expected,
-           lost=outcome.counts.lost + outcome.windows.lost + outcome.alerts.lost,
-           double_counted=outcome.counts.double_counted,
-           duplicated=outcome.windows.duplicated + outcome.alerts.duplicated,
-           reemitted=outcome.windows.reemitted + outcome.alerts.reemitted,
+           trials=1, crashes=1, **outcome.figures(),
            outcome=("replay and worker resumed by themselves; equal to an undisturbed run"
                     if ok else "FAILED: differs from the CSV or the undisturbed run"),
            seconds=round(time.monotonic() - started),

@@ -56,12 +56,7 @@ def test_the_leader_of_a_transactions_partition_killed_mid_replay(
     healed_s = time.monotonic() - t
     record("test_faults_cluster", order=6, fault="partition leader SIGKILLed mid-replay "
            "(3 brokers, RF 3, min ISR 2)", trials=1, crashes=1,
-           records=outcome.counts.expected, windows=outcome.windows.expected,
-           alerts=outcome.alerts.expected,
-           lost=outcome.counts.lost + outcome.windows.lost + outcome.alerts.lost,
-           double_counted=outcome.counts.double_counted,
-           duplicated=outcome.windows.duplicated + outcome.alerts.duplicated,
-           reemitted=outcome.windows.reemitted + outcome.alerts.reemitted,
+           **outcome.figures(),
            outcome=("equal to the CSV and to an undisturbed run; ISR healed"
                     if outcome.clean() else "FAILED: differs"),
            seconds=round(time.monotonic() - started),
@@ -92,12 +87,7 @@ def test_three_workers_on_six_partitions_one_killed_one_added(
                              workers=3)
     record("test_faults_cluster_workers", order=8,
            fault="3 workers on 6 partitions (3 brokers): one SIGKILLed, one added mid-replay",
-           trials=1, crashes=1, records=outcome.counts.expected,
-           windows=outcome.windows.expected, alerts=outcome.alerts.expected,
-           lost=outcome.counts.lost + outcome.windows.lost + outcome.alerts.lost,
-           double_counted=outcome.counts.double_counted,
-           duplicated=outcome.windows.duplicated + outcome.alerts.duplicated,
-           reemitted=outcome.windows.reemitted + outcome.alerts.reemitted,
+           trials=1, crashes=1, **outcome.figures(),
            outcome=("equal to the CSV and to an undisturbed run" if outcome.clean()
                     else "FAILED: differs"),
            seconds=round(time.monotonic() - started),

@@ -218,6 +218,17 @@ class ReplayOutcome:
         return (self.produced == self.want and self.counts.clean() and self.windows.clean()
                 and self.alerts.clean() and not self.dead)
 
+    def figures(self) -> dict[str, int]:
+        """The reliability table's columns for this run (support.reliability.record)."""
+        return {
+            "records": self.counts.expected, "windows": self.windows.expected,
+            "alerts": self.alerts.expected,
+            "lost": self.counts.lost + self.windows.lost + self.alerts.lost,
+            "double_counted": self.counts.double_counted,
+            "duplicated": self.windows.duplicated + self.alerts.duplicated,
+            "reemitted": self.windows.reemitted + self.alerts.reemitted,
+        }
+
     def check(self) -> None:
         assert self.produced == self.want, "the replay's own totals differ from the file"
         assert self.counts.clean(), self.counts
