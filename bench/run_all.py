@@ -49,6 +49,8 @@ def plan(args) -> dict[str, list[str]]:
                         "--backfill-minutes", "0", "--tps", "20"],
             "api": ["ingest_api.py", "--seconds", "2", "--connections", "8",
                     "--batch-records", "20000", "--batch-size", "2000", "--batch-repeat", "1"],
+            "merge-load": ["merge_load.py", "--partitions", "1,2", "--seconds", "3",
+                           "--warmup", "1"],
         }
     sizes = f"{n},{10 * n}" if n <= 1_000_000 else f"1000000,{n}"  # the 1M vs 10M
     return {
@@ -60,6 +62,7 @@ def plan(args) -> dict[str, list[str]]:
         "scale-out": ["scale_out.py", "--events", str(min(n, 1_000_000))],
         "latency": ["alert_latency.py"],
         "api": ["ingest_api.py"],
+        "merge-load": ["merge_load.py", "--plot", str(args.out / "merge-load.png")],
     }
 
 

@@ -1,7 +1,9 @@
 """Issue 16: the pipeline on a three-node cluster (replication 3, min.insync.replicas 2)
-keeps its promises when a broker dies: the broker leading a transactions partition is
-SIGKILLed mid-replay and restarted later; nothing is lost or counted twice, no minute or
-alert is duplicated, and the in-sync replicas heal."""
+keeps its promises when a broker dies: the broker leading a transactions partition, or
+the one leading the merge stage's partials and changelog, is SIGKILLed mid-replay and
+restarted later; nothing is lost or counted twice, no minute or alert is duplicated, and
+the in-sync replicas heal. The replay runs a day a minute (`--speed 1440`): the kill
+still lands while records flow, and four cluster tests fit CI's budget."""
 
 from __future__ import annotations
 
@@ -12,27 +14,61 @@ import time
 from collections import Counter
 
 import pytest
-from confluent_kafka.admin import AdminClient
+from confluent_kafka.admin import AdminClient, NewTopic
 from support.faults import pipeline_env, pivot, replay_through, slug
-from support.kafka import consume_all, end_offsets
+from support.kafka import consume_all, end_offsets, leaders
 from support.obs import wait_for
 from support.processor import TXMON
 from support.reliability import record
 
+from processor.app import faust_topics
+from processor.config import ProcessorConfig
 from txmon.config import KafkaSettings
 from txmon.contracts import Topics
-from txmon.kafka.admin import ensure_topics, pipeline_topics
+from txmon.kafka.admin import TopicSpec, ensure_topics, pipeline_topics, replicated
 
 pytestmark = [pytest.mark.timeout(1200)]
 
 SOURCE = "transactions_2.csv"
+SPEED = "1440"
+MERGE_VICTIM = 3  # any node; not necessarily the controller or a transactions leader
 DOWN_FOR_S = 10
 WORKER_ENV = {"TXMON_WARMUP_WINDOWS": "60", "TXMON_SESSION_TIMEOUT_MS": "6000"}
 
 
 def leader_of(settings: KafkaSettings, topic: str, partition: int = 0) -> int:
-    meta = AdminClient(settings.confluent()).list_topics(topic, timeout=10)
-    return meta.topics[topic].partitions[partition].leader
+    return leaders(settings, topic)[partition]
+
+
+def create_led_by(settings: KafkaSettings, specs: list[TopicSpec], node: int,
+                  nodes: int = 3) -> None:
+    """Create `specs` as txmon would on this cluster, but with `node` first in every
+    replica list: the preferred leader, so one broker leads them all."""
+    order = [node] + [n for n in range(1, nodes + 1) if n != node]
+    new = []
+    for spec in specs:
+        decided = replicated(spec, nodes)
+        new.append(NewTopic(spec.name, spec.partitions,
+                            replica_assignment=[order] * spec.partitions,
+                            config=decided.config))
+    admin = AdminClient(settings.confluent())  # alive until every future is done
+    for future in admin.create_topics(new, operation_timeout=30).values():
+        future.result()
+
+
+def kill_and_restart(cluster, node: int):
+    """A fault for replay_through: SIGKILL `node`, restart it DOWN_FOR_S later."""
+    def fault(_workers, _start) -> None:
+        cluster.node(node).kill()
+        time.sleep(DOWN_FOR_S)
+        cluster.node(node).up(timeout=180)
+    return fault
+
+
+def heal_seconds(cluster) -> float:
+    t = time.monotonic()
+    wait_for(lambda: cluster.status().under_replicated == 0, 180, what="ISR healed")
+    return time.monotonic() - t
 
 
 def test_the_leader_of_a_transactions_partition_killed_mid_replay(
@@ -43,26 +79,52 @@ def test_the_leader_of_a_transactions_partition_killed_mid_replay(
     names = Topics(**{f: f"{run}-{f.replace('_', '-')}" for f in Topics.__dataclass_fields__})
     ensure_topics(settings, pipeline_topics(names))
     victim = leader_of(settings, names.transactions)
-
-    def kill_the_leader(_workers, _start) -> None:
-        local_cluster.node(victim).kill()
-        time.sleep(DOWN_FOR_S)
-        local_cluster.node(victim).up(timeout=180)
-
-    outcome = replay_through(kill_the_leader, settings, names, shared_data / SOURCE, tmp_path,
+    outcome = replay_through(kill_and_restart(local_cluster, victim), settings, names,
+                             shared_data / SOURCE, tmp_path, speed=SPEED,
                              worker_env=WORKER_ENV)
-    t = time.monotonic()
-    wait_for(lambda: local_cluster.status().under_replicated == 0, 180, what="ISR healed")
-    healed_s = time.monotonic() - t
+    healed_s = heal_seconds(local_cluster)
     record("test_faults_cluster", order=6, fault="partition leader SIGKILLed mid-replay "
            "(3 brokers, RF 3, min ISR 2)", trials=1, crashes=1,
            **outcome.figures(),
            outcome=("equal to the CSV and to an undisturbed run; ISR healed"
                     if outcome.clean() else "FAILED: differs"),
            seconds=round(time.monotonic() - started),
-           notes=f"{SOURCE} at --speed 600; node {victim} (leader of transactions-0) "
+           notes=f"{SOURCE} at --speed {SPEED}; node {victim} (leader of transactions-0) "
                  f"SIGKILLed, restarted after {DOWN_FOR_S}s (down {outcome.fault_s:.0f}s); "
                  f"ISR healed {healed_s:.0f}s after the replay ended")
+    outcome.check()
+
+
+def test_the_leader_of_the_partials_and_changelog_killed_while_merging(
+        shared_data, local_cluster, tmp_path):
+    """The merge stage's input (the partials topic) and its state (the Faust changelog)
+    lose their leader together while minutes are being merged: the worker's consumer,
+    producer and table writes all fail over to another replica."""
+    started = time.monotonic()
+    settings = KafkaSettings(bootstrap=local_cluster.bootstrap)
+    run = slug("t-merge")
+    names = Topics(**{f: f"{run}-{f.replace('_', '-')}" for f in Topics.__dataclass_fields__})
+    app_id = slug("victim")
+    merge_topics = [s for s in pipeline_topics(names) if s.name == names.window_partials]
+    merge_topics += faust_topics(ProcessorConfig(app_id=app_id))
+    victim = MERGE_VICTIM
+    create_led_by(settings, merge_topics, victim)
+    ensure_topics(settings, pipeline_topics(names))
+    led = {s.name: leader_of(settings, s.name) for s in merge_topics}
+    assert set(led.values()) == {victim}, led
+    outcome = replay_through(kill_and_restart(local_cluster, victim), settings, names,
+                             shared_data / SOURCE, tmp_path, speed=SPEED,
+                             worker_env=WORKER_ENV, app_id=app_id)
+    healed_s = heal_seconds(local_cluster)
+    record("test_faults_cluster_merge", order=7, fault="leader of the partials and the merge "
+           "changelog SIGKILLed while merging (3 brokers, RF 3, min ISR 2)", trials=1,
+           crashes=1, **outcome.figures(),
+           outcome=("equal to the CSV and to an undisturbed run; ISR healed"
+                    if outcome.clean() else "FAILED: differs"),
+           seconds=round(time.monotonic() - started),
+           notes=f"{SOURCE} at --speed {SPEED}; node {victim} led {', '.join(sorted(led))}; "
+                 f"SIGKILLed after 10 merged minutes, restarted after {DOWN_FOR_S}s (down "
+                 f"{outcome.fault_s:.0f}s); ISR healed {healed_s:.0f}s after the replay ended")
     outcome.check()
 
 
@@ -83,15 +145,15 @@ def test_three_workers_on_six_partitions_one_killed_one_added(
         start("joined")
 
     outcome = replay_through(kill_one_add_one, settings, names, shared_data / SOURCE,
-                             tmp_path, worker_env={**WORKER_ENV, "TXMON_PARTITIONS": "6"},
-                             workers=3)
-    record("test_faults_cluster_workers", order=8,
+                             tmp_path, speed=SPEED, workers=3,
+                             worker_env={**WORKER_ENV, "TXMON_PARTITIONS": "6"})
+    record("test_faults_cluster_workers", order=9,
            fault="3 workers on 6 partitions (3 brokers): one SIGKILLed, one added mid-replay",
            trials=1, crashes=1, **outcome.figures(),
            outcome=("equal to the CSV and to an undisturbed run" if outcome.clean()
                     else "FAILED: differs"),
            seconds=round(time.monotonic() - started),
-           notes=f"{SOURCE} at --speed 600; worker 2 of 3 SIGKILLed after 10 windows, a "
+           notes=f"{SOURCE} at --speed {SPEED}; worker 2 of 3 SIGKILLed after 10 windows, a "
                  "fourth started at once")
     outcome.check()
 
@@ -110,7 +172,7 @@ def test_min_insync_unmet_blocks_producers_and_loses_nothing(
     want = {s: int(v) for s, v in pivot(source).sum().items() if v}
     log_path = tmp_path / "replay.log"
     with open(log_path, "wb") as log:
-        feeder = subprocess.Popen([TXMON, "replay", str(source), "--speed", "600",
+        feeder = subprocess.Popen([TXMON, "replay", str(source), "--speed", SPEED,
                                    "--no-progress"], env=pipeline_env(settings, names),
                                   stdout=log, stderr=subprocess.STDOUT)
     try:
@@ -137,13 +199,13 @@ def test_min_insync_unmet_blocks_producers_and_loses_nothing(
     ids = Counter(json.loads(r.value)["id"] for r in records)
     duplicated = sum(n - 1 for n in ids.values() if n > 1)
     lost = sum(want.values()) - len(ids)
-    record("test_faults_cluster_min_isr", order=7,
+    record("test_faults_cluster_min_isr", order=8,
            fault="2 of 3 brokers down mid-replay (min.insync.replicas 2 unmet)", trials=1,
            crashes=2, records=sum(want.values()), lost=lost, duplicated=duplicated,
            outcome="replay blocked, said so, resumed; topic exact" if (
                dict(got) == want and not duplicated) else "FAILED: topic differs",
            seconds=round(time.monotonic() - started),
-           notes=f"{SOURCE} at --speed 600; nodes {down} SIGKILLed, restarted once the "
+           notes=f"{SOURCE} at --speed {SPEED}; nodes {down} SIGKILLed, restarted once the "
                  f"replay reported the stall; acknowledgements stalled {stalled}s; replay "
                  f"done {recovered_s:.0f}s after the kill")
     assert "Kafka acknowledges again" in text, text[-2000:]

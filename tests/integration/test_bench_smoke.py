@@ -23,12 +23,12 @@ def test_every_benchmark_runs_at_a_tiny_size(kafka_bootstrap: str, tmp_path: Pat
     out = tmp_path / "results"
     proc = subprocess.run(
         [sys.executable, str(ROOT / "bench" / "run_all.py"), "--smoke", "--out", str(out)],
-        env=env, capture_output=True, text=True, timeout=400)
+        env=env, capture_output=True, text=True, timeout=500)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     results = json.loads((out / "results.json").read_text())
     benches = {r["bench"] for r in results["rows"]}
     assert benches == {"producer", "processor", "memory", "scale-out", "latency",
-                       "ingest API"}, benches
+                       "ingest API", "merge load"}, benches
     by_metric = {(r["bench"], r["metric"]): r for r in results["rows"]}
     for (bench, metric), r in by_metric.items():
         if bench == "latency" and "alert" in metric:

@@ -239,12 +239,14 @@ class ReplayOutcome:
 
 def replay_through(fault, settings: KafkaSettings, names: Topics, source: Path, tmp_path: Path,
                    *, speed: str = "600", after_windows: int = 10,
-                   worker_env: dict | None = None, workers: int = 1) -> ReplayOutcome:
+                   worker_env: dict | None = None, workers: int = 1,
+                   app_id: str | None = None) -> ReplayOutcome:
     """Replay `source` into `workers` running workers of one group, call
     `fault(workers, start)` once they have closed `after_windows` windows (the replay still
     sending; `start(name)` starts one more worker of the group), let everything finish,
     then run an undisturbed worker over the same transactions and compare: counts with
-    the CSV, windows and alerts with the undisturbed run."""
+    the CSV, windows and alerts with the undisturbed run. `app_id`: the disturbed
+    group's, when the test must know its Faust topics in advance."""
     import json
     import subprocess
 
@@ -260,7 +262,7 @@ def replay_through(fault, settings: KafkaSettings, names: Topics, source: Path, 
     truth = pivot(source)
     env = pipeline_env(settings, names)
     extra = worker_env or {}
-    group = processor_env(env, TXMON_APP_ID=slug("victim"), **extra)
+    group = processor_env(env, TXMON_APP_ID=app_id or slug("victim"), **extra)
     running = [Worker(group, tmp_path, f"victim-{i}").start() for i in range(workers)]
 
     def start(name: str) -> Worker:

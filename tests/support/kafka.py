@@ -7,6 +7,7 @@ import uuid
 from dataclasses import dataclass
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
+from confluent_kafka.admin import AdminClient
 
 from txmon.config import KafkaSettings
 
@@ -26,6 +27,23 @@ _NOT_READY = {KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAILAB
               KafkaError.UNKNOWN_TOPIC_OR_PART}
 
 
+def leaders(settings: KafkaSettings, topic: str, timeout: float = 30.0) -> dict[int, int]:
+    """Each partition's leader, once the metadata has the topic's partitions and every one
+    has a leader (right after creation, or while a leader moves, it may not)."""
+    admin = AdminClient(settings.confluent())
+    deadline = time.monotonic() + timeout
+    while True:
+        meta = admin.list_topics(topic, timeout=10).topics.get(topic)
+        if meta is not None and meta.error is None and meta.partitions:
+            out = {p: part.leader for p, part in meta.partitions.items()}
+            if min(out.values()) >= 0:
+                return out
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{topic}: no leader for every partition after {timeout}s: "
+                                 f"{meta and meta.partitions}")
+        time.sleep(0.2)
+
+
 def end_offsets(settings: KafkaSettings, topic: str, timeout: float = 30.0) -> dict[int, int]:
     """Each partition's end offset, once every partition has a leader to ask."""
     consumer = Consumer(settings.confluent(**{"group.id": f"probe-{uuid.uuid4()}"}))
@@ -33,10 +51,10 @@ def end_offsets(settings: KafkaSettings, topic: str, timeout: float = 30.0) -> d
     try:
         while True:
             try:
-                meta = consumer.list_topics(topic, timeout=10).topics[topic]
+                partitions = leaders(settings, topic, timeout)
                 return {p: consumer.get_watermark_offsets(TopicPartition(topic, p),
                                                           timeout=10)[1]
-                        for p in meta.partitions}
+                        for p in partitions}
             except KafkaException as exc:
                 if exc.args[0].code() not in _NOT_READY or time.monotonic() > deadline:
                     raise
