@@ -1,18 +1,18 @@
 """The merge stage's load against the number of source partitions, measured.
 
     .venv/bin/python bench/merge_load.py [--partitions 1,6,24] [--seconds 60]
-        [--warmup 20] [--tps 1000] [--json FILE] [--plot FILE]
+        [--warmup 20] [--tps 1000] [--start ISO] [--json FILE] [--plot FILE]
 
 Every source partition's counting sends partials to the one-partition partials topic,
 and the merge stage writes its whole state to the Faust changelog after each partial, so
 the merge's work grows with partitions, not with the transaction rate. For each partition
-count, a fresh topic and a real `txmon process` take live traffic (`txmon produce --rate`,
-event time = wall time); after the worker has counted its first events and --warmup
-seconds more, the growth of the partials topic and of the merge changelog over --seconds
-is read back, with the worker's CPU time. The merge's own cost is then timed on one core,
-offline: every partial read back is decoded, applied by processor.minutes.Minutes (the
-merge logic the worker runs) and the state encoded as the table stores it. Baseline: the
-first partition count (1), measured in the same run.
+count, a fresh topic and a real `txmon process` take live traffic (`txmon produce --rate`
+from the busiest hour, event time advancing with wall time); after the worker has counted
+its first events and --warmup seconds more, the growth of the partials topic and of the
+merge changelog over --seconds is read back, with the worker's CPU time. The merge's own
+cost is then timed on one core, offline: every partial read back is decoded, applied by
+processor.minutes.Minutes (the merge logic the worker runs) and the state encoded as the
+table stores it. Baseline: the first partition count (1), measured in the same run.
 """
 
 from __future__ import annotations
@@ -75,10 +75,12 @@ def read_range(settings, topic: str, start: int = 0, end: int | None = None) -> 
         consumer.close()
 
 
-def end_offset(settings, topic: str) -> int:
+def end_offset(settings, topic: str, partitions: int = 1) -> int:
+    """The topic's end offsets, summed over its partitions."""
     consumer = Consumer(settings.confluent(**{"group.id": "merge-load-probe"}))
     try:
-        return consumer.get_watermark_offsets(TopicPartition(topic, 0), timeout=10)[1]
+        return sum(consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
+                   for p in range(partitions))
     finally:
         consumer.close()
 
@@ -125,6 +127,7 @@ def measure(bootstrap: str, partitions: int, args, work: Path) -> dict:
     worker = Worker(env, work, f"merge{partitions}").start()
     feeder = subprocess.Popen(
         [TXMON, "produce", "--rate", str(args.tps), "--topic", names.transactions,
+         *(["--start", args.start] if args.start else []),
          "--duration", f"{args.warmup + args.seconds + 600}s", "--no-progress"],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
     try:
@@ -134,6 +137,7 @@ def measure(bootstrap: str, partitions: int, args, work: Path) -> dict:
                 raise SystemExit(f"merge{partitions}: worker never counted\n{worker.tail()}")
             time.sleep(0.5)
         time.sleep(args.warmup)
+        tx0 = end_offset(settings, names.transactions, partitions)
         p0, c0, cpu0, t0 = (end_offset(settings, names.window_partials),
                             end_offset(settings, changelog), cpu_seconds(worker.pid),
                             time.monotonic())
@@ -144,6 +148,7 @@ def measure(bootstrap: str, partitions: int, args, work: Path) -> dict:
         p1, c1, cpu1, t1 = (end_offset(settings, names.window_partials),
                             end_offset(settings, changelog), cpu_seconds(worker.pid),
                             time.monotonic())
+        tx1 = end_offset(settings, names.transactions, partitions)
         print(file=sys.stderr)
     finally:
         feeder.kill()
@@ -158,6 +163,7 @@ def measure(bootstrap: str, partitions: int, args, work: Path) -> dict:
             "changelog_per_min": (c1 - c0) * per_min,
             "changelog_kb_per_min": sum(len(m.value() or b"") for m in changes) / 1024 * per_min,
             "worker_cpu_pct": 100 * (cpu1 - cpu0) / (t1 - t0),
+            "tx_per_s": (tx1 - tx0) / (t1 - t0),
             **merge_cost(everything, partitions, cfg)}
 
 
@@ -189,6 +195,11 @@ def main() -> int:
     ap.add_argument("--seconds", type=int, default=60, help="measured wall time per run")
     ap.add_argument("--warmup", type=int, default=20, help="seconds after the first count")
     ap.add_argument("--tps", type=float, default=1000, help="`txmon produce --rate`")
+    ap.add_argument("--start", default=time.strftime(
+                        "%Y-%m-%dT12:00Z", time.gmtime(time.time() - 86_400)),
+                    help="`txmon produce --start`: the simulated clock, yesterday's busiest "
+                         "hour (not in the future, which is dead-lettered) so the rate is "
+                         "near --tps; '' for now")
     ap.add_argument("--json", type=Path)
     ap.add_argument("--plot", type=Path)
     args = ap.parse_args()
@@ -214,7 +225,8 @@ def main() -> int:
                 note=f"{merge_pct:.3f}% of a core at this many partials (derived)"),
             row("merge load", f"{p} partitions: worker CPU", r["worker_cpu_pct"], "%",
                 of, base["worker_cpu_pct"],
-                note=f"`txmon produce --rate {args.tps:g}`; counting and merge together"),
+                note=f"{r['tx_per_s']:,.0f} tx/s (`txmon produce --rate {args.tps:g}`); "
+                     "counting and merge together"),
         ]
     print_rows(rows)
     if args.plot:

@@ -154,6 +154,7 @@ class WindowWatch(threading.Thread):
         super().__init__(daemon=True)
         self.settings, self.topic = settings, topic
         self.ids: set[str] = set()
+        self.arrivals: list[float] = []  # monotonic time of each new id
         self.records = 0
         self.stop_event = threading.Event()
         self.changed = threading.Condition()
@@ -178,7 +179,10 @@ class WindowWatch(threading.Thread):
                     if msg.error() or msg.value() is None:
                         continue
                     with self.changed:
-                        self.ids.add(decoder.decode(msg.value()).id)
+                        window_id = decoder.decode(msg.value()).id
+                        if window_id not in self.ids:
+                            self.ids.add(window_id)
+                            self.arrivals.append(time.monotonic())
                         self.records += 1
                         self.changed.notify_all()
         finally:
@@ -192,6 +196,13 @@ class WindowWatch(threading.Thread):
                 assert alive(), "worker died"
                 self.changed.wait(0.2)
             return len(self.ids)
+
+    def longest_pause(self, since: float) -> float:
+        """The longest wait for a new window from `since` on: how long the output
+        stalled while a fault was being recovered from."""
+        with self.changed:
+            times = [since, *(t for t in self.arrivals if t > since)]
+        return max((b - a for a, b in zip(times, times[1:], strict=False)), default=0.0)
 
     def stop(self) -> None:
         self.stop_event.set()
@@ -213,6 +224,8 @@ class ReplayOutcome:
     alerts: Tally
     dead: list
     fault_s: float
+    #: Longest pause in the disturbed worker's window output after the fault began.
+    recover_s: float = 0.0
 
     def clean(self) -> bool:
         return (self.produced == self.want and self.counts.clean() and self.windows.clean()
@@ -227,6 +240,7 @@ class ReplayOutcome:
             "double_counted": self.counts.double_counted,
             "duplicated": self.windows.duplicated + self.alerts.duplicated,
             "reemitted": self.windows.reemitted + self.alerts.reemitted,
+            "recover_s": round(self.recover_s, 1),
         }
 
     def check(self) -> None:
@@ -277,8 +291,10 @@ def replay_through(fault, settings: KafkaSettings, names: Topics, source: Path, 
                                    "--no-progress", "--report", str(report)], env=env,
                                   stdout=log, stderr=subprocess.STDOUT)
     calm = None
+    watch = WindowWatch(settings, names.window_counts)
+    watch.start()
     try:
-        _wait_windows(settings, names.window_counts, after_windows, running[0], 300)
+        _wait_for(watch, after_windows, running[0], 300)
         assert feeder.poll() is None, "the replay ended before the fault"
         t = time.monotonic()
         fault(list(running), start)
@@ -288,7 +304,8 @@ def replay_through(fault, settings: KafkaSettings, names: Topics, source: Path, 
         calm_names = fresh_outputs(names, "calm")
         calm = Worker(processor_env(pipeline_env(settings, calm_names),
                                     TXMON_APP_ID=slug("calm"), **extra), tmp_path, "calm").start()
-        _wait_windows(settings, names.window_counts, len(truth), running[-1], 600)
+        _wait_for(watch, len(truth), running[-1], 600)
+        recover_s = watch.longest_pause(t)
         _wait_windows(settings, calm_names.window_counts, len(truth), calm, 600)
         time.sleep(2)
         windows = read_windows(settings, names.window_counts)
@@ -297,6 +314,7 @@ def replay_through(fault, settings: KafkaSettings, names: Topics, source: Path, 
         calm_windows = read_windows(settings, calm_names.window_counts)
         calm_alerts = read_alerts(settings, calm_names.alerts)
     finally:
+        watch.stop()
         feeder.kill()
         for w in running:
             w.stop()
@@ -312,15 +330,20 @@ def replay_through(fault, settings: KafkaSettings, names: Topics, source: Path, 
         counts=tally_windows(windows, truth), windows=tally_records(in_day, calm_in_day),
         alerts=tally_records([a for a in alerts if a.window_start <= end],
                              [a for a in calm_alerts if a.window_start <= end]),
-        dead=dead, fault_s=fault_s)
+        dead=dead, fault_s=fault_s, recover_s=recover_s)
 
 
 def _wait_windows(settings: KafkaSettings, topic: str, count: int, worker, timeout: float):
     watch = WindowWatch(settings, topic)
     watch.start()
     try:
+        _wait_for(watch, count, worker, timeout)
+    finally:
+        watch.stop()
+
+
+def _wait_for(watch: WindowWatch, count: int, worker, timeout: float) -> None:
+    try:
         watch.wait_for(count, timeout, worker.alive)
     except AssertionError as exc:
         raise AssertionError(f"{exc}\n{worker.tail()}") from None
-    finally:
-        watch.stop()

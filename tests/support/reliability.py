@@ -37,6 +37,7 @@ COLUMNS = [
     ("reemitted", "re-emitted (same id, same content)"),
     ("refused", "refused"),
     ("outcome", "outcome"),
+    ("recover_s", "recovered in (s)"),
     ("seconds", "test seconds"),
 ]
 
