@@ -55,9 +55,15 @@ def produce(settings: KafkaSettings, topic: str, value: bytes,
     errors: list[str] = []
     delivered: list[bool] = []
     producer = Producer(settings.confluent(**{
-        "message.timeout.ms": 30000, "logger": probe_logger(),
+        "message.timeout.ms": 10000 if refused else 30000, "logger": probe_logger(),
         "error_cb": lambda e: errors.append(f"{e.name()}: {e.str()}")}))
-    producer.produce(topic, value, on_delivery=lambda err, _: delivered.append(err is None))
+
+    def on_delivery(err, _msg) -> None:
+        delivered.append(err is None)
+        if err is not None:
+            errors.append(f"delivery: {err.name()}")
+
+    producer.produce(topic, value, on_delivery=on_delivery)
     while producer.flush(0.2) and not (refused and errors):
         pass
     return bool(delivered and delivered[0]), errors
