@@ -14,6 +14,7 @@ import pytest
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 from support.kafka import consume_all
+from support.obs import wait_for
 from support.processor import TXMON
 from support.tls import make_server_cert
 
@@ -92,8 +93,10 @@ def test_secure_tls_cluster_from_the_cli(tmp_path):
         topic = f"secure-cluster-{uuid.uuid4().hex[:8]}"
         admin = AdminClient(service.confluent())
         admin.create_topics([NewTopic(topic, 1, NODES)])[topic].result(30)
-        replicas = admin.list_topics(topic, timeout=10).topics[topic].partitions[0].replicas
-        assert len(replicas) == NODES
+        # The answering node may learn of the new partition a moment after creation.
+        part = wait_for(lambda: admin.list_topics(topic, timeout=10).topics[topic]
+                        .partitions.get(0), 30, what=f"{topic}'s partition in the metadata")
+        assert len(part.replicas) == NODES
         delivered, errors = produce(service, topic, b"over TLS")
         assert delivered, errors
         assert [r.value for r in consume_all(service, topic, expected=1, timeout=60)] == \
