@@ -100,3 +100,11 @@ def test_a_secure_data_dir_without_tls_is_not_switched_to_tls(tmp_path):
         secure.prepare(data, tls.TlsFiles(made.cert, made.key, made.ca))
     loaded = secure.load(Path(data))
     assert loaded is not None and loaded.protocol == "SASL_PLAINTEXT"
+
+
+def test_unusable_tls_files_leave_a_new_data_dir_untouched(tmp_path):
+    made = make_server_cert(tmp_path / "certs")
+    data = tmp_path / "data"
+    with pytest.raises(UserError, match="not a PEM CA certificate"):
+        secure.prepare(data, tls.TlsFiles(made.cert, made.key, made.key))
+    assert not data.exists()

@@ -135,8 +135,9 @@ def prepare(data_dir: Path, files: tls.TlsFiles | None = None) -> Secured:
     if files and had_creds and not tls.installed(data_dir) and _formatted(data_dir):
         raise UserError(f"{data_dir} holds a secure broker without TLS; use another "
                         "--data-dir for a TLS broker")
+    stores = tls.read(files) if files else None
     creds = ensure_credentials(data_dir)
-    tls_dir = tls.install(files, data_dir) if files else tls.installed(data_dir)
+    tls_dir = tls.write(stores, data_dir) if stores else tls.installed(data_dir)
     return Secured(creds, tls_dir)
 
 

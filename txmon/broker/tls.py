@@ -47,7 +47,8 @@ def requested(cert: Path | None, key: Path | None, ca: Path | None,
     if not any(given.values()):
         return None
     if not secure:
-        raise UserError("--tls-cert/--tls-key/--tls-ca need --secure (TLS carries SASL here)")
+        raise UserError("--tls-cert/--tls-key/--tls-ca (TXMON_KAFKA_TLS_*) need --secure: "
+                        "TLS carries SASL here")
     missing = [flag for flag, path in given.items() if not path]
     if missing:
         raise UserError(f"TLS needs all of --tls-cert, --tls-key and --tls-ca; "
@@ -101,16 +102,26 @@ def _write_private(path: Path, text: str) -> None:
     os.chmod(path, 0o600)
 
 
-def install(files: TlsFiles, data_dir: Path) -> Path:
-    """Copy (converting the key if needed) the files into the data dir; its TLS dir."""
+def read(files: TlsFiles) -> tuple[str, str]:
+    """(keystore, truststore) PEM texts; refuses unusable files before anything is
+    written to the data dir."""
     keystore = _pkcs8(files.key) + _pem(files.cert, _CERT, "certificate")
-    truststore = _pem(files.ca, _CERT, "CA certificate")
+    return keystore, _pem(files.ca, _CERT, "CA certificate")
+
+
+def write(stores: tuple[str, str], data_dir: Path) -> Path:
+    """The stores into the data dir's TLS dir (0700, files 0600); that dir."""
     path = tls_dir(data_dir)
     path.mkdir(parents=True, exist_ok=True)
     os.chmod(path, 0o700)
-    _write_private(path / KEYSTORE, keystore)
-    _write_private(path / TRUSTSTORE, truststore)
+    _write_private(path / KEYSTORE, stores[0])
+    _write_private(path / TRUSTSTORE, stores[1])
     return path
+
+
+def install(files: TlsFiles, data_dir: Path) -> Path:
+    """Copy (converting the key if needed) the files into the data dir; its TLS dir."""
+    return write(read(files), data_dir)
 
 
 def server_properties(path: Path) -> dict[str, str]:
