@@ -292,6 +292,15 @@ class BrokerSettings(_Group):
                              shown="$TXMON_STATE_DIR/kafka")
     cds: bool = setting("TXMON_KAFKA_CDS", True,
                         "reuse a JVM class-data archive for faster broker starts")
+    tls_cert: Path | None = setting(
+        "TXMON_KAFKA_TLS_CERT", None,
+        "with `--secure`: the broker's PEM certificate (chain), naming 127.0.0.1 (`--tls-cert`)")
+    tls_key: Path | None = setting(
+        "TXMON_KAFKA_TLS_KEY", None,
+        "with `--secure`: its unencrypted PEM private key (`--tls-key`)")
+    tls_ca: Path | None = setting(
+        "TXMON_KAFKA_TLS_CA", None,
+        "with `--secure`: the PEM CA that signed it, which clients trust (`--tls-ca`)")
 
 
 @dataclass(frozen=True)

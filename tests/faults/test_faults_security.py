@@ -1,6 +1,7 @@
-"""Issue 8, item 4: `txmon kafka up --secure` (SASL/SCRAM-SHA-512 + ACLs) and every
-service connecting with credentials from the environment; clients without credentials,
-with a wrong password, or beyond their ACLs are refused. The API binds to loopback."""
+"""Issue 8, item 4 and issue 16: `txmon kafka up --secure` with TLS files (SASL_SSL:
+TLS + SCRAM-SHA-512, and ACLs) and every service connecting with credentials and the CA
+from the environment; clients without credentials, with a wrong password, beyond their
+ACLs, without TLS, or trusting another CA are refused. The API binds to loopback."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from confluent_kafka import KafkaError, Producer
 from support.faults import pipeline_env, slug
 from support.processor import TXMON, Worker, processor_env, read_windows, unique_by_id
 from support.reliability import record
+from support.tls import make_ca, make_server_cert
 
 from txmon.broker import secure
 from txmon.broker.server import free_ports
@@ -36,20 +38,23 @@ MINUTES = 20
 
 @pytest.fixture(scope="module")
 def broker(tmp_path_factory):
-    """`txmon kafka up --secure` as a user runs it; its printed exports, then down."""
-    data = tmp_path_factory.mktemp("secure") / "kafka"
+    """`txmon kafka up --secure` with the operator's TLS files, as a user runs it; its
+    printed exports, then down."""
+    base = tmp_path_factory.mktemp("secure")
+    data = base / "kafka"
+    certs = make_server_cert(base / "certs")
     port, controller = free_ports(2)
     args = ["--data-dir", str(data), "--port", str(port), "--controller-port", str(controller)]
     env = dict(os.environ, TXMON_KAFKA_HEAP=os.environ.get("TXMON_TEST_KAFKA_HEAP", "384m"))
     for k in ("KAFKA_SECURITY_PROTOCOL", "KAFKA_SASL_MECHANISM", "KAFKA_SASL_USERNAME",
-              "KAFKA_SASL_PASSWORD"):
+              "KAFKA_SASL_PASSWORD", "KAFKA_SSL_CAFILE"):
         env.pop(k, None)
-    up = subprocess.run([TXMON, "kafka", "up", "--secure", "--timeout", "180", *args], env=env,
-                        capture_output=True, text=True, timeout=240)
+    up = subprocess.run([TXMON, "kafka", "up", "--secure", *certs.flags(), "--timeout", "180",
+                         *args], env=env, capture_output=True, text=True, timeout=240)
     try:
         assert up.returncode == 0, up.stderr + up.stdout
         exports = dict(re.findall(r"^export (\w+)=(\S+)$", up.stdout, re.M))
-        yield dict(data=data, args=args, env=env, exports=exports, stdout=up.stdout)
+        yield dict(data=data, args=args, env=env, exports=exports, stdout=up.stdout, base=base)
     finally:
         subprocess.run([TXMON, "kafka", "down", *args], env=env, capture_output=True,
                        timeout=60)
@@ -60,21 +65,32 @@ def settings_for(exports: dict[str, str], **change) -> KafkaSettings:
                       security_protocol=exports["KAFKA_SECURITY_PROTOCOL"],
                       sasl_mechanism=exports["KAFKA_SASL_MECHANISM"],
                       sasl_username=exports["KAFKA_SASL_USERNAME"],
-                      sasl_password=exports["KAFKA_SASL_PASSWORD"])
+                      sasl_password=exports["KAFKA_SASL_PASSWORD"],
+                      ssl_cafile=exports.get("KAFKA_SSL_CAFILE"))
     return dataclasses.replace(s, **change)
 
 
-def try_produce(settings: KafkaSettings, topic: str) -> tuple[bool, list[str]]:
-    """(delivered?, the client's errors): one record, a short delivery timeout."""
+def try_produce(settings: KafkaSettings, topic: str, messages: list[str] | None = None,
+                stop_on: str | None = None) -> tuple[bool, list[str]]:
+    """(delivered?, the client's error names): one record, a short delivery timeout, or
+    until the error named `stop_on`; the errors' texts go to `messages`."""
     errors: list[str] = []
     delivered: list[bool] = []
+    texts = messages if messages is not None else []
+
+    def on_error(e: KafkaError) -> None:
+        errors.append(e.name())
+        texts.append(e.str())
+
     producer = Producer(settings.confluent(**{
-        "message.timeout.ms": 8000, "error_cb": lambda e: errors.append(e.name()),
-        "logger": probe_logger()}))
+        "message.timeout.ms": 8000, "error_cb": on_error, "logger": probe_logger()}))
     producer.produce(topic, b'{"probe": 1}',
                      on_delivery=lambda err, msg: (delivered.append(err is None),
                                                    err and errors.append(err.name())))
-    producer.flush(15)
+    deadline = time.monotonic() + 15
+    while producer.flush(0.2) and time.monotonic() < deadline:
+        if stop_on in errors:
+            break
     return bool(delivered and delivered[0]), errors
 
 
@@ -98,11 +114,15 @@ def test_credentials_are_generated_private_and_printed(broker):
     assert mode == 0o600, oct(mode)
     assert stat.S_IMODE(os.stat(broker["data"]).st_mode) == 0o700
     ex = broker["exports"]
-    assert ex["KAFKA_SECURITY_PROTOCOL"] == "SASL_PLAINTEXT"
+    assert ex["KAFKA_SECURITY_PROTOCOL"] == "SASL_SSL"
+    assert ex["KAFKA_SSL_CAFILE"] == str(broker["data"] / "tls" / "ca.pem")
+    for name in ("ca.pem", "keystore.pem"):
+        path = broker["data"] / "tls" / name
+        assert stat.S_IMODE(os.stat(path).st_mode) == 0o600, path
     assert ex["KAFKA_SASL_MECHANISM"] == "SCRAM-SHA-512"
     assert ex["KAFKA_SASL_USERNAME"] == "txmon"
     assert ex["KAFKA_SASL_PASSWORD"] == creds["txmon"]
-    # `status` speaks SASL to it too (it reads the data dir's credentials).
+    # `status` speaks SASL_SSL to it too (it reads the data dir's credentials and CA).
     st = subprocess.run([TXMON, "kafka", "status", *broker["args"]], env=broker["env"],
                         capture_output=True, text=True, timeout=60)
     assert st.returncode == 0 and st.stdout.startswith("up:"), st.stdout
@@ -121,7 +141,7 @@ def test_pipeline_runs_with_credentials_from_the_environment_and_strangers_are_r
     names = Topics(**{f: f"{run}-{f.replace('_', '-')}" for f in Topics.__dataclass_fields__})
     ensure_topics(service, pipeline_topics(names))
     creds = secure.load_credentials(broker["data"])
-    secure.apply_acls(ex["KAFKA_BOOTSTRAP_SERVERS"], creds,
+    secure.apply_acls(ex["KAFKA_BOOTSTRAP_SERVERS"], secure.load(broker["data"]),
                       [names.window_counts, names.alerts])
     env = pipeline_env(service, names, **ex)
     csv = tmp_path / "minutes.csv"
@@ -177,10 +197,22 @@ def test_pipeline_runs_with_credentials_from_the_environment_and_strangers_are_r
         api_log.close()
         worker.stop()
 
-    # Refusals: no credentials, a wrong password, a user beyond its ACLs.
+    # Refusals: no credentials, a wrong password, a user beyond its ACLs, no TLS, and
+    # TLS trusting another CA; the right client still gets through.
     anonymous = KafkaSettings(bootstrap=ex["KAFKA_BOOTSTRAP_SERVERS"])
     ok, errors = try_produce(anonymous, names.transactions)
     assert not ok, "a client without credentials was let in"
+    cleartext = settings_for(ex, security_protocol="SASL_PLAINTEXT", ssl_cafile=None)
+    ok, cleartext_errors = try_produce(cleartext, names.transactions,
+                                       stop_on="_ALL_BROKERS_DOWN")
+    assert not ok, "a SASL client without TLS was let in"
+    other_ca, _ = make_ca(broker["base"] / "other-ca", "other-ca")
+    texts: list[str] = []
+    ok, stranger_errors = try_produce(settings_for(ex, ssl_cafile=str(other_ca)),
+                                      names.transactions, texts, stop_on="_SSL")
+    assert not ok and "_SSL" in stranger_errors, stranger_errors
+    assert any("certificate verify failed" in t for t in texts), texts
+    assert try_produce(service, names.transactions)[0]
     wrong = settings_for(ex, sasl_password=ex["KAFKA_SASL_PASSWORD"] + "x")
     ok, wrong_errors = try_produce(wrong, names.transactions)
     assert not ok and "_AUTHENTICATION" in wrong_errors, wrong_errors
@@ -189,15 +221,18 @@ def test_pipeline_runs_with_credentials_from_the_environment_and_strangers_are_r
     # The reader cannot read what it was not granted either.
     with pytest.raises(Exception, match="(?i)authoriz"):
         _read_strict(reader, names.transactions)
-    record("test_faults_security", order=5, fault="SASL/SCRAM-SHA-512 + ACLs broker",
+    record("test_faults_security", order=5, fault="SASL_SSL (TLS + SCRAM-SHA-512) + ACLs broker",
            trials=1, records=sum(totals.values()), windows=MINUTES, lost=0, double_counted=0,
-           refused=4,
-           outcome="replay, processor, API, exporter through SASL; refused: no credentials, "
-                   "wrong password, reader writing, reader reading an ungranted topic",
+           refused=6,
+           outcome="replay, processor, API, exporter through SASL_SSL; refused: no "
+                   "credentials, wrong password, reader writing, reader reading an "
+                   "ungranted topic, SASL without TLS, TLS trusting another CA",
            seconds=round(time.monotonic() - started),
            notes=f"no credentials -> {sorted(set(errors))[:3]}; wrong password -> "
                  f"{sorted(set(wrong_errors))[:3]}; reader producing -> "
-                 f"{sorted(set(reader_errors))[:3]}; API listening on "
+                 f"{sorted(set(reader_errors))[:3]}; no TLS -> "
+                 f"{sorted(set(cleartext_errors))[:3]}; another CA -> "
+                 f"{sorted(set(stranger_errors))[:3]}; API listening on "
                  f"{sorted(listening_addresses_cache)}")
 
 

@@ -42,6 +42,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--secure", action="store_true",
                    help="SASL/SCRAM-SHA-512 with ACLs; passwords generated into the data dir "
                         "and printed as env exports (use a new data dir)")
+    p.add_argument("--tls-cert", help=flag_help(
+        B, "tls_cert", "with --secure: TLS (SASL_SSL) with this PEM certificate"))
+    p.add_argument("--tls-key", help=flag_help(B, "tls_key", "its PEM private key"))
+    p.add_argument("--tls-ca", help=flag_help(B, "tls_ca", "the PEM CA clients trust"))
     p.set_defaults(func=run_up)
 
     p = sub.add_parser("down", help="stop the broker and free its ports")
@@ -62,6 +66,24 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run_logs)
 
 
+def _secure(args: argparse.Namespace, data_dir, nodes: list):
+    """With --secure, the data dir's credentials (made now if new) and TLS files; without,
+    whatever security the data dir already has. Applied to every node; None if none."""
+    from txmon.broker import secure, tls
+
+    env = B.from_env()
+    files = None
+    if hasattr(args, "tls_cert"):  # `up`
+        files = tls.requested(args.tls_cert or env.tls_cert, args.tls_key or env.tls_key,
+                              args.tls_ca or env.tls_ca, args.secure)
+    sec = secure.prepare(data_dir, files) if getattr(args, "secure", False) \
+        else secure.load(data_dir)
+    if sec is not None:
+        for node in nodes:
+            secure.make_secure(node, sec)
+    return sec
+
+
 def _cluster(args: argparse.Namespace, heap: str | None = None):
     """The cluster in the data dir (or to create there with --nodes > 1), else None."""
     from txmon.broker.cluster import LocalCluster, is_cluster
@@ -71,32 +93,36 @@ def _cluster(args: argparse.Namespace, heap: str | None = None):
     data_dir = args.data_dir or env.data_dir
     nodes = getattr(args, "nodes", 1)
     if nodes <= 1 and not is_cluster(data_dir):
-        return None
-    if getattr(args, "secure", False):
-        from txmon.errors import UserError
-
-        raise UserError("--secure with --nodes is not supported yet")
-    return LocalCluster(data_dir, nodes, args.port or env.port,
-                        args.controller_port or env.controller_port,
-                        BrokerOptions(heap=heap))
+        return None, None
+    cluster = LocalCluster(data_dir, nodes, args.port or env.port,
+                           args.controller_port or env.controller_port,
+                           BrokerOptions(heap=heap))
+    return cluster, _secure(args, cluster.data_dir, cluster.nodes)
 
 
 def _broker(args: argparse.Namespace, heap: str | None = None):
-    from txmon.broker import secure
+    """(the broker or the cluster's node to act on, its security or None)."""
     from txmon.broker.server import BrokerOptions, LocalKafka
 
-    cluster = _cluster(args, heap)
+    cluster, sec = _cluster(args, heap)
     if cluster is not None:
-        return cluster.node(getattr(args, "node", 1))
+        return cluster.node(getattr(args, "node", 1)), sec
     kafka = LocalKafka(
         data_dir=args.data_dir, port=args.port, controller_port=args.controller_port,
         options=BrokerOptions(heap=heap),
     )
-    if getattr(args, "secure", False):
-        secure.make_secure(kafka)
-    else:
-        secure.attach_if_secure(kafka)
-    return kafka
+    return kafka, _secure(args, kafka.data_dir, [kafka])
+
+
+def _print_secure(sec, data_dir, bootstrap: str) -> None:
+    """Once the broker answers: its ACLs, then how services connect."""
+    from txmon.broker import secure
+
+    secure.apply_acls(bootstrap, sec)
+    how = "SASL_SSL (TLS)" if sec.tls_dir else "SASL_PLAINTEXT"
+    print(f"# {how} with SCRAM-SHA-512 and ACLs; passwords in "
+          f"{secure.credentials_path(data_dir)}. For the services:")
+    print(secure.shell_exports(sec.env_exports(bootstrap, secure.SERVICE)))
 
 
 def run_fetch(args: argparse.Namespace) -> int:
@@ -109,13 +135,15 @@ def run_fetch(args: argparse.Namespace) -> int:
 
 
 def run_up(args: argparse.Namespace) -> int:
-    cluster = _cluster(args, heap=args.heap)
+    cluster, sec = _cluster(args, heap=args.heap)
     if cluster is not None:
         seconds = cluster.up(timeout=args.timeout)
         print(f"Kafka cluster of {cluster.count} nodes up at {cluster.bootstrap} "
               f"(all answered after {seconds:.1f}s; data {cluster.data_dir})")
+        if sec is not None:
+            _print_secure(sec, cluster.data_dir, cluster.bootstrap)
         return 0
-    kafka = _broker(args, heap=args.heap)
+    kafka, sec = _broker(args, heap=args.heap)
     result = kafka.up(timeout=args.timeout)
     if result.started:
         print(f"Kafka {kafka.version} up at {result.bootstrap} (pid {result.pid}, "
@@ -123,25 +151,18 @@ def run_up(args: argparse.Namespace) -> int:
     else:
         print(f"Kafka already running at {result.bootstrap} (pid {result.pid}; "
               f"data {kafka.data_dir})")
-    if kafka.format_args:  # secure: ACLs, then how services connect
-        from txmon.broker import secure
-
-        creds = secure.load_credentials(kafka.data_dir)
-        secure.apply_acls(kafka.bootstrap, creds)
-        print(f"# SASL/SCRAM-SHA-512 with ACLs; passwords in "
-              f"{secure.credentials_path(kafka.data_dir)}. For the services:")
-        print(secure.shell_exports(secure.env_exports(kafka.bootstrap, secure.SERVICE,
-                                                      creds[secure.SERVICE])))
+    if sec is not None:
+        _print_secure(sec, kafka.data_dir, kafka.bootstrap)
     return 0
 
 
 def run_down(args: argparse.Namespace) -> int:
-    cluster = _cluster(args)
+    cluster, _ = _cluster(args)
     if cluster is not None:
         stopped = cluster.down(timeout=args.timeout)
         print(f"Kafka cluster stopped ({stopped} of {cluster.count} nodes were running)")
         return 0
-    kafka = _broker(args)
+    kafka, _ = _broker(args)
     if kafka.down(timeout=args.timeout):
         print(f"Kafka stopped; port {kafka.port} is free")
     else:
@@ -150,8 +171,8 @@ def run_down(args: argparse.Namespace) -> int:
 
 
 def run_status(args: argparse.Namespace) -> int:
-    cluster = _cluster(args)
-    status = cluster.status() if cluster is not None else _broker(args).status()
+    cluster, _ = _cluster(args)
+    status = cluster.status() if cluster is not None else _broker(args)[0].status()
     print(status.describe())
     return 0 if status.up else EXIT_DOWN
 
@@ -160,7 +181,7 @@ def run_logs(args: argparse.Namespace) -> int:
     from txmon.broker.server import tail
     from txmon.errors import UserError
 
-    kafka = _broker(args)
+    kafka, _ = _broker(args)
     path = kafka.log_file
     if not path.is_file():
         raise UserError(f"no broker log yet at {path} (has `txmon kafka up` run?)")

@@ -1,18 +1,23 @@
-"""`txmon kafka up --secure`: the local broker with SASL/SCRAM-SHA-512 and ACLs.
+"""`txmon kafka up --secure`: the local broker (or cluster) with SASL/SCRAM-SHA-512 and ACLs.
 
-Clients authenticate with SCRAM-SHA-512 on the one client listener (SASL_PLAINTEXT on
-127.0.0.1); the broker's own connection to its KRaft controller uses SASL/PLAIN with the
-admin user. The StandardAuthorizer denies everything no ACL allows. Users:
+Clients authenticate with SCRAM-SHA-512 on the one client listener, which brokers also
+use between themselves; the connections to the KRaft controllers use SASL/PLAIN with the
+admin user. With the operator's TLS files (`--tls-cert/--tls-key/--tls-ca`,
+txmon.broker.tls) both listeners are SASL_SSL, else SASL_PLAINTEXT (loopback only, so
+a local broker is usable without a CA). The StandardAuthorizer denies everything no ACL
+allows. Users:
 
-- ``admin``: super user (the broker itself, and topic/ACL administration);
+- ``admin``: super user (the brokers themselves, and topic/ACL administration);
 - ``txmon``: the services (producer, processor, API, exporter): topics and groups;
 - ``reader``: read-only, for dashboards and tools: read and describe, nothing else.
 
 Passwords are random, generated once into ``credentials.env`` in the data dir (mode
 0600, the dir 0700; never in the repo) and the SCRAM credentials are written into the
 metadata when the storage is formatted (StorageTool ``--add-scram``), so they exist
-before the broker first starts. Services read them from the environment
-(KAFKA_SECURITY_PROTOCOL, KAFKA_SASL_MECHANISM, KAFKA_SASL_USERNAME, KAFKA_SASL_PASSWORD).
+before the broker first starts. A cluster keeps one ``credentials.env`` (and one
+``tls`` dir) in its own data dir for all its nodes, each formatted with the same users.
+Services read them from the environment (KAFKA_SECURITY_PROTOCOL, KAFKA_SASL_MECHANISM,
+KAFKA_SASL_USERNAME, KAFKA_SASL_PASSWORD, KAFKA_SSL_CAFILE).
 """
 
 from __future__ import annotations
@@ -20,16 +25,50 @@ from __future__ import annotations
 import os
 import secrets
 import shlex
+from dataclasses import dataclass
 from pathlib import Path
 
+from txmon.broker import tls
 from txmon.errors import UserError
 from txmon.kafka import librdkafka_logger
 
 MECHANISM = "SCRAM-SHA-512"
-PROTOCOL = "SASL_PLAINTEXT"
 CREDENTIALS_FILE = "credentials.env"
 ADMIN, SERVICE, READER = "admin", "txmon", "reader"
 USERS = (ADMIN, SERVICE, READER)
+
+
+@dataclass(frozen=True)
+class Secured:
+    """A secure data dir's passwords (user -> password) and its TLS dir, if TLS."""
+
+    creds: dict[str, str]
+    tls_dir: Path | None = None
+
+    @property
+    def protocol(self) -> str:
+        return "SASL_SSL" if self.tls_dir else "SASL_PLAINTEXT"
+
+    def client_config(self, user: str) -> dict[str, str]:
+        """librdkafka settings for one user."""
+        conf = {"security.protocol": self.protocol, "sasl.mechanism": MECHANISM,
+                "sasl.username": user, "sasl.password": self.creds[user]}
+        if self.tls_dir:
+            conf["ssl.ca.location"] = str(tls.ca_file(self.tls_dir))
+        return conf
+
+    def env_exports(self, bootstrap: str, user: str) -> dict[str, str]:
+        """What a service needs in its environment to connect as `user`."""
+        env = {
+            "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+            "KAFKA_SECURITY_PROTOCOL": self.protocol,
+            "KAFKA_SASL_MECHANISM": MECHANISM,
+            "KAFKA_SASL_USERNAME": user,
+            "KAFKA_SASL_PASSWORD": self.creds[user],
+        }
+        if self.tls_dir:
+            env["KAFKA_SSL_CAFILE"] = str(tls.ca_file(self.tls_dir))
+        return env
 
 
 def credentials_path(data_dir: Path) -> Path:
@@ -53,6 +92,19 @@ def load_credentials(data_dir: Path) -> dict[str, str] | None:
     return out
 
 
+def load(data_dir: Path) -> Secured | None:
+    """The data dir's security, or None for a broker that is not secure: `status`,
+    `down`, `logs` and a second `up` speak to it as it was set up."""
+    creds = load_credentials(data_dir)
+    return Secured(creds, tls.installed(data_dir)) if creds else None
+
+
+def _formatted(data_dir: Path) -> bool:
+    """Storage already formatted here, a single broker's or a cluster node's."""
+    return any(data_dir.glob("data/meta.properties")) or any(
+        data_dir.glob("node-*/data/meta.properties"))
+
+
 def ensure_credentials(data_dir: Path) -> dict[str, str]:
     """The data dir's passwords, generated on first use (the storage must then be new:
     SCRAM credentials are written when it is formatted)."""
@@ -60,7 +112,7 @@ def ensure_credentials(data_dir: Path) -> dict[str, str]:
     existing = load_credentials(data_dir)
     if existing:
         return existing
-    if (data_dir / "data" / "meta.properties").is_file():
+    if _formatted(data_dir):
         raise UserError(f"{data_dir} already holds a broker formatted without --secure; "
                         "use another --data-dir (or remove this one) for a secure broker")
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -74,26 +126,44 @@ def ensure_credentials(data_dir: Path) -> dict[str, str]:
     return creds
 
 
+def prepare(data_dir: Path, files: tls.TlsFiles | None = None) -> Secured:
+    """`up --secure`: the data dir's passwords (new ones for a new data dir) and, with
+    `files`, the TLS files installed. A data dir set up without TLS keeps it that way:
+    its clients were told SASL_PLAINTEXT; one with TLS keeps TLS without the flags."""
+    data_dir = Path(data_dir)
+    had_creds = load_credentials(data_dir) is not None
+    if files and had_creds and not tls.installed(data_dir) and _formatted(data_dir):
+        raise UserError(f"{data_dir} holds a secure broker without TLS; use another "
+                        "--data-dir for a TLS broker")
+    stores = tls.read(files) if files else None
+    creds = ensure_credentials(data_dir)
+    tls_dir = tls.write(stores, data_dir) if stores else tls.installed(data_dir)
+    return Secured(creds, tls_dir)
+
+
 def _jaas(module: str, user: str, password: str, **users: str) -> str:
     extra = "".join(f' user_{u}="{p}"' for u, p in users.items())
     return f'{module} required username="{user}" password="{password}"{extra};'
 
 
 def server_properties(host: str, port: int, controller_port: int,
-                      creds: dict[str, str]) -> dict[str, str]:
-    admin = creds[ADMIN]
+                      sec: Secured) -> dict[str, str]:
+    """The listeners: clients and brokers on `<protocol>` (SCRAM), controllers on
+    CONTROLLER (PLAIN, admin only), both TLS when the data dir has TLS files."""
+    admin = sec.creds[ADMIN]
+    proto = sec.protocol
     scram = "org.apache.kafka.common.security.scram.ScramLoginModule"
     plain = "org.apache.kafka.common.security.plain.PlainLoginModule"
-    return {
-        "listeners": f"{PROTOCOL}://{host}:{port},CONTROLLER://{host}:{controller_port}",
-        "advertised.listeners": f"{PROTOCOL}://{host}:{port}",
-        "listener.security.protocol.map": f"CONTROLLER:{PROTOCOL},{PROTOCOL}:{PROTOCOL}",
-        "inter.broker.listener.name": PROTOCOL,
+    props = {
+        "listeners": f"{proto}://{host}:{port},CONTROLLER://{host}:{controller_port}",
+        "advertised.listeners": f"{proto}://{host}:{port}",
+        "listener.security.protocol.map": f"CONTROLLER:{proto},{proto}:{proto}",
+        "inter.broker.listener.name": proto,
         "sasl.enabled.mechanisms": MECHANISM,
         "sasl.mechanism.inter.broker.protocol": MECHANISM,
         "sasl.mechanism.controller.protocol": "PLAIN",
-        f"listener.name.{PROTOCOL.lower()}.sasl.enabled.mechanisms": MECHANISM,
-        f"listener.name.{PROTOCOL.lower()}.{MECHANISM.lower()}.sasl.jaas.config":
+        f"listener.name.{proto.lower()}.sasl.enabled.mechanisms": MECHANISM,
+        f"listener.name.{proto.lower()}.{MECHANISM.lower()}.sasl.jaas.config":
             _jaas(scram, ADMIN, admin),
         "listener.name.controller.sasl.enabled.mechanisms": "PLAIN",
         "listener.name.controller.plain.sasl.jaas.config":
@@ -102,6 +172,9 @@ def server_properties(host: str, port: int, controller_port: int,
         "super.users": f"User:{ADMIN}",
         "allow.everyone.if.no.acl.found": "false",
     }
+    if sec.tls_dir:
+        props.update(tls.server_properties(sec.tls_dir))
+    return props
 
 
 def format_args(creds: dict[str, str]) -> list[str]:
@@ -112,48 +185,22 @@ def format_args(creds: dict[str, str]) -> list[str]:
     return out
 
 
-def client_config(user: str, password: str) -> dict[str, str]:
-    """librdkafka settings for one user."""
-    return {"security.protocol": PROTOCOL, "sasl.mechanism": MECHANISM,
-            "sasl.username": user, "sasl.password": password}
-
-
-def env_exports(bootstrap: str, user: str, password: str) -> dict[str, str]:
-    """What a service needs in its environment to connect as `user`."""
-    return {
-        "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
-        "KAFKA_SECURITY_PROTOCOL": PROTOCOL,
-        "KAFKA_SASL_MECHANISM": MECHANISM,
-        "KAFKA_SASL_USERNAME": user,
-        "KAFKA_SASL_PASSWORD": password,
-    }
-
-
 def shell_exports(env: dict[str, str]) -> str:
     return "\n".join(f"export {k}={shlex.quote(v)}" for k, v in env.items())
 
 
-def make_secure(kafka, creds: dict[str, str] | None = None) -> dict[str, str]:
-    """Turn a LocalKafka (not started yet) into the secure one; returns the passwords."""
+def make_secure(kafka, sec: Secured) -> None:
+    """Turn a LocalKafka (a single broker or one cluster node, not started yet) into a
+    secure one."""
     from txmon.broker.server import HOST
 
-    creds = creds or ensure_credentials(kafka.data_dir)
     kafka.extra_properties.update(
-        server_properties(HOST, kafka.port, kafka.controller_port, creds))
-    kafka.client_config.update(client_config(ADMIN, creds[ADMIN]))
-    kafka.format_args = format_args(creds)
-    return creds
+        server_properties(HOST, kafka.port, kafka.controller_port, sec))
+    kafka.client_config.update(sec.client_config(ADMIN))
+    kafka.format_args = format_args(sec.creds)
 
 
-def attach_if_secure(kafka) -> dict[str, str] | None:
-    """A data dir with credentials is a secure broker's: `status`/`up` must speak SASL."""
-    creds = load_credentials(kafka.data_dir)
-    if creds:
-        make_secure(kafka, creds)
-    return creds
-
-
-def apply_acls(bootstrap: str, creds: dict[str, str], read_topics: list[str] | None = None,
+def apply_acls(bootstrap: str, sec: Secured, read_topics: list[str] | None = None,
                timeout: float = 30.0) -> int:
     """The ACLs of the service and reader users (idempotent); returns how many bindings.
 
@@ -195,7 +242,7 @@ def apply_acls(bootstrap: str, creds: dict[str, str], read_topics: list[str] | N
         bindings.append(binding(READER, ResourceType.TOPIC, topic, AclOperation.READ))
         bindings.append(binding(READER, ResourceType.TOPIC, topic, AclOperation.DESCRIBE))
     admin = AdminClient({"bootstrap.servers": bootstrap, "logger": librdkafka_logger(),
-                         **client_config(ADMIN, creds[ADMIN])})
+                         **sec.client_config(ADMIN)})
     for future in admin.create_acls(bindings, request_timeout=timeout).values():
         future.result()
     return len(bindings)
