@@ -8,12 +8,11 @@ import json
 import time
 
 import pytest
-from support.faults import pipeline_env, slug
+from support.faults import pipeline_env, run_topics
 from support.kafka import consume_all
 from support.live import ApiProcess
 
 from txmon.config import KafkaSettings
-from txmon.contracts import Topics
 from txmon.kafka.admin import ensure_topics, pipeline_topics
 
 pytestmark = [pytest.mark.timeout(300)]
@@ -31,8 +30,7 @@ def batch(tag: str, n: int = 50) -> bytes:
 def test_a_batch_the_broker_never_acknowledged_is_a_503(local_kafka_factory, tmp_path):
     kafka = local_kafka_factory()
     settings = KafkaSettings(bootstrap=kafka.bootstrap)
-    run = slug("t-api-down")
-    names = Topics(**{f: f"{run}-{f.replace('_', '-')}" for f in Topics.__dataclass_fields__})
+    names = run_topics("t-api-down")
     ensure_topics(settings, pipeline_topics(names))
     env = pipeline_env(settings, names, TXMON_API_DELIVERY_TIMEOUT_MS=str(TIMEOUT_MS),
                        TXMON_STATE_DIR=str(tmp_path / "state"))

@@ -11,12 +11,10 @@ import time
 
 import pandas as pd
 import pytest
-from support.faults import replay_through, slug
+from support.faults import replay_through, run_topics
 from support.processor import Worker, processor_env, read_windows
-from support.reliability import record
 
 from txmon.config import KafkaSettings
-from txmon.contracts import Topics
 from txmon.kafka.admin import ensure_topics, pipeline_topics
 
 pytestmark = [pytest.mark.timeout(900)]
@@ -33,8 +31,7 @@ def test_broker_restart_mid_replay_loses_and_duplicates_nothing(
     started = time.monotonic()
     kafka = local_kafka_factory()
     settings = KafkaSettings(bootstrap=kafka.bootstrap)
-    run = slug("t-restart")
-    names = Topics(**{f: f"{run}-{f.replace('_', '-')}" for f in Topics.__dataclass_fields__})
+    names = run_topics("t-restart")
     ensure_topics(settings, pipeline_topics(names))
 
     def restart(_workers, _start) -> None:
@@ -48,16 +45,17 @@ def test_broker_restart_mid_replay_loses_and_duplicates_nothing(
     ok = outcome.clean()
     print(f"\nbroker out {outcome.fault_s:.1f}s; windows re-emitted {outcome.windows.reemitted}"
           f", alerts {outcome.alerts.expected} re-emitted {outcome.alerts.reemitted}")
-    record("test_faults_broker_restart", order=2, fault="broker stop + restart mid-replay",
-           trials=1, crashes=1, **outcome.figures(),
-           outcome=("replay and worker resumed by themselves; equal to an undisturbed run"
-                    if ok else "FAILED: differs from the CSV or the undisturbed run"),
-           seconds=round(time.monotonic() - started),
-           notes=f"{SOURCE} at --speed {SPEED}; broker stopped once the worker had closed "
-                 f"{DOWN_AFTER_WINDOWS} windows, unreachable {outcome.fault_s:.0f}s "
-                 f"(stop, {DOWN_FOR_S}s, start); TXMON_PRODUCER_TIMEOUT_MS default 120000"
-                 + ("" if ok else f"; counts {outcome.counts!r}; windows {outcome.windows}; "
-                                  f"alerts {outcome.alerts}; dead letters {len(outcome.dead)}"))
+    outcome.record("test_faults_broker_restart", order=2, started=started,
+                   fault="broker stop + restart mid-replay",
+                   passed="replay and worker resumed by themselves; equal to an undisturbed "
+                          "run",
+                   notes=f"{SOURCE} at --speed {SPEED}; broker stopped once the worker had "
+                         f"closed {DOWN_AFTER_WINDOWS} windows, unreachable "
+                         f"{outcome.fault_s:.0f}s (stop, {DOWN_FOR_S}s, start); "
+                         "TXMON_PRODUCER_TIMEOUT_MS default 120000"
+                         + ("" if ok else f"; counts {outcome.counts!r}; windows "
+                            f"{outcome.windows}; alerts {outcome.alerts}; dead letters "
+                            f"{len(outcome.dead)}"))
     outcome.check()
 
 

@@ -15,7 +15,7 @@ from collections import Counter
 
 import pytest
 from confluent_kafka.admin import AdminClient, NewTopic
-from support.faults import pipeline_env, pivot, replay_through, slug
+from support.faults import pipeline_env, pivot, replay_through, run_topics, slug
 from support.kafka import consume_all, end_offsets, leaders
 from support.obs import wait_for
 from support.processor import TXMON
@@ -24,7 +24,6 @@ from support.reliability import record
 from processor.app import faust_topics
 from processor.config import ProcessorConfig
 from txmon.config import KafkaSettings
-from txmon.contracts import Topics
 from txmon.kafka.admin import TopicSpec, ensure_topics, pipeline_topics, replicated
 
 pytestmark = [pytest.mark.timeout(1200)]
@@ -75,23 +74,20 @@ def test_the_leader_of_a_transactions_partition_killed_mid_replay(
         shared_data, local_cluster, tmp_path):
     started = time.monotonic()
     settings = KafkaSettings(bootstrap=local_cluster.bootstrap)
-    run = slug("t-cluster")
-    names = Topics(**{f: f"{run}-{f.replace('_', '-')}" for f in Topics.__dataclass_fields__})
+    names = run_topics("t-cluster")
     ensure_topics(settings, pipeline_topics(names))
     victim = leader_of(settings, names.transactions)
     outcome = replay_through(kill_and_restart(local_cluster, victim), settings, names,
                              shared_data / SOURCE, tmp_path, speed=SPEED,
                              worker_env=WORKER_ENV)
     healed_s = heal_seconds(local_cluster)
-    record("test_faults_cluster", order=6, fault="partition leader SIGKILLed mid-replay "
-           "(3 brokers, RF 3, min ISR 2)", trials=1, crashes=1,
-           **outcome.figures(),
-           outcome=("equal to the CSV and to an undisturbed run; ISR healed"
-                    if outcome.clean() else "FAILED: differs"),
-           seconds=round(time.monotonic() - started),
-           notes=f"{SOURCE} at --speed {SPEED}; node {victim} (leader of transactions-0) "
-                 f"SIGKILLed, restarted after {DOWN_FOR_S}s (down {outcome.fault_s:.0f}s); "
-                 f"ISR healed {healed_s:.0f}s after the replay ended")
+    outcome.record("test_faults_cluster", order=6, started=started,
+                   fault="partition leader SIGKILLed mid-replay (3 brokers, RF 3, min ISR 2)",
+                   passed="equal to the CSV and to an undisturbed run; ISR healed",
+                   notes=f"{SOURCE} at --speed {SPEED}; node {victim} (leader of "
+                         f"transactions-0) SIGKILLed, restarted after {DOWN_FOR_S}s (down "
+                         f"{outcome.fault_s:.0f}s); ISR healed {healed_s:.0f}s after the "
+                         "replay ended")
     outcome.check()
 
 
@@ -102,8 +98,7 @@ def test_the_leader_of_the_partials_and_changelog_killed_while_merging(
     producer and table writes all fail over to another replica."""
     started = time.monotonic()
     settings = KafkaSettings(bootstrap=local_cluster.bootstrap)
-    run = slug("t-merge")
-    names = Topics(**{f: f"{run}-{f.replace('_', '-')}" for f in Topics.__dataclass_fields__})
+    names = run_topics("t-merge")
     app_id = slug("victim")
     merge_topics = [s for s in pipeline_topics(names) if s.name == names.window_partials]
     merge_topics += faust_topics(ProcessorConfig(app_id=app_id))
@@ -116,15 +111,14 @@ def test_the_leader_of_the_partials_and_changelog_killed_while_merging(
                              shared_data / SOURCE, tmp_path, speed=SPEED,
                              worker_env=WORKER_ENV, app_id=app_id)
     healed_s = heal_seconds(local_cluster)
-    record("test_faults_cluster_merge", order=7, fault="leader of the partials and the merge "
-           "changelog SIGKILLed while merging (3 brokers, RF 3, min ISR 2)", trials=1,
-           crashes=1, **outcome.figures(),
-           outcome=("equal to the CSV and to an undisturbed run; ISR healed"
-                    if outcome.clean() else "FAILED: differs"),
-           seconds=round(time.monotonic() - started),
-           notes=f"{SOURCE} at --speed {SPEED}; node {victim} led {', '.join(sorted(led))}; "
-                 f"SIGKILLed after 10 merged minutes, restarted after {DOWN_FOR_S}s (down "
-                 f"{outcome.fault_s:.0f}s); ISR healed {healed_s:.0f}s after the replay ended")
+    outcome.record("test_faults_cluster_merge", order=7, started=started,
+                   fault="leader of the partials and the merge changelog SIGKILLed while "
+                         "merging (3 brokers, RF 3, min ISR 2)",
+                   passed="equal to the CSV and to an undisturbed run; ISR healed",
+                   notes=f"{SOURCE} at --speed {SPEED}; node {victim} led "
+                         f"{', '.join(sorted(led))}; SIGKILLed after 10 merged minutes, "
+                         f"restarted after {DOWN_FOR_S}s (down {outcome.fault_s:.0f}s); ISR "
+                         f"healed {healed_s:.0f}s after the replay ended")
     outcome.check()
 
 
@@ -136,8 +130,7 @@ def test_three_workers_on_six_partitions_one_killed_one_added(
     started = time.monotonic()
     monkeypatch.setenv("TXMON_PARTITIONS", "6")
     settings = KafkaSettings(bootstrap=local_cluster.bootstrap)
-    run = slug("t-scale")
-    names = Topics(**{f: f"{run}-{f.replace('_', '-')}" for f in Topics.__dataclass_fields__})
+    names = run_topics("t-scale")
     ensure_topics(settings, pipeline_topics(names))
 
     def kill_one_add_one(workers, start) -> None:
@@ -147,14 +140,11 @@ def test_three_workers_on_six_partitions_one_killed_one_added(
     outcome = replay_through(kill_one_add_one, settings, names, shared_data / SOURCE,
                              tmp_path, speed=SPEED, workers=3,
                              worker_env={**WORKER_ENV, "TXMON_PARTITIONS": "6"})
-    record("test_faults_cluster_workers", order=9,
-           fault="3 workers on 6 partitions (3 brokers): one SIGKILLed, one added mid-replay",
-           trials=1, crashes=1, **outcome.figures(),
-           outcome=("equal to the CSV and to an undisturbed run" if outcome.clean()
-                    else "FAILED: differs"),
-           seconds=round(time.monotonic() - started),
-           notes=f"{SOURCE} at --speed {SPEED}; worker 2 of 3 SIGKILLed after 10 windows, a "
-                 "fourth started at once")
+    outcome.record("test_faults_cluster_workers", order=9, started=started,
+                   fault="3 workers on 6 partitions (3 brokers): one SIGKILLed, one added "
+                         "mid-replay",
+                   notes=f"{SOURCE} at --speed {SPEED}; worker 2 of 3 SIGKILLed after 10 "
+                         "windows, a fourth started at once")
     outcome.check()
 
 
@@ -165,8 +155,7 @@ def test_min_insync_unmet_blocks_producers_and_loses_nothing(
     are back every record is on the topic exactly once (idempotence)."""
     started = time.monotonic()
     settings = KafkaSettings(bootstrap=local_cluster.bootstrap)
-    run = slug("t-minisr")
-    names = Topics(**{f: f"{run}-{f.replace('_', '-')}" for f in Topics.__dataclass_fields__})
+    names = run_topics("t-minisr")
     ensure_topics(settings, pipeline_topics(names))
     source = shared_data / SOURCE
     want = {s: int(v) for s, v in pivot(source).sum().items() if v}

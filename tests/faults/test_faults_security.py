@@ -17,7 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 from confluent_kafka import KafkaError, Producer
-from support.faults import pipeline_env, slug
+from support.faults import pipeline_env, run_topics, slug
 from support.processor import TXMON, Worker, processor_env, read_windows, unique_by_id
 from support.reliability import record
 from support.tls import make_ca, make_server_cert
@@ -25,7 +25,7 @@ from support.tls import make_ca, make_server_cert
 from txmon.broker import secure
 from txmon.broker.server import free_ports
 from txmon.config import KafkaSettings
-from txmon.contracts import STATUSES, Topics
+from txmon.contracts import STATUSES
 from txmon.kafka import probe_logger
 from txmon.kafka.admin import ensure_topics, pipeline_topics
 
@@ -137,8 +137,7 @@ def test_pipeline_runs_with_credentials_from_the_environment_and_strangers_are_r
     started = time.monotonic()
     ex = broker["exports"]
     service = settings_for(ex)
-    run = slug("t-secure")
-    names = Topics(**{f: f"{run}-{f.replace('_', '-')}" for f in Topics.__dataclass_fields__})
+    names = run_topics("t-secure")
     ensure_topics(service, pipeline_topics(names))
     creds = secure.load_credentials(broker["data"])
     secure.apply_acls(ex["KAFKA_BOOTSTRAP_SERVERS"], secure.load(broker["data"]),

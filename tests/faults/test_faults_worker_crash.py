@@ -23,6 +23,7 @@ from support.faults import (
     pipeline_env,
     pivot,
     reference_data,
+    run_topics,
     slug,
     tally_records,
     tally_windows,
@@ -30,7 +31,6 @@ from support.faults import (
 from support.processor import TXMON, Worker, processor_env, read_alerts, read_windows
 from support.reliability import record
 
-from txmon.contracts import Topics
 from txmon.contracts.minutes import minute_id
 from txmon.kafka.admin import ensure_topics, pipeline_topics
 
@@ -48,8 +48,7 @@ WORKER_ENV = {"TXMON_WARMUP_WINDOWS": "60", "TXMON_SESSION_TIMEOUT_MS": "6000"}
 def day(shared_data_module, kafka_settings, tmp_path_factory):
     """The reference day in a transactions topic, and the undisturbed run's output."""
     source = shared_data_module / SOURCE
-    run = slug("t-crash")
-    names = Topics(**{f: f"{run}-{f.replace('_', '-')}" for f in Topics.__dataclass_fields__})
+    names = run_topics("t-crash")
     ensure_topics(kafka_settings, pipeline_topics(names))
     base = pipeline_env(kafka_settings, names)
     subprocess.run([TXMON, "replay", str(source), "--no-progress"], env=base, check=True,

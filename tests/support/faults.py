@@ -43,6 +43,13 @@ def slug(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:8]}"
 
 
+def run_topics(prefix: str) -> Topics:
+    """Every topic of the pipeline under a name of this run's own."""
+    run = slug(prefix)
+    return Topics(**{f.name: f"{run}-{f.name.replace('_', '-')}"
+                     for f in dataclasses.fields(Topics)})
+
+
 def reference_data() -> Path:
     """The reference CSVs: skipped when absent, failed in CI (conftest's `shared_data`
     fixture, and module-scoped fixtures, call this)."""
@@ -242,6 +249,15 @@ class ReplayOutcome:
             "reemitted": self.windows.reemitted + self.alerts.reemitted,
             "recover_s": round(self.recover_s, 1),
         }
+
+    def record(self, test: str, *, order: int, fault: str, started: float, notes: str,
+               passed: str = "equal to the CSV and to an undisturbed run") -> None:
+        """This run's row of docs/reliability.md: one trial, one fault."""
+        from support.reliability import record
+
+        record(test, order=order, fault=fault, trials=1, crashes=1, **self.figures(),
+               outcome=passed if self.clean() else "FAILED: differs",
+               seconds=round(time.monotonic() - started), notes=notes)
 
     def check(self) -> None:
         assert self.produced == self.want, "the replay's own totals differ from the file"
