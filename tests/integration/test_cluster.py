@@ -7,6 +7,7 @@ import os
 
 import pytest
 from confluent_kafka.admin import AdminClient, ConfigResource
+from support.kafka import leaders
 from support.obs import wait_for
 
 from txmon.broker.cluster import LocalCluster
@@ -34,9 +35,10 @@ def test_three_nodes_replicate_txmons_topics_and_heal(cluster):
     settings = KafkaSettings(bootstrap=cluster.bootstrap)
     names = Topics(**{f: f"c-{f.replace('_', '-')}" for f in Topics.__dataclass_fields__})
     ensure_topics(settings, pipeline_topics(names))
+    leaders(settings, names.transactions)  # the metadata has every partition
     admin = AdminClient(settings.confluent())
     meta = admin.list_topics(timeout=10).topics[names.transactions]
-    assert all(len(p.replicas) == 3 for p in meta.partitions.values())
+    assert meta.partitions and all(len(p.replicas) == 3 for p in meta.partitions.values())
     config = admin.describe_configs([ConfigResource("topic", names.transactions)])
     (entries,) = [f.result() for f in config.values()]
     assert entries["min.insync.replicas"].value == "2"

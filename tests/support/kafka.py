@@ -22,9 +22,11 @@ class Record:
 
 
 #: Errors of a topic whose partitions have no leader yet (just created, or a leader moving
-#: on a loaded broker): worth asking again, not a failure.
+#: on a loaded broker), or whose new leader has no high watermark yet (KIP-207), or of a
+#: broker slow to answer just after its start: worth asking again, not a failure.
 _NOT_READY = {KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAILABLE,
-              KafkaError.UNKNOWN_TOPIC_OR_PART}
+              KafkaError.UNKNOWN_TOPIC_OR_PART, KafkaError.OFFSET_NOT_AVAILABLE,
+              KafkaError._TIMED_OUT, KafkaError._TRANSPORT}
 
 
 def leaders(settings: KafkaSettings, topic: str, timeout: float = 30.0) -> dict[int, int]:
@@ -33,7 +35,12 @@ def leaders(settings: KafkaSettings, topic: str, timeout: float = 30.0) -> dict[
     admin = AdminClient(settings.confluent())
     deadline = time.monotonic() + timeout
     while True:
-        meta = admin.list_topics(topic, timeout=10).topics.get(topic)
+        try:
+            meta = admin.list_topics(topic, timeout=10).topics.get(topic)
+        except KafkaException as exc:
+            if exc.args[0].code() not in _NOT_READY:
+                raise
+            meta = None
         if meta is not None and meta.error is None and meta.partitions:
             out = {p: part.leader for p, part in meta.partitions.items()}
             if min(out.values()) >= 0:
@@ -45,20 +52,27 @@ def leaders(settings: KafkaSettings, topic: str, timeout: float = 30.0) -> dict[
 
 
 def end_offsets(settings: KafkaSettings, topic: str, timeout: float = 30.0) -> dict[int, int]:
-    """Each partition's end offset, once every partition has a leader to ask."""
+    """Each partition's end offset, once every partition has a leader to ask; {} for a
+    topic that does not exist (yet): nothing to read."""
     consumer = Consumer(settings.confluent(**{"group.id": f"probe-{uuid.uuid4()}"}))
     deadline = time.monotonic() + timeout
     try:
         while True:
             try:
-                partitions = leaders(settings, topic, timeout)
-                return {p: consumer.get_watermark_offsets(TopicPartition(topic, p),
-                                                          timeout=10)[1]
-                        for p in partitions}
+                meta = consumer.list_topics(topic, timeout=10).topics[topic]
+                if meta.error is not None and \
+                        meta.error.code() == KafkaError.UNKNOWN_TOPIC_OR_PART:
+                    return {}
+                if meta.partitions and min(p.leader for p in meta.partitions.values()) >= 0:
+                    return {p: consumer.get_watermark_offsets(TopicPartition(topic, p),
+                                                              timeout=10)[1]
+                            for p in meta.partitions}
             except KafkaException as exc:
-                if exc.args[0].code() not in _NOT_READY or time.monotonic() > deadline:
+                if exc.args[0].code() not in _NOT_READY:
                     raise
-                time.sleep(0.2)
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{topic}: no end offsets after {timeout}s")
+            time.sleep(0.2)
     finally:
         consumer.close()
 
