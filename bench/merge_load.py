@@ -38,7 +38,7 @@ from common import (
     worker_env,
     write_json,
 )
-from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+from support.kafka import end_offsets
 
 from processor.app import faust_topics
 from processor.config import ProcessorConfig
@@ -48,6 +48,7 @@ from processor.incidents import IncidentTracker
 from processor.minutes import Minutes, MinuteState
 from processor.windows import WINDOW_MS, MinuteMerger
 from txmon.contracts import WindowPartial, encode
+from txmon.kafka.read import read_range
 
 CLOCK_TICK = os.sysconf("SC_CLK_TCK")
 
@@ -57,32 +58,9 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICK  # utime, stime
 
 
-def read_range(settings, topic: str, start: int = 0, end: int | None = None) -> list:
-    """Partition 0's records in [start, end) (to the end offset when None)."""
-    consumer = Consumer(settings.confluent(**{"group.id": f"merge-load-{time.time_ns()}",
-                                              "enable.auto.commit": False}))
-    try:
-        tp = TopicPartition(topic, 0)
-        end = consumer.get_watermark_offsets(tp, timeout=10)[1] if end is None else end
-        consumer.assign([TopicPartition(topic, 0, start or OFFSET_BEGINNING)])
-        out = []
-        deadline = time.monotonic() + 60
-        while len(out) < end - start and time.monotonic() < deadline:
-            out += [m for m in consumer.consume(1000, 2.0)
-                    if not m.error() and m.offset() < end]
-        return out[: end - start]
-    finally:
-        consumer.close()
-
-
-def end_offset(settings, topic: str, partitions: int = 1) -> int:
+def end_offset(settings, topic: str) -> int:
     """The topic's end offsets, summed over its partitions."""
-    consumer = Consumer(settings.confluent(**{"group.id": "merge-load-probe"}))
-    try:
-        return sum(consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
-                   for p in range(partitions))
-    finally:
-        consumer.close()
+    return sum(end_offsets(settings, topic).values())
 
 
 def steady_state(partitions: int, cfg: ProcessorConfig, first_ms: int) -> MinuteState:
@@ -137,7 +115,7 @@ def measure(bootstrap: str, partitions: int, args, work: Path) -> dict:
                 raise SystemExit(f"merge{partitions}: worker never counted\n{worker.tail()}")
             time.sleep(0.5)
         time.sleep(args.warmup)
-        tx0 = end_offset(settings, names.transactions, partitions)
+        tx0 = end_offset(settings, names.transactions)
         p0, c0, cpu0, t0 = (end_offset(settings, names.window_partials),
                             end_offset(settings, changelog), cpu_seconds(worker.pid),
                             time.monotonic())
@@ -148,16 +126,15 @@ def measure(bootstrap: str, partitions: int, args, work: Path) -> dict:
         p1, c1, cpu1, t1 = (end_offset(settings, names.window_partials),
                             end_offset(settings, changelog), cpu_seconds(worker.pid),
                             time.monotonic())
-        tx1 = end_offset(settings, names.transactions, partitions)
+        tx1 = end_offset(settings, names.transactions)
         print(file=sys.stderr)
     finally:
         feeder.kill()
         worker.stop()
     per_min = 60 / (t1 - t0)
-    measured = [m.value() for m in read_range(settings, names.window_partials, p0, p1)]
-    changes = read_range(settings, changelog, c0, c1)
-    carrying = sum(1 for v in measured if msgspec.json.decode(v).get("windows"))
-    everything = [m.value() for m in read_range(settings, names.window_partials, 0, p1)]
+    everything = [m.value() for m in read_range(settings, names.window_partials, 0, 0, p1)]
+    changes = read_range(settings, changelog, 0, c0, c1)
+    carrying = sum(1 for v in everything[p0:] if msgspec.json.decode(v).get("windows"))
     return {"partitions": partitions, "partials_per_min": (p1 - p0) * per_min,
             "with_windows_per_min": carrying * per_min,
             "changelog_per_min": (c1 - c0) * per_min,
