@@ -260,9 +260,9 @@ class Counting:
             _, high = self.consumer.get_watermark_offsets(tp, cached=True)
             caught_up = high is not None and high >= 0 and state.last_offset + 1 >= high
             silent = now - self.last_arrival.setdefault(p, now)
-            # A partition that never had an event has nothing to wait for.
-            idle = caught_up and (silent >= self.cfg.idle_timeout_s
-                                  or state.max_event_ms is None)
+            # The same for a partition that never had an event: producers started with
+            # the worker get the timeout to deliver their first records to it.
+            idle = caught_up and silent >= self.cfg.idle_timeout_s
             if idle:
                 state.advance_idle(int(silent * 1000))
             self._send_partial(p, state, idle=idle)

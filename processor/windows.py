@@ -153,13 +153,13 @@ class MinuteMerger:
     A minute is final once every partition has closed it. A silent partition closes
     its windows by the clock (PartitionWindows.advance_idle), so it cannot hold minutes
     back for long; a partition that never had an event is left out (like Flink's idle
-    sources) once its idle claim is fresh: sent at least `idle_confirm_ms` after the
+    sources) once it claims idle (caught up and silent for the idle timeout, as any
+    partition) and the claim is fresh: sent at least `idle_confirm_ms` after the
     latest advance of another partition, so one that just woke up (its data still in
     flight) is waited for rather than skipped. Minutes in between with no partial at
     all are emitted as zeros: a minute with no transactions is what an outage looks
-    like. A jump longer than
-    `max_empty_minutes` (a bogus far-past first event, say) is not filled minute by
-    minute.
+    like. A jump longer than `max_empty_minutes` (a bogus far-past first event, say)
+    is not filled minute by minute.
 
     Decisions use only the records' contents (including their send times), so
     re-applying the same records after a crash decides the same.

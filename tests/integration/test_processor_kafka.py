@@ -224,10 +224,45 @@ def test_idle_input_still_closes_the_last_minute(kafka_settings, txmon_env, uniq
     assert waited >= 3
 
 
+def test_a_partition_whose_first_records_come_late_is_waited_for(
+        kafka_settings, txmon_env, unique_topics, tmp_path):
+    """Producers started with the worker deliver to some partitions seconds after others
+    (a topic just created, leaders moving). A partition that has had no event yet is
+    left out of a minute only once silent for the idle timeout, like any partition; the
+    one never written to (2) is, and the minute still closes."""
+    env = processor_env(txmon_env, TXMON_IDLE_TIMEOUT_SECONDS="12")
+    worker = Worker(env, tmp_path).start()
+    producer = Producer(kafka_settings.confluent(**{"enable.idempotence": True}))
+
+    def send(partition: int, *stamps: str) -> None:
+        for i, ts in enumerate(stamps):
+            producer.produce(unique_topics.transactions, tx(ts, "approved", partition * 10 + i),
+                             partition=partition)
+        assert producer.flush(30) == 0
+
+    try:
+        worker.wait_assigned()
+        send(0, f"{DAY}T10:00:01Z", f"{DAY}T10:01:20Z")  # closes 10:00 on partition 0
+        time.sleep(LATE_START_S)  # the delay under test, not a wait for readiness
+        send(1, f"{DAY}T10:00:30Z", f"{DAY}T10:01:30Z")
+        windows = wait_for_windows(kafka_settings, unique_topics.window_counts,
+                                   f"{DAY}T10:00Z", [worker], timeout=90)
+    finally:
+        worker.stop()
+    first = unique_by_id(windows, "window")[f"{DAY}T10:00Z"]
+    assert (first.counts["approved"], first.late) == (2, 0), first
+
+
+#: Longer than the merge's freshness margin (two ticks), shorter than the idle timeout.
+LATE_START_S = 5
+
+
 def test_late_events_are_counted_within_lateness_and_dead_lettered_after(
         kafka_settings, txmon_env, unique_topics, tmp_path):
+    # One key, so two partitions stay empty: the minutes close once those are idle
+    # (the timeout), while the clock cannot close a minute before the events arrive.
     env = processor_env(txmon_env, TXMON_ALLOWED_LATENESS_SECONDS="10",
-                        TXMON_IDLE_TIMEOUT_SECONDS="600")
+                        TXMON_IDLE_TIMEOUT_SECONDS="10")
     worker = Worker(env, tmp_path).start()
     try:
         _send(kafka_settings, unique_topics.transactions, [

@@ -71,6 +71,14 @@ class Worker:
             except subprocess.TimeoutExpired:
                 self.kill()
 
+    def wait_assigned(self, timeout: float = 120.0) -> None:
+        """Until its counting consumer owns partitions (its log says `assigned {...}`)."""
+        deadline = time.monotonic() + timeout
+        while "INFO] assigned {" not in (self.log.read_text(errors="replace")
+                                         if self.log.exists() else ""):
+            assert self.alive() and time.monotonic() < deadline, self.tail()
+            time.sleep(0.2)
+
     def tail(self, n: int = 40) -> str:
         if not self.log.exists():
             return ""

@@ -75,6 +75,8 @@ def pipeline_topics(names: Topics) -> list[TopicSpec]:
 
 #: How long a command gives a broker to answer before saying it is not there.
 PROBE_SECONDS = 3.0
+#: How often a new topic's leaders are looked for.
+LEADER_POLL_SECONDS = 0.1
 #: A worker waiting for its broker says so this often.
 WAIT_REPORT_SECONDS = 10.0
 START_HINT = "start one with `txmon kafka up`, or point KAFKA_BOOTSTRAP_SERVERS at yours"
@@ -161,11 +163,35 @@ def ensure_topics(settings: KafkaSettings, specs: list[TopicSpec], timeout: floa
         except KafkaException as exc:
             if exc.args[0].code() != exc.args[0].TOPIC_ALREADY_EXISTS:
                 raise UserError(f"cannot create topic {name}: {exc}") from None
+    for spec in decided:
+        if _led(admin, spec.name, time.monotonic() + timeout) is None:
+            raise UserError(f"topic {spec.name} was created but has no leader after "
+                            f"{timeout:g}s")
+
+
+def _led(admin: AdminClient, topic: str, deadline: float):
+    """The topic's metadata once every partition has a leader, or None at the deadline.
+
+    A broker learns of a new topic from the metadata log a moment after CreateTopics
+    returns (seconds on a loaded machine), and until then says it does not exist: a
+    worker that asked at once stopped with "does not exist", and producers started
+    alongside delivered to some partitions seconds after others."""
+    while True:
+        left = deadline - time.monotonic()
+        try:
+            meta = admin.list_topics(topic, timeout=max(left, 0.1)).topics.get(topic)
+        except KafkaException:
+            meta = None
+        if meta is not None and meta.error is None and meta.partitions and all(
+                p.leader >= 0 for p in meta.partitions.values()):
+            return meta
+        if left <= 0:
+            return None
+        time.sleep(min(LEADER_POLL_SECONDS, left))
 
 
 def partition_count(settings: KafkaSettings, topic: str, timeout: float = 30.0) -> int:
-    admin = AdminClient(settings.confluent())
-    meta = admin.list_topics(topic, timeout=timeout).topics.get(topic)
-    if meta is None or meta.error is not None:
-        raise UserError(f"topic {topic} does not exist")
+    meta = _led(AdminClient(settings.confluent()), topic, time.monotonic() + timeout)
+    if meta is None:
+        raise UserError(f"topic {topic} does not exist or has no leader after {timeout:g}s")
     return len(meta.partitions)
