@@ -260,8 +260,8 @@ class Counting:
             _, high = self.consumer.get_watermark_offsets(tp, cached=True)
             caught_up = high is not None and high >= 0 and state.last_offset + 1 >= high
             silent = now - self.last_arrival.setdefault(p, now)
-            # The same for a partition that never had an event: producers started with
-            # the worker get the timeout to deliver their first records to it.
+            # Also for a partition that never had an event: producers started with the
+            # worker get the timeout to deliver their first records to it.
             idle = caught_up and silent >= self.cfg.idle_timeout_s
             if idle:
                 state.advance_idle(int(silent * 1000))

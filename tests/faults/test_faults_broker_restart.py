@@ -80,10 +80,7 @@ def test_a_worker_started_before_its_broker_waits_for_it(local_kafka_factory, tx
     worker = Worker(env, tmp_path, "early").start()
     try:
         # It says so at once, then again every ~10 s while it stays alive.
-        deadline = time.monotonic() + 60
-        while "still waiting for Kafka" not in worker.log.read_text():
-            assert worker.alive() and time.monotonic() < deadline, worker.tail()
-            time.sleep(0.2)
+        worker.wait_logged("still waiting for Kafka", timeout=60)
         assert "waiting for Kafka" in worker.log.read_text().split("still waiting")[0]
         kafka.up(timeout=120)
         producer = Producer(settings.confluent())

@@ -10,6 +10,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from txmon.config import KafkaSettings
+from txmon.kafka.admin import NOT_READY, wait_for_leaders
 
 
 @dataclass(frozen=True)
@@ -21,34 +22,18 @@ class Record:
     headers: tuple = ()
 
 
-#: Errors of a topic whose partitions have no leader yet (just created, or a leader moving
-#: on a loaded broker), or whose new leader has no high watermark yet (KIP-207), or of a
-#: broker slow to answer just after its start: worth asking again, not a failure.
-_NOT_READY = {KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAILABLE,
-              KafkaError.UNKNOWN_TOPIC_OR_PART, KafkaError.OFFSET_NOT_AVAILABLE,
-              KafkaError._TIMED_OUT, KafkaError._TRANSPORT}
+#: Also a new leader with no high watermark yet (KIP-207): ask again.
+_NOT_READY = NOT_READY | {KafkaError.OFFSET_NOT_AVAILABLE}
 
 
 def leaders(settings: KafkaSettings, topic: str, timeout: float = 30.0) -> dict[int, int]:
     """Each partition's leader, once the metadata has the topic's partitions and every one
     has a leader (right after creation, or while a leader moves, it may not)."""
-    admin = AdminClient(settings.confluent())
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            meta = admin.list_topics(topic, timeout=10).topics.get(topic)
-        except KafkaException as exc:
-            if exc.args[0].code() not in _NOT_READY:
-                raise
-            meta = None
-        if meta is not None and meta.error is None and meta.partitions:
-            out = {p: part.leader for p, part in meta.partitions.items()}
-            if min(out.values()) >= 0:
-                return out
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{topic}: no leader for every partition after {timeout}s: "
-                                 f"{meta and meta.partitions}")
-        time.sleep(0.2)
+    meta = wait_for_leaders(AdminClient(settings.confluent()), topic,
+                            time.monotonic() + timeout)
+    if meta is None:
+        raise AssertionError(f"{topic}: no leader for every partition after {timeout}s")
+    return {p: part.leader for p, part in meta.partitions.items()}
 
 
 def end_offsets(settings: KafkaSettings, topic: str, timeout: float = 30.0) -> dict[int, int]:

@@ -71,13 +71,16 @@ class Worker:
             except subprocess.TimeoutExpired:
                 self.kill()
 
-    def wait_assigned(self, timeout: float = 120.0) -> None:
-        """Until its counting consumer owns partitions (its log says `assigned {...}`)."""
+    def wait_logged(self, text: str, timeout: float = 120.0) -> None:
+        """Until its log has `text`, failing with the log if it dies or the time runs out."""
         deadline = time.monotonic() + timeout
-        while "INFO] assigned {" not in (self.log.read_text(errors="replace")
-                                         if self.log.exists() else ""):
+        while text not in (self.log.read_text(errors="replace") if self.log.exists() else ""):
             assert self.alive() and time.monotonic() < deadline, self.tail()
             time.sleep(0.2)
+
+    def wait_assigned(self, timeout: float = 120.0) -> None:
+        """Until its counting consumer owns partitions (its log says `assigned {...}`)."""
+        self.wait_logged("INFO] assigned {", timeout)
 
     def tail(self, n: int = 40) -> str:
         if not self.log.exists():

@@ -11,6 +11,9 @@ from confluent_kafka import KafkaError
 #: librdkafka's "reached the end of a partition" event (only with enable.partition.eof).
 #: confluent-kafka documents it under this underscored name; it is read here, once.
 PARTITION_EOF = KafkaError._PARTITION_EOF  # noqa: SLF001
+#: Its local "no answer in time" and "connection lost": a broker just starting.
+TIMED_OUT = KafkaError._TIMED_OUT  # noqa: SLF001
+TRANSPORT = KafkaError._TRANSPORT  # noqa: SLF001
 
 #: librdkafka's lines go through Python logging under this name, from WARNING up:
 #: its INFO chatter (`BGQUEUE ... Purging 1 unserved events`) is no news to a user.

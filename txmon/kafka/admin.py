@@ -8,13 +8,13 @@ import socket
 import time
 from dataclasses import dataclass, field
 
-from confluent_kafka import KafkaException
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka.admin import AdminClient, NewTopic, TopicMetadata
 
 from txmon.config import KafkaSettings
 from txmon.contracts import Topics
 from txmon.errors import UserError
-from txmon.kafka import probe_logger
+from txmon.kafka import TIMED_OUT, TRANSPORT, probe_logger
 from txmon.settings import TopicLayout
 
 log = logging.getLogger(__name__)
@@ -163,14 +163,22 @@ def ensure_topics(settings: KafkaSettings, specs: list[TopicSpec], timeout: floa
         except KafkaException as exc:
             if exc.args[0].code() != exc.args[0].TOPIC_ALREADY_EXISTS:
                 raise UserError(f"cannot create topic {name}: {exc}") from None
+    deadline = time.monotonic() + timeout
     for spec in decided:
-        if _led(admin, spec.name, time.monotonic() + timeout) is None:
+        if wait_for_leaders(admin, spec.name, deadline) is None:
             raise UserError(f"topic {spec.name} was created but has no leader after "
                             f"{timeout:g}s")
 
 
-def _led(admin: AdminClient, topic: str, deadline: float):
-    """The topic's metadata once every partition has a leader, or None at the deadline.
+#: Errors of a topic not ready yet (just created, a leader moving) or of a broker slow
+#: to answer just after its start: worth asking again.
+NOT_READY = frozenset({KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAILABLE,
+                       KafkaError.UNKNOWN_TOPIC_OR_PART, TIMED_OUT, TRANSPORT})
+
+
+def wait_for_leaders(admin: AdminClient, topic: str, deadline: float) -> TopicMetadata | None:
+    """The topic's metadata once every partition has a leader, or None at the deadline
+    (`time.monotonic()`).
 
     A broker learns of a new topic from the metadata log a moment after CreateTopics
     returns (seconds on a loaded machine), and until then says it does not exist: a
@@ -180,7 +188,9 @@ def _led(admin: AdminClient, topic: str, deadline: float):
         left = deadline - time.monotonic()
         try:
             meta = admin.list_topics(topic, timeout=max(left, 0.1)).topics.get(topic)
-        except KafkaException:
+        except KafkaException as exc:
+            if exc.args[0].code() not in NOT_READY:
+                raise UserError(f"cannot read the metadata of topic {topic}: {exc}") from None
             meta = None
         if meta is not None and meta.error is None and meta.partitions and all(
                 p.leader >= 0 for p in meta.partitions.values()):
@@ -191,7 +201,8 @@ def _led(admin: AdminClient, topic: str, deadline: float):
 
 
 def partition_count(settings: KafkaSettings, topic: str, timeout: float = 30.0) -> int:
-    meta = _led(AdminClient(settings.confluent()), topic, time.monotonic() + timeout)
+    meta = wait_for_leaders(AdminClient(settings.confluent()), topic,
+                            time.monotonic() + timeout)
     if meta is None:
         raise UserError(f"topic {topic} does not exist or has no leader after {timeout:g}s")
     return len(meta.partitions)
