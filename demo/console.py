@@ -149,6 +149,9 @@ def summary(say, home: Path, outcome: Outcome, *, monitoring: bool, started: flo
     say("result", f"demo {'interrupted' if outcome.interrupted else 'finished'} after "
         f"{time.monotonic() - started:.0f}s. The services keep running for you to explore; "
         "`make down` (txmon demo down) stops them.")
+    say("result", "the demo stopped its traffic on purpose: the worker keeps closing "
+        "minutes, now empty, and within about two of them pages an outage ('all traffic "
+        "0/min against ~N expected'): see `txmon alerts` or the live page.")
 
 
 def _notification_summary(say, home: Path, outcome: Outcome) -> None:

@@ -40,6 +40,8 @@ from processor.features import (
     OUTAGE_MAX_RATIO,
     RISE_MIN_RATIO,
     SUSTAIN_MINUTES,
+    VOLUME_MAX_RATIO,
+    VOLUME_RUN_MAX,
     z_drop,
     z_rise,
 )
@@ -74,6 +76,7 @@ class Case:
     rate: float = 20.0
     incidents: tuple[str, ...] = ()
     outages: tuple[str, ...] = ()
+    silences: tuple[str, ...] = ()
     hours: float = 24.0
     expect: str = "incidents"
 
@@ -108,16 +111,36 @@ SUITE: tuple[Case, ...] = (
         "denied:x6:90m:bursty@19h30m"), outages=("20m:0.3@14h40m",)),
     Case("bursty-edges", "bursty", 115, incidents=(
         "failed,denied:x10:1h:bursty@6h30m", "reversed,backend_reversed:x10:90m:bursty@21h")),
+    # Traffic that stops or dwindles (no status count shows it), by day and by night,
+    # one inside a denials episode; then lulls that are no outage (a quiet afternoon at
+    # 40 %, a quieter night) and the end of a surge, back to the usual volume.
+    Case("silence-day", "silence", 116, silences=("45m@11h", "1h:0.04@16h")),
+    Case("silence-night", "night-silence", 117, silences=("30m@3h", "1h:0.04@1h")),
+    Case("silence-in-denials", "silence", 118, incidents=("denied:x4:40m@10h",),
+         silences=("30m@10h20m",)),
+    Case("lull-day", "surge", 119, silences=("3h:0.4@13h",), expect="quiet"),
+    Case("lull-night", "surge", 120, silences=("5h:0.4@0h30m",), expect="quiet"),
+    Case("surge-end-x4", "surge", 121, incidents=(f"{ALL}:x4:2h@9h",), expect="quiet"),
 )
+#: Kinds whose labels are night silences: paged within NIGHT_SILENCE_WINDOWS, not 3.
+NIGHT = ("night-silence",)
+#: At 20 tx/s peak the deepest night expects 2 to 3 transactions a minute: silence is
+#: significant after about 10 φ / 2.5 = 4 to 5 minutes, confirmed the minute after.
+NIGHT_SILENCE_WINDOWS = 10
+#: By day, silence and dwindling traffic are paged within this many closed windows.
+DAY_SILENCE_WINDOWS = 2
 #: The reduced suite the tests run: one of each family, shortened around the action.
-QUICK = ("clean-a", "surge-x3-2h", "spikes-peak", "outages", "bursty")
+QUICK = ("clean-a", "surge-x3-2h", "spikes-peak", "outages", "bursty", "silence-day")
 
 #: Visible incidents of the reference days (../shared/README.md): (start, end, group).
 REFERENCE = {
     "transactions_1.csv": [("14:33", "18:36", "reversals"), ("14:35", "17:21", "denials"),
                            ("14:46", "18:24", "reversals")],
     "transactions_2.csv": [("16:14", "18:41", "failures"), ("16:23", "17:25", "denials"),
-                           ("10:51", "10:55", "reversals")],
+                           ("10:51", "10:55", "reversals"),
+                           # No row at all for 59 minutes, after 6 to 23 transactions a
+                           # minute (and 3.6 a minute in that hour of transactions_1).
+                           ("00:39", "01:37", "outage")],
 }
 
 
@@ -170,11 +193,12 @@ def train_model(days: int, rate: float, seed: int = 0) -> Detector:
 
 
 def scenario(case: Case, start: datetime = DAY):
-    from producer.incidents import parse_incident, parse_outage
+    from producer.incidents import parse_incident, parse_outage, parse_silence
     from producer.simulate import Scenario
 
-    incidents = tuple(parse_incident(s) for s in case.incidents) + tuple(
-        parse_outage(s) for s in case.outages)
+    incidents = (tuple(parse_incident(s) for s in case.incidents)
+                 + tuple(parse_outage(s) for s in case.outages)
+                 + tuple(parse_silence(s) for s in case.silences))
     return Scenario(start=start, rate=case.rate, seed=case.seed,
                     duration=case.hours * 3600, incidents=incidents)
 
@@ -256,10 +280,13 @@ def onset_ms(sc, label: IncidentLabel) -> int | None:
     minutes = len(with_inc) // 60
     a = with_inc[: minutes * 60].reshape(minutes, 60).sum(axis=1)
     b = normal[: minutes * 60].reshape(minutes, 60).sum(axis=1)
+    runs = range(1, (VOLUME_RUN_MAX if label.kind == "silence" else SUSTAIN_MINUTES) + 1)
     for k in range(minutes):
-        for w in range(1, min(SUSTAIN_MINUTES, k + 1) + 1):
+        for w in (w for w in runs if w <= k + 1):
             o, e = float(a[k + 1 - w:k + 1].sum()), float(b[k + 1 - w:k + 1].sum())
-            if label.kind == "outage":
+            if label.kind == "silence":
+                ok = a[k] <= VOLUME_MAX_RATIO * b[k] and z_drop(o, e, 1.0) >= FAULT_Z
+            elif label.kind == "outage":
                 ok = a[k] <= OUTAGE_MAX_RATIO * b[k] and z_drop(o, e, 1.0) >= FAULT_Z
             else:
                 ok = a[k] >= RISE_MIN_RATIO * b[k] and z_rise(o, e, 1.0) >= FAULT_Z
@@ -314,8 +341,12 @@ class CaseResult:
     episodes: list[Episode] = field(default_factory=list)
 
 
-def groups_of(statuses) -> set[str]:
-    return {GROUP_OF[s] for s in statuses}
+def groups_of(label: IncidentLabel) -> set[str]:
+    """The incident groups that answer a label: a silence is an outage, whatever its
+    statuses."""
+    if label.kind == "silence":
+        return {"outage"}
+    return {GROUP_OF[s] for s in label.statuses}
 
 
 def episodes(spans: list[tuple[int, int]], run: Run) -> list[Episode]:
@@ -340,7 +371,7 @@ def score_case(case: Case, sc, run: Run) -> tuple[list[LabelResult], list[Incide
     matched: set[str] = set()
     results = []
     for label in labels:
-        groups = groups_of(label.statuses)
+        groups = groups_of(label)
         onset = onset_ms(sc, label)
         lo = onset if onset is not None else to_ms(label.start)
         lo = lo // WINDOW_MS * WINDOW_MS
@@ -350,7 +381,7 @@ def score_case(case: Case, sc, run: Run) -> tuple[list[LabelResult], list[Incide
         matched |= set(hits)
         results.append(LabelResult(label, onset, min(hits.values(), default=None)))
     spans = [(to_ms(lb.start), to_ms(lb.end) + GRACE_MINUTES * WINDOW_MS,
-              groups_of(lb.statuses)) for lb in labels]
+              groups_of(lb)) for lb in labels]
     false = [i for i in run.incidents if i.incident_id not in matched
              and not any(lo <= i.opened_ms < hi and g & set(i.joined) for lo, hi, g in spans)]
     return results, false
@@ -377,6 +408,9 @@ class ReferenceResult:
     episodes: list[Episode] = field(default_factory=list)
     #: Per episode: closed windows from its visible start to the first incident covering it.
     open_delays: list[int | None] = field(default_factory=list)
+    #: Per episode, the most `open_delays` may be: 1, or DAY_SILENCE_WINDOWS for a
+    #: silence (an outage always confirms on two windows).
+    allowed: list[int] = field(default_factory=list)
 
     @property
     def opens(self) -> int:
@@ -408,7 +442,9 @@ def evaluate_reference(model_path: Path, data_dir: Path) -> list[ReferenceResult
                          or i.resolved_ms >= ep.lo), default=None)
             delays.append(None if first is None or first >= ep.hi
                           else max(0, (first - ep.lo) // WINDOW_MS))
-        out.append(ReferenceResult(name, run, found, elsewhere, eps, delays))
+        allowed = [DAY_SILENCE_WINDOWS if any(lo == ep.lo and g == "outage"
+                                              for lo, _, g in spans) else 1 for ep in eps]
+        out.append(ReferenceResult(name, run, found, elsewhere, eps, delays, allowed))
     return out
 
 
@@ -423,10 +459,12 @@ def summary(results: list[CaseResult]) -> dict:
     labels = [lr for r in results for lr in r.labels]
     detectable = [lr for lr in labels if lr.onset_ms is not None]
     found = [lr for lr in detectable if lr.detected_ms is not None]
-    delays = [lr.delay for lr in found]
+    night = {id(lr) for r in results if r.case.kind in NIGHT for lr in r.labels}
+    delays = [lr.delay for lr in found if id(lr) not in night]
+    silences = [(lr.delay, id(lr) in night) for lr in detectable if lr.label.kind == "silence"]
     clean = [r for r in results if r.case.kind == "clean"]
     surge = [r for r in results if r.case.kind == "surge"]
-    outages = [lr for lr in detectable if lr.label.kind == "outage"]
+    outages = [lr for lr in detectable if lr.label.kind in ("outage", "silence")]
     days = sum(r.case.hours for r in results) / 24
     eps = [e for r in results for e in r.episodes]
     return {
@@ -447,6 +485,12 @@ def summary(results: list[CaseResult]) -> dict:
         "records_per_episode_mean": (statistics.mean(e.records for e in eps) if eps
                                      else math.nan),
         "recovery_overruns": sum(len(recovery_overruns(r.run)) for r in results),
+        "silence_delay_day": max((d for d, n in silences if not n and d is not None),
+                                 default=None) if all(d is not None for d, _ in silences)
+        else math.inf,
+        "silence_delay_night": max((d for d, n in silences if n and d is not None),
+                                   default=None) if all(d is not None for d, _ in silences)
+        else math.inf,
     }
 
 
@@ -460,7 +504,12 @@ def acceptance(s: dict, refs: list[ReferenceResult]) -> list[tuple[str, bool]]:
         ("every outage caught", s["outages_caught"].split("/")[0]
          == s["outages_caught"].split("/")[1]),
     ]
+    day, night = s["silence_delay_day"], s["silence_delay_night"]
     checks += [
+        (f"silence and dwindling by day paged within {DAY_SILENCE_WINDOWS} windows",
+         day is None or day <= DAY_SILENCE_WINDOWS),
+        (f"silence at night paged within {NIGHT_SILENCE_WINDOWS} windows",
+         night is None or night <= NIGHT_SILENCE_WINDOWS),
         ("<= 1 open per labelled episode", s["opens_per_episode_max"] <= 1),
         ("resolved within the recovery window + 1 minute of the last anomalous minute",
          s["recovery_overruns"] == 0 and not any(recovery_overruns(r.run) for r in refs)),
@@ -468,9 +517,11 @@ def acceptance(s: dict, refs: list[ReferenceResult]) -> list[tuple[str, bool]]:
     for r in refs:
         checks += [
             (f"{r.name}: an incident in each visible period", all(hit for *_, hit in r.periods)),
-            (f"{r.name}: one open per visible episode, within 1 closed window of its start",
+            (f"{r.name}: one open per visible episode, within 1 closed window of its start "
+             f"({DAY_SILENCE_WINDOWS} for a silence)",
              all(e.opens == 1 for e in r.episodes)
-             and all(d is not None and d <= 1 for d in r.open_delays)),
+             and all(d is not None and d <= a
+                     for d, a in zip(r.open_delays, r.allowed, strict=True))),
             (f"{r.name}: <= 1 incident elsewhere", len(r.elsewhere) <= 1),
         ]
     return checks
@@ -526,8 +577,10 @@ def _metric_rows(s: dict) -> list[str]:
     return ["| metric | value |", "|---|---|",
             f"| incident recall | {s['recall']:.3f} ({s['labels']} labels, "
             f"{s['undetectable']} never detectable) |",
-            f"| detection delay, closed windows (median / max) | {s['delay_median']:g} / "
-            f"{s['delay_max']:g} |",
+            f"| detection delay, closed windows (median / max; night silences apart) | "
+            f"{s['delay_median']:g} / {s['delay_max']:g} |",
+            f"| silence and dwindling paged after, closed windows (day / night, worst) | "
+            f"{_num(s['silence_delay_day'])} / {_num(s['silence_delay_night'])} |",
             f"| false incidents per clean day (mean / worst day) | "
             f"{s['false_per_clean_day']:.2f} / {s['false_max_clean_day']} |",
             f"| false incidents on volume-surge days | {s['false_on_surge_days']} |",
@@ -539,6 +592,10 @@ def _metric_rows(s: dict) -> list[str]:
             f"{s['records_per_episode_mean']:.1f} |",
             f"| incidents resolved later than the recovery window + 1 minute | "
             f"{s['recovery_overruns']} |"]
+
+
+def _num(x) -> str:
+    return "-" if x is None else f"{x:g}"
 
 
 def _reference_rows(refs: list[ReferenceResult]) -> list[str]:
@@ -661,7 +718,7 @@ def run(args: argparse.Namespace) -> int:
         out = Path(args.out)
         for r in results:
             sc = scenario(r.case)
-            specs = ", ".join([*r.case.incidents, *r.case.outages]) or "clean"
+            specs = ", ".join([*r.case.incidents, *r.case.outages, *r.case.silences]) or "clean"
             plot(r.run, f"{r.case.name}: {specs}", out / f"{r.case.name}.png",
                  labels=sc.labels() if r.case.expect != "quiet" else [])
         for ref in refs:

@@ -8,6 +8,14 @@ means "this rarely happened in history". A group is at fault when its forest sco
 the minute at or above its threshold *and* its evidence is significant and material
 (FAULT_Z): the forest says how unusual, the evidence names what is wrong.
 
+Silence is judged by rule (RULES), not by a forest: all traffic far below what today's
+level expects (features.VOLUME_MAX_RATIO) with z >= FAULT_Z over the run of such
+minutes. A forest learns what normal evidence looks like; an absence has no evidence
+of its own to isolate (the approvals forest saw a silent minute as an approvals-share
+of zero, perfectly usual, and scored it 0.95 of its threshold while nothing arrived).
+A rule's score is its z over FAULT_Z, capped at RULE_SCORE_MAX so that an hour of
+silence does not flatten the score chart; 1.0 still means "pages from here".
+
 Scoring one minute through scikit-learn costs milliseconds of input validation per
 call; `FlatForest` walks the same fitted trees with numpy instead (same splits, same
 leaf depths, same formula: tests check it against `score_samples`), so the worker and
@@ -60,11 +68,23 @@ class Verdict:
     #: Evidence still standing from the recent minutes (`features.Evidence.held`);
     #: None: as `z`.
     held: dict[str, float] | None = None
+    #: The evidence at fault: statuses, and rules (RULES) such as "volume".
+    causes: tuple[str, ...] = ()
+    #: All traffic expected in this minute (0 before the stream has a level).
+    expected_total: float = 0.0
+
+
+#: Evidence judged by rule, and the group it belongs to: `volume` is all traffic.
+RULES: dict[str, str] = {"volume": "outage"}
+RULE_SCORE_MAX = 2.0
+#: Each group's evidence families: its statuses, then its rules.
+EVIDENCE: dict[str, tuple[str, ...]] = {
+    g: (*members, *(r for r, rg in RULES.items() if rg == g)) for g, members in GROUPS.items()}
 
 
 def group_z(z: dict[str, float]) -> dict[str, float]:
-    """Each group's evidence: its strongest status."""
-    return {g: max(z[s] for s in statuses) for g, statuses in GROUPS.items()}
+    """Each group's evidence: its strongest status or rule."""
+    return {g: max(z.get(s, 0.0) for s in names) for g, names in EVIDENCE.items()}
 
 
 def average_path_length(n: np.ndarray) -> np.ndarray:
@@ -235,18 +255,24 @@ class Detector:
         return cls(model=models, baseline=baseline, meta=meta)
 
     def score(self, start_ms: int, counts: list[int], recent: list,
-              paused: frozenset[int] = frozenset()) -> Verdict:
+              paused: frozenset[int] = frozenset(),
+              hours: dict[int, list[int]] | None = None) -> Verdict:
         """`recent`: (start, counts) of the minutes before this one, oldest first (the
-        worker keeps the last LEVEL_MINUTES + 1); `paused`: see `features.evidence`."""
-        ev = evidence(self.baseline, start_ms, MinuteCounts.of(counts).statuses, recent, paused)
+        worker keeps the last LEVEL_MINUTES + 1); `paused`, `hours`: see
+        `features.evidence`."""
+        ev = evidence(self.baseline, start_ms, MinuteCounts.of(counts).statuses, recent, paused,
+                      hours)
         x = np.array([ev.vector])
         ratio = {g: float(f.score(x[:, GROUP_FEATURES[g]])[0]) / self.group_thresholds[g]
                  for g, f in self.flat.items()}
+        ratio |= {r: min(ev.z[r] / FAULT_Z, RULE_SCORE_MAX) for r in RULES}
         score = max(ratio.values())
         faulty = [s for s in ratio if ev.z[s] >= FAULT_Z and ratio[s] >= SCORE_THRESHOLD]
-        groups = tuple(g for g, members in GROUPS.items() if set(members) & set(faulty))
+        groups = tuple(g for g, names in EVIDENCE.items() if set(names) & set(faulty))
         anomalous = bool(groups)
-        statuses = tuple(s for g in groups for s in GROUPS[g] if s in faulty)
+        # A rule names every status of its group: silence is all of them at once.
+        statuses = tuple(s for g in groups for s in GROUPS[g]
+                         if s in faulty or set(EVIDENCE[g][len(GROUPS[g]):]) & set(faulty))
         return Verdict(
             score=score,
             threshold=SCORE_THRESHOLD,
@@ -256,6 +282,8 @@ class Detector:
             expected=ev.expected,
             z=ev.z,
             held=ev.held,
+            causes=tuple(c for c in faulty) if anomalous else (),
+            expected_total=ev.expected_total,
         )
 
     def save(self, path: str | Path) -> None:

@@ -35,9 +35,17 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.special import gammainc, gammaincc, ndtri
 
+from processor.levels import (
+    LEVEL_MIN_MINUTES,
+    LEVEL_WINDOW,
+    block_level,
+    carried_level,
+    recent_level,
+    volume_reference,
+)
 from txmon.contracts import GROUPS, STATUSES
 from txmon.contracts import STATUS_INDEX as IDX
-from txmon.contracts.minutes import MINUTES_PER_DAY
+from txmon.contracts.minutes import MINUTE_MS, MINUTES_PER_DAY
 
 #: Statuses that page when they rise: every group's but the outage's.
 RISING = tuple(s for g, members in GROUPS.items() if g != "outage" for s in members)
@@ -52,13 +60,6 @@ APPROVED = IDX["approved"]
 
 #: Minutes of recent history the worker keeps for the detector (level, dispersion).
 LEVEL_MINUTES = 120
-#: Minutes whose median volume ratio sets today's level.
-LEVEL_WINDOW = 60
-LEVEL_MIN_MINUTES = 3
-#: Today's level is this quantile of the recent ratios: above the median, so that an
-#: outage can cover three quarters of the window before it lowers the level it is
-#: judged against (a surge that raises it is harmless: see SHARE_MAX_RATIO).
-LEVEL_QUANTILE = 0.75
 #: With fewer approvals expected a minute, an outage cannot be told from a lull within
 #: a few minutes (at night a real day has minutes with none): approvals are not judged.
 OUTAGE_MIN_EXPECTED = 20.0
@@ -82,6 +83,13 @@ VOLUME_MINUTES = 10
 SUSTAIN_MINUTES = 3
 #: A rising status is material from +50 % over its expectation.
 RISE_MIN_RATIO = 1.5
+#: All traffic is material when it falls under a quarter of what today's level expects:
+#: a quiet day at 40 % of the usual is no outage, a few percent is.
+VOLUME_MAX_RATIO = 0.25
+#: Silence is judged over the whole run of low minutes ending now, up to this many: a
+#: minute suffices at peak, at night (where a few empty minutes are normal) it takes
+#: about 10 φ / (traffic expected a minute) minutes, and under 0.2 a minute never.
+VOLUME_RUN_MAX = 60
 #: Approvals are material when their count falls under 70 % of today's level...
 OUTAGE_MAX_RATIO = 0.7
 #: ...or their share of the minute under 90 % of its usual share.
@@ -198,20 +206,21 @@ def recent_shares(rows: np.ndarray) -> np.ndarray | None:
     return np.median(ratios, axis=0)
 
 
-def volume_level(baseline: Baseline, recent: list[tuple[int, list[int]]]) -> float | None:
-    """How busy today is against the history: the LEVEL_QUANTILE quantile, over the last
-    LEVEL_WINDOW minutes, of approvals over their usual count for that minute of day.
-    1.0 on a usual day, 10 on a day ten times busier; the quantile keeps an outage of up
-    to three quarters of the window from becoming the new normal. None until
-    LEVEL_MIN_MINUTES minutes are known: before that nothing is judged against a level."""
-    ratios = [
-        c[APPROVED] / baseline.approved[minute_of_day(s)]
-        for s, c in recent[-LEVEL_WINDOW:]
-        if baseline.approved[minute_of_day(s)] > 0
-    ]
-    if len(ratios) < LEVEL_MIN_MINUTES:
-        return None
-    return float(np.quantile(ratios, LEVEL_QUANTILE))
+def volume_level(baseline: Baseline, recent: list[tuple[int, list[int]]],
+                 learn: list[bool] | None = None,
+                 hours: dict[int, list[int]] | None = None) -> float | None:
+    """How busy today is against the history (processor/levels.py): 1.0 on a usual day,
+    10 on a day ten times busier. From the recent minutes `learn` marks normal; carried
+    from the latest normal hour when incidents cover them all; from every recent minute
+    when there is no such hour either. None until LEVEL_MIN_MINUTES minutes are known:
+    before that nothing is judged against a level."""
+    usual = baseline.approved
+    level = recent_level(usual, recent, learn or [True] * len(recent), APPROVED)
+    if level is None and hours and recent:
+        level = carried_level(usual, hours, recent[-1][0] + MINUTE_MS)
+    if level is None and learn is not None:
+        level = recent_level(usual, recent, [True] * len(recent), APPROVED)
+    return level
 
 
 def expectations(baseline: Baseline, starts: np.ndarray, counts: np.ndarray,
@@ -253,7 +262,14 @@ def expectations(baseline: Baseline, starts: np.ndarray, counts: np.ndarray,
         out[s] = np.maximum(p / calm_share * volume, p * floor_volume)
     out["approved_share"] = share[:, APPROVED] * total
     out["approved_count"] = level * baseline.approved[m]
+    out["volume"] = expected_volume(baseline, starts, level)
     return out
+
+
+def expected_volume(baseline: Baseline, starts: np.ndarray, level) -> np.ndarray:
+    """All traffic the level predicts for each minute: usual approvals over their share."""
+    m = (starts // MINUTE_MS) % MINUTES_PER_DAY
+    return level * baseline.approved[m] / np.maximum(baseline.share[m, APPROVED], 1e-9)
 
 
 def _previous_mean(x: np.ndarray, k: int) -> np.ndarray:
@@ -268,6 +284,7 @@ def _previous_mean(x: np.ndarray, k: int) -> np.ndarray:
 def observed(counts: np.ndarray) -> dict[str, np.ndarray]:
     out = {s: counts[:, IDX[s]] for s in RISING}
     out["approved_share"] = out["approved_count"] = counts[:, APPROVED]
+    out["volume"] = counts.sum(axis=1)
     return out
 
 
@@ -331,37 +348,44 @@ class Evidence:
     held: dict[str, float]
     #: Expected count per status for this minute (what the alert reports).
     expected: dict[str, float]
+    #: Expected transactions of every status in this minute (0 without a level).
+    expected_total: float = 0.0
 
 
 def evidence(baseline: Baseline, start_ms: int, counts: list[int],
              recent: list[tuple[int, list[int]]], paused: frozenset[int] = frozenset(),
-             ) -> Evidence:
+             hours: dict[int, list[int]] | None = None) -> Evidence:
     """The features of one closed minute (its status counts) given the minutes before
     it (oldest first).
 
-    `paused`: starts of recent minutes today's mix and dispersion must not learn from
-    (an incident's): a baseline that learns from an episode in progress makes it look
-    normal after an hour or two, and resolves it while it goes on."""
-    level = volume_level(baseline, recent)
-    known = level is not None
-    level = level if known else 0.0
+    `paused`: starts of recent minutes today's level, mix and dispersion must not learn
+    from (an incident's): a baseline that learns from an episode in progress makes it
+    look normal after an hour or two, and resolves it while it goes on. `hours`: the
+    hourly memory of processor/levels.py (previous days, the last normal hour)."""
     window = [*recent[-LEVEL_MINUTES:], (start_ms, counts)]
     starts = np.array([s for s, _ in window], dtype=np.int64)
     rows = np.array([c for _, c in window], dtype=np.float64)
     learn = np.array([s not in paused for s in starts[:-1]], dtype=bool)
+    level = volume_level(baseline, window[:-1], learn.tolist(), hours)
+    known = level is not None
+    level = level if known else 0.0
+    v_level = volume_reference(baseline.approved, hours, start_ms, level)
     exp = expectations(baseline, starts, rows, level, recent_shares(rows[:-1][learn]),
                        mix_unknown=not known)
+    exp["volume"] = expected_volume(baseline, starts, v_level)
     minute = _Minute(obs=observed(rows), exp=exp, learn=learn, known=known,
                      k=_sustained(starts, start_ms, len(recent)),
-                     empty=float(rows[-1].sum()) == 0)
+                     empty=float(rows[-1].sum()) == 0, starts=starts)
     vector, z, held = [], {}, {}
     for name in (*RISING, "approved_share", "approved_count"):
         zs, z[name], h = minute.judge(name, baseline.dispersion.get(name, 1.0))
         vector += zs
         held[name] = z[name] if h is None else h
     z["approved"] = held["approved"] = max(z["approved_share"], z["approved_count"])
+    z["volume"] = held["volume"] = minute.silence(baseline.dispersion.get("volume", 1.0))
     return Evidence(vector=vector, z=z, held=held,
-                    expected=_expected(baseline, start_ms, rows, exp, level))
+                    expected=_expected(baseline, start_ms, rows, exp, level),
+                    expected_total=float(exp["volume"][-1]) if known else 0.0)
 
 
 def _sustained(starts: np.ndarray, start_ms: int, known_minutes: int) -> int:
@@ -386,6 +410,7 @@ class _Minute:
     known: bool
     k: int
     empty: bool
+    starts: np.ndarray
 
     def judge(self, name: str, trained_phi: float) -> tuple[list[float], float, float | None]:
         """The family's features, its z and what still stands (None: as its z)."""
@@ -419,6 +444,27 @@ class _Minute:
         z3 = z_drop(o3, e3, phi) if material and o3 <= OUTAGE_MAX_RATIO * e3 else 0.0
         return [z1, z3], max(z1, z3), None
 
+    def _silence_run(self) -> int:
+        """Consecutive minutes ending with this one whose volume is materially low."""
+        o, e, starts = self.obs["volume"], self.exp["volume"], self.starts
+        run = 0
+        while (run < min(len(o), VOLUME_RUN_MAX) and o[-1 - run] <= VOLUME_MAX_RATIO * e[-1 - run]
+               and starts[-1 - run] == starts[-1] - MINUTE_MS * run):
+            run += 1
+        return run
+
+    def silence(self, trained_phi: float) -> float:
+        """z of all traffic being this low over the run of low minutes ending now, 0
+        unless this minute is low itself: silence is "at fault now", so traffic that is
+        back is normal at once."""
+        run = self._silence_run() if self.known else 0
+        if run == 0:
+            return 0.0
+        o, e = self.obs["volume"], self.exp["volume"]
+        phi_recent = dispersion(o[:-1][self.learn], e[:-1][self.learn])
+        phi = max(trained_phi, phi_recent or 1.0)
+        return z_drop(float(o[-run:].sum()), float(e[-run:].sum()), phi)
+
 
 def _expected(baseline: Baseline, start_ms: int, rows: np.ndarray, exp: dict,
               level: float) -> dict[str, float]:
@@ -438,12 +484,13 @@ def training_dispersion(baseline: Baseline, windows: list[tuple[int, list[int]]]
     level of the hour before it, as the worker will."""
     starts = np.array([s for s, _ in windows], dtype=np.int64)
     rows = np.array([c for _, c in windows], dtype=np.float64)
-    ratio = rows[:, APPROVED] / np.maximum(baseline.approved[(starts // 60_000) % 1440], 1e-9)
+    usual = baseline.approved[(starts // MINUTE_MS) % MINUTES_PER_DAY]
     levels = np.ones(len(rows))
     for j in range(len(rows)):
-        past = ratio[max(0, j - LEVEL_WINDOW):j]
-        if len(past) >= LEVEL_MIN_MINUTES:
-            levels[j] = np.quantile(past, LEVEL_QUANTILE)
+        lo = max(0, j - LEVEL_WINDOW)
+        level = block_level(rows[lo:j, APPROVED], usual[lo:j])
+        if level is not None:
+            levels[j] = level
     obs = observed(rows)
     exp = expectations(baseline, starts, rows, levels)
     out = {}

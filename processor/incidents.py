@@ -23,6 +23,10 @@ minute, and never a "resolved" followed by the same trouble two minutes later. S
   evidence under CLEAR_Z (hysteresis: a minute between CLEAR_Z and FAULT_Z is not news,
   but not recovery either). So `resolved` comes exactly `recovery_window` minutes after
   the last abnormal one.
+- A minute with (almost) no traffic is not normal for anyone: while all traffic is
+  missing (the volume evidence of the outage group stands at CLEAR_Z or more), no
+  group of an open incident counts towards its recovery. Denials that stop because
+  everything stopped have not recovered.
 - While open, `update` only when the incident gets worse (severity rises, a status or
   group joins) or, as a reminder, every UPDATE_EVERY minutes it lasts.
 
@@ -108,6 +112,8 @@ class IncidentTracker:
                 policy: Policy = DEFAULT_POLICY) -> tuple[list[Alert], tuple[str, ...]]:
         """`step`, with the minute's `abnormal_groups`, which the caller reports too."""
         abnormal = abnormal_groups(verdict)
+        if self.incident is not None and absent(verdict):
+            abnormal = tuple(g for g in GROUPS if g in abnormal or g in self.incident.groups)
         minute = _Minute(start_ms, counts, verdict, model_version, policy)
         return self._step(minute, abnormal), abnormal
 
@@ -184,6 +190,12 @@ def abnormal_groups(verdict: Verdict) -> tuple[str, ...]:
     return tuple(g for g in GROUPS if g in verdict.groups or held[g] >= CLEAR_Z)
 
 
+def absent(verdict: Verdict) -> bool:
+    """Is all traffic missing in this minute (see the module docstring)?"""
+    held = verdict.held if verdict.held is not None else verdict.z
+    return held.get("volume", 0.0) >= CLEAR_Z
+
+
 def _new_incident(confirmed: dict[str, Pending], evidence: dict, start_ms: int) -> OpenIncident:
     """Named for the group whose trouble started first (the strongest on a tie)."""
     group = min(confirmed, key=lambda g: (confirmed[g].first_ms, -evidence[g]))
@@ -222,17 +234,22 @@ def _merge_statuses(inc: OpenIncident, verdict: Verdict) -> list[str]:
 
 
 def summarize(inc: OpenIncident, event: str, observed: dict[str, int],
-              expected: dict[str, float], now_ms: int) -> str:
-    """One line an operator can act on, the same in every channel."""
+              expected: dict[str, float], now_ms: int,
+              volume: tuple[int, float] | None = None) -> str:
+    """One line an operator can act on, the same in every channel. `volume`: all
+    traffic observed and expected, when its silence is at fault."""
     statuses, since_ms = inc.statuses, inc.since_ms
     since = _clock(since_ms, now_ms)
     if event == "resolved":
         normal = _clock(inc.last_anomalous_ms + WINDOW_MS, now_ms)
         return (f"resolved: {', '.join(statuses)} normal since {normal}; lasted "
                 f"{_duration(now_ms - since_ms)} from {since}")
-    parts = [f"{s} {observed.get(s, 0)}{'/min' if i == 0 else ''} against "
-             f"~{_num(expected.get(s, 0.0))}{' expected' if i == 0 else ''}"
-             for i, s in enumerate(statuses)]
+    named = [(s, observed.get(s, 0), expected.get(s, 0.0)) for s in statuses]
+    if volume is not None:
+        named.insert(0, ("all traffic", *volume))
+    parts = [f"{s} {o}{'/min' if i == 0 else ''} against "
+             f"~{_num(e)}{' expected' if i == 0 else ''}"
+             for i, (s, o, e) in enumerate(named)]
     return f"{', '.join(parts)}, since {since}"
 
 
@@ -272,7 +289,9 @@ def _alert(inc: OpenIncident, event: str, minute: _Minute) -> Alert:
         threshold=round(verdict.threshold, 4),
         severity="info" if event == "resolved" else inc.severity,
         model_version=minute.model_version,
-        summary=summarize(inc, event, observed, expected, end_ms),
+        summary=summarize(inc, event, observed, expected, end_ms,
+                          (sum(minute.counts), verdict.expected_total)
+                          if "volume" in verdict.causes else None),
         since=to_datetime(inc.since_ms),
         duration_s=(end_ms - inc.since_ms) // 1000,
         runbook_url=minute.policy.runbook_url,

@@ -12,15 +12,17 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from processor import levels
 from processor.detector import Detector, Verdict
 from processor.features import LEVEL_MINUTES
 from processor.incidents import DEFAULT_POLICY, IncidentTracker, Policy
 from processor.windows import WINDOW_MS, MinuteMerger
-from txmon.contracts import STATUSES, Alert, MinuteCounts, WindowCount, WindowPartial
+from txmon.contracts import STATUS_INDEX, STATUSES, Alert, MinuteCounts, WindowCount, WindowPartial
 from txmon.contracts.minutes import minute_id, to_datetime
 
 log = logging.getLogger(__name__)
 
+APPROVED = STATUS_INDEX["approved"]
 #: Longest an open incident keeps today's adaptation from learning its minutes.
 ADAPT_PAUSE_MAX_MINUTES = 360
 
@@ -38,6 +40,9 @@ class MinuteState:
     recent: list[tuple[int, list[int]]] = field(default_factory=list)
     #: Starts of recent minutes inside an incident: today's adaptation skips them.
     paused: list[int] = field(default_factory=list)
+    #: Per UTC hour, approvals and normal minutes: the level's longer memory
+    #: (processor/levels.py), a week of it.
+    hours: dict[int, list[int]] = field(default_factory=dict)
 
 
 @dataclass
@@ -95,13 +100,15 @@ class Minutes:
                 verdict = None
             else:
                 verdict = detector.score(start, counts.statuses, state.recent,
-                                         frozenset(state.paused))
+                                         frozenset(state.paused), state.hours)
             alerts, abnormal = (
                 state.incidents.advance(start, counts.statuses, verdict, detector.version,
                                         self.policy)
                 if verdict is not None
                 else ([], ())
             )
+            if not abnormal and state.incidents.incident is None:
+                levels.record(state.hours, start, counts.statuses[APPROVED])
             state.recent = [*state.recent[-LEVEL_MINUTES:], (start, counts.statuses)]
             state.paused = _paused(state, start)
             out.append(ClosedMinute(window_count(start, counts, verdict), alerts, abnormal))

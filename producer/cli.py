@@ -77,6 +77,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--outage", action="append", default=[], metavar="SPEC",
                    help="DURATION[:FACTOR][@OFFSET]: approvals × FACTOR (default 0), e.g. "
                    "10m@1h or 10m:0.2 (repeatable)")
+    p.add_argument("--silence", action="append", default=[], metavar="SPEC",
+                   help="DURATION[:FACTOR][@OFFSET]: all traffic × FACTOR (default 0), e.g. "
+                   "45m@1h (it stops) or 1h:0.05 (it dwindles) (repeatable)")
     p.add_argument("--labels", type=Path, metavar="FILE",
                    help="append one JSON line per injected incident (default: "
                    "$TXMON_STATE_DIR/labels.jsonl)")
@@ -149,14 +152,16 @@ def _scenario(args):
     called once Kafka answers, so that a real-time clock starts then."""
     import secrets
 
-    from producer.incidents import parse_duration, parse_incident, parse_outage
+    from producer.incidents import parse_duration, parse_incident, parse_outage, parse_silence
     from producer.simulate import Scenario
 
     if args.rate <= 0:
         raise UserError("--rate must be > 0")
     if args.count is not None and args.count < 0:
         raise UserError("--count must be >= 0")
-    incidents = [parse_incident(s) for s in args.incident] + [parse_outage(s) for s in args.outage]
+    incidents = ([parse_incident(s) for s in args.incident]
+                 + [parse_outage(s) for s in args.outage]
+                 + [parse_silence(s) for s in args.silence])
     duration = parse_duration(args.duration) if args.duration else None
     seed = args.seed if args.seed is not None else secrets.randbelow(2**31)
     return lambda: Scenario(start=args.start or datetime.now(UTC), rate=args.rate, seed=seed,

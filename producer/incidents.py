@@ -9,6 +9,9 @@ Spelling (offsets are from the start of the stream, event time):
     --outage DURATION[:FACTOR][@OFFSET]
         10m@1h                         approvals collapse to 0 for 10 minutes, from 1 h
         10m:0.2                        approvals fall to 20 % (a partial outage)
+    --silence DURATION[:FACTOR][@OFFSET]
+        45m@11h                        all traffic stops for 45 minutes, from 11 h
+        1h:0.05@14h                    all traffic dwindles to 5 % for an hour
 
 Kinds: `spike` (default) multiplies the status rate by FACTOR for the whole duration;
 `ramp` rises linearly from ×1 to ×FACTOR across it (a slow degradation) and then stops;
@@ -17,7 +20,9 @@ so that scores can be reported per kind); `bursty` is an episode as real ones go
 by minute: about BURSTY_QUIET of its minutes look normal (×1), the others swing between
 ×FACTOR^0.3 and ×FACTOR (log-uniform), drawn from the spec so a replay is identical.
 An outage multiplies the approved rate by FACTOR (default 0): the other statuses keep
-their rates, as in the reference day where approvals fell at 17h. Several incidents
+their rates, as in the reference day where approvals fell at 17h. A silence multiplies
+every status by FACTOR (default 0): the terminals, their network or the gateway in front
+of them are down, so no status count rises and none falls alone. Several incidents
 multiply.
 
 A multiplier acts on the status's normal rate: ×20 of a status that hardly occurs at
@@ -97,7 +102,7 @@ class Incident:
     def label(self, stream_start: datetime) -> IncidentLabel:
         start = stream_start + timedelta(seconds=self.offset)
         end = start + timedelta(seconds=self.duration)
-        kind = "outage" if self.kind == "outage" else self.kind
+        kind = self.kind
         return IncidentLabel(
             id=f"{kind}-{'+'.join(self.statuses)}-{start:%Y%m%dT%H%M%SZ}",
             kind=kind,
@@ -148,8 +153,8 @@ def parse_incident(spec: str) -> Incident:
     return Incident(statuses, kind, factor, duration, offset, spec)
 
 
-def parse_outage(spec: str) -> Incident:
-    """Parse `--outage DURATION[:FACTOR][@OFFSET]`: approvals × FACTOR (default 0)."""
+def _parse_drop(flag: str, spec: str) -> tuple[float, float, float]:
+    """`DURATION[:FACTOR][@OFFSET]` of --outage and --silence: (factor, duration, offset)."""
     try:
         body, offset = _split_offset(spec)
         parts = body.split(":")
@@ -163,10 +168,22 @@ def parse_outage(spec: str) -> Incident:
         except ValueError:
             raise UserError(f"factor {parts[1]!r} is not a number") from None
         if not 0.0 <= factor < 1.0:
-            raise UserError("an outage factor is in [0, 1)")
+            raise UserError(f"{flag.removeprefix('--')} factor is in [0, 1)")
     except UserError as exc:
-        raise UserError(f"--outage {spec}: {exc}") from None
+        raise UserError(f"{flag} {spec}: {exc}") from None
+    return factor, duration, offset
+
+
+def parse_outage(spec: str) -> Incident:
+    """Parse `--outage DURATION[:FACTOR][@OFFSET]`: approvals × FACTOR (default 0)."""
+    factor, duration, offset = _parse_drop("--outage", spec)
     return Incident(("approved",), "outage", factor, duration, offset, spec)
+
+
+def parse_silence(spec: str) -> Incident:
+    """Parse `--silence DURATION[:FACTOR][@OFFSET]`: every status × FACTOR (default 0)."""
+    factor, duration, offset = _parse_drop("--silence", spec)
+    return Incident(STATUSES, "silence", factor, duration, offset, spec)
 
 
 def rate_multipliers(incidents: tuple[Incident, ...] | list[Incident], t: np.ndarray) -> np.ndarray:

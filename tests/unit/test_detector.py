@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 
 from evaluation.train import windows_from_simulation
+from processor import levels
 from processor.detector import FAULT_Z, Detector, FlatForest
 from processor.features import LEVEL_MINUTES, z_drop, z_rise
-from producer.incidents import parse_incident, parse_outage
+from producer.incidents import parse_incident, parse_outage, parse_silence
 from producer.simulate import Scenario, minute_counts
 from txmon.contracts import STATUSES
 
@@ -30,9 +31,13 @@ def day(seed: int, rate: float = 20.0, incidents=(), hours: float = 24) -> list:
 
 
 def verdicts(det: Detector, windows: list) -> list:
-    out, recent = [], []
+    """Scored as the worker scores them: with the hourly memory of normal minutes."""
+    out, recent, hours = [], [], {}
     for start, counts in windows:
-        out.append((start, det.score(start, counts, recent)))
+        v = det.score(start, counts, recent, hours=hours)
+        out.append((start, v))
+        if not v.anomalous:
+            levels.record(hours, start, counts[0])
         recent = [*recent[-LEVEL_MINUTES:], (start, counts)]
     return out
 
@@ -88,6 +93,24 @@ def test_outage_is_seen_and_volume_drop_is_not(detector):
     windows = day(205, incidents=[parse_outage("10m:0.2@11h")], hours=12)
     hits = [minute(s) for s, v in verdicts(detector, windows) if "outage" in v.groups]
     assert hits and 660 <= hits[0] <= 662
+
+
+@pytest.mark.parametrize("spec", ["45m@11h", "1h:0.04@11h"])
+def test_silence_and_dwindling_traffic_are_an_outage(detector, spec):
+    """No status count shows it: every status falls together. Flagged from the first or
+    second minute, by the volume rule, and named with all traffic expected."""
+    windows = day(207, incidents=[parse_silence(spec)], hours=13)
+    hits = [(minute(s), v) for s, v in verdicts(detector, windows) if v.anomalous]
+    assert hits and 660 <= hits[0][0] <= 661, [m for m, _ in hits]
+    v = hits[0][1]
+    assert v.groups == ("outage",) and "volume" in v.causes and v.score >= 1.0
+    assert v.expected_total > 500
+    assert all(660 <= m < 720 for m, _ in hits)  # back to normal as traffic returns
+
+
+def test_a_quiet_afternoon_is_no_outage(detector):
+    windows = day(208, incidents=[parse_silence("3h:0.4@13h")], hours=18)
+    assert [minute(s) for s, v in verdicts(detector, windows) if v.anomalous] == []
 
 
 def test_scoring_is_deterministic_and_survives_save_load(detector, tmp_path):

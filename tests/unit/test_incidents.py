@@ -24,12 +24,13 @@ STATUS_OF = {"denials": "denied", "outage": "approved", "reversals": "reversed",
 def verdict(z_denied: float = 0.0, z_approved: float = 0.0, anomalous_groups=(),
             z_reversed: float = 0.0) -> Verdict:
     z = {"failed": 0.0, "denied": z_denied, "reversed": z_reversed, "backend_reversed": 0.0,
-         "approved_share": z_approved, "approved_count": z_approved, "approved": z_approved}
+         "approved_share": z_approved, "approved_count": z_approved, "approved": z_approved,
+         "volume": 0.0}
     statuses = tuple(STATUS_OF[g] for g in anomalous_groups)
     return Verdict(score=1.2 if anomalous_groups else 0.5, threshold=1.0,
                    anomalous=bool(anomalous_groups), groups=tuple(anomalous_groups),
                    statuses=statuses, expected={"denied": 10.0, "approved": 100.0,
-                                                "reversed": 0.4}, z=z)
+                                                "reversed": 0.4}, z=z, held=dict(z))
 
 
 def run(tracker: IncidentTracker, seq: list[Verdict], policy: Policy = DEFAULT_POLICY,
@@ -54,6 +55,26 @@ def test_strong_minute_opens_at_once_weak_needs_confirmation():
     assert alerts[0].incident_id == "denials-2026-03-02T00:00Z"  # first anomalous minute
     assert alerts[0].window_start.minute == 1
     assert alerts[0].since.minute == 0 and alerts[0].duration_s == 120
+
+
+def test_an_incident_does_not_resolve_while_all_traffic_is_missing():
+    """Denials that stop because everything stopped have not recovered."""
+    silent = verdict()
+    silent.held["volume"] = silent.z["volume"] = 3.0  # below FAULT_Z: no outage of its own
+    tracker = IncidentTracker()
+    alerts = run(tracker, [BAD] + [silent] * 30, counts=[0] * 7)
+    assert [a.event for a in alerts] == ["open"]
+    assert tracker.incident is not None
+    after = [a.event for a in run(tracker, [QUIET] * DEFAULT_POLICY.recovery_window)]
+    assert after[-1:] == ["resolved"]
+
+
+def test_silence_names_all_traffic():
+    silent = verdict(z_approved=40.0, anomalous_groups=["outage"])
+    silent = Verdict(**{**silent.__dict__, "causes": ("volume",), "expected_total": 1200.0})
+    alerts = run(IncidentTracker(), [silent] * 2, counts=[0] * 7)
+    assert [a.event for a in alerts] == ["open"]
+    assert alerts[0].summary.startswith("all traffic 0/min against ~1200 expected, approved 0")
 
 
 def test_outage_always_needs_two_minutes():

@@ -127,12 +127,13 @@ class IncidentLabel(msgspec.Struct, kw_only=True):
     """Ground truth for one injected incident, written by the simulator (JSON lines).
 
     Detection is scored against these: `statuses` are the statuses whose rate was changed,
-    `[start, end)` the event-time span, `kind` the rate profile (spike, ramp, burst, bursty, outage)
-    and `factor` the multiplier reached (below 1 for an outage).
+    `[start, end)` the event-time span, `kind` the rate profile (spike, ramp, burst, bursty,
+    outage: approvals fall; silence: every status falls) and `factor` the multiplier
+    reached (below 1 for an outage or a silence).
     """
 
     id: str
-    kind: Literal["spike", "ramp", "burst", "bursty", "outage"]
+    kind: Literal["spike", "ramp", "burst", "bursty", "outage", "silence"]
     statuses: list[str]
     start: datetime
     end: datetime
