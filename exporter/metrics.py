@@ -197,6 +197,10 @@ class PipelineMetrics:
         self.newest_end = Gauge(
             m.WINDOW_NEWEST_END, "Event time of the end of the newest closed window.",
             registry=r)
+        self.quiet_sources = Gauge(
+            m.WINDOW_QUIET_SOURCES,
+            "Transactions partitions silent while the others flowed, newest closed minute.",
+            registry=r)
         self.last_emitted = Gauge(
             m.WINDOW_LAST_EMITTED,
             "Wall-clock time the newest window record reached Kafka (exporter start before any).",
@@ -278,6 +282,7 @@ class PipelineMetrics:
         if self._newest_start is None or start >= self._newest_start:
             self._newest_start = start
             self.newest_end.set(_ts(wc.end))
+            self.quiet_sources.set(len(wc.quiet_sources))
             for status in set(STATUSES) | set(wc.counts):
                 self.window_tx.labels(status).set(wc.counts.get(status, 0))
             if wc.score is not None:

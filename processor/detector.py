@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import hashlib
 import platform
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -47,6 +48,7 @@ from processor.features import (
     evidence,
     training_dispersion,
 )
+from processor.sources import Quiet
 from txmon.contracts import GROUPS, SCORE_THRESHOLD, MinuteCounts
 
 #: A group is at fault when its evidence reaches this z (one-sided, ~3e-5 per test).
@@ -72,10 +74,13 @@ class Verdict:
     causes: tuple[str, ...] = ()
     #: All traffic expected in this minute (0 before the stream has a level).
     expected_total: float = 0.0
+    #: Source partitions at fault (z >= FAULT_Z), the strongest first.
+    sources: tuple[Quiet, ...] = ()
 
 
-#: Evidence judged by rule, and the group it belongs to: `volume` is all traffic.
-RULES: dict[str, str] = {"volume": "outage"}
+#: Evidence judged by rule, and the group it belongs to: `volume` is all traffic,
+#: `source` one transactions partition against the others (processor/sources.py).
+RULES: dict[str, str] = {"volume": "outage", "source": "outage"}
 RULE_SCORE_MAX = 2.0
 #: Each group's evidence families: its statuses, then its rules.
 EVIDENCE: dict[str, tuple[str, ...]] = {
@@ -256,12 +261,13 @@ class Detector:
 
     def score(self, start_ms: int, counts: list[int], recent: list,
               paused: frozenset[int] = frozenset(),
-              hours: dict[int, list[int]] | None = None) -> Verdict:
+              hours: dict[int, list[int]] | None = None, quiet: Sequence[Quiet] = ()) -> Verdict:
         """`recent`: (start, counts) of the minutes before this one, oldest first (the
         worker keeps the last LEVEL_MINUTES + 1); `paused`, `hours`: see
-        `features.evidence`."""
+        `features.evidence`; `quiet`: the low source partitions (`SourceWatch.judge`)."""
         ev = evidence(self.baseline, start_ms, MinuteCounts.of(counts).statuses, recent, paused,
                       hours)
+        ev.z["source"] = ev.held["source"] = max((q.z for q in quiet), default=0.0)
         x = np.array([ev.vector])
         ratio = {g: float(f.score(x[:, GROUP_FEATURES[g]])[0]) / self.group_thresholds[g]
                  for g, f in self.flat.items()}
@@ -284,6 +290,7 @@ class Detector:
             held=ev.held,
             causes=tuple(c for c in faulty) if anomalous else (),
             expected_total=ev.expected_total,
+            sources=tuple(q for q in quiet if q.z >= FAULT_Z) if "source" in faulty else (),
         )
 
     def save(self, path: str | Path) -> None:

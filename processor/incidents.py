@@ -38,6 +38,7 @@ policy is configuration, passed in, so a changed setting applies to a restored s
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from processor.config import RECOVERY_WINDOW, RUNBOOK_URL
@@ -235,18 +236,17 @@ def _merge_statuses(inc: OpenIncident, verdict: Verdict) -> list[str]:
 
 def summarize(inc: OpenIncident, event: str, observed: dict[str, int],
               expected: dict[str, float], now_ms: int,
-              volume: tuple[int, float] | None = None) -> str:
-    """One line an operator can act on, the same in every channel. `volume`: all
-    traffic observed and expected, when its silence is at fault."""
+              lead: Sequence[tuple[str, int, float]] = ()) -> str:
+    """One line an operator can act on, the same in every channel. `lead`: (what,
+    observed, expected) named before the statuses: all traffic when its silence is at
+    fault, a quiet source partition (`_lead`)."""
     statuses, since_ms = inc.statuses, inc.since_ms
     since = _clock(since_ms, now_ms)
     if event == "resolved":
         normal = _clock(inc.last_anomalous_ms + WINDOW_MS, now_ms)
         return (f"resolved: {', '.join(statuses)} normal since {normal}; lasted "
                 f"{_duration(now_ms - since_ms)} from {since}")
-    named = [(s, observed.get(s, 0), expected.get(s, 0.0)) for s in statuses]
-    if volume is not None:
-        named.insert(0, ("all traffic", *volume))
+    named = [*lead, *((s, observed.get(s, 0), expected.get(s, 0.0)) for s in statuses)]
     parts = [f"{s} {o}{'/min' if i == 0 else ''} against "
              f"~{_num(e)}{' expected' if i == 0 else ''}"
              for i, (s, o, e) in enumerate(named)]
@@ -269,6 +269,15 @@ def _num(x: float) -> str:
     return f"{x:.1f}".removesuffix(".0") if x >= 1 else f"{x:.2g}"
 
 
+def _lead(minute: _Minute) -> list[tuple[str, int, float]]:
+    """What the summary names before the statuses: quiet sources, missing traffic."""
+    verdict = minute.verdict
+    lead = [(f"partition {q.partition}", q.observed, q.expected) for q in verdict.sources]
+    if "volume" in verdict.causes:
+        lead.append(("all traffic", sum(minute.counts), verdict.expected_total))
+    return lead
+
+
 def _alert(inc: OpenIncident, event: str, minute: _Minute) -> Alert:
     start_ms, verdict = minute.start_ms, minute.verdict
     end_ms = start_ms + WINDOW_MS
@@ -289,11 +298,10 @@ def _alert(inc: OpenIncident, event: str, minute: _Minute) -> Alert:
         threshold=round(verdict.threshold, 4),
         severity="info" if event == "resolved" else inc.severity,
         model_version=minute.model_version,
-        summary=summarize(inc, event, observed, expected, end_ms,
-                          (sum(minute.counts), verdict.expected_total)
-                          if "volume" in verdict.causes else None),
+        summary=summarize(inc, event, observed, expected, end_ms, _lead(minute)),
         since=to_datetime(inc.since_ms),
         duration_s=(end_ms - inc.since_ms) // 1000,
         runbook_url=minute.policy.runbook_url,
+        causes=[] if event == "resolved" else list(verdict.causes),
     )
 

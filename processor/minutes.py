@@ -16,6 +16,7 @@ from processor import levels
 from processor.detector import Detector, Verdict
 from processor.features import LEVEL_MINUTES
 from processor.incidents import DEFAULT_POLICY, IncidentTracker, Policy
+from processor.sources import SourceWatch
 from processor.windows import WINDOW_MS, MinuteMerger
 from txmon.contracts import STATUS_INDEX, STATUSES, Alert, MinuteCounts, WindowCount, WindowPartial
 from txmon.contracts.minutes import minute_id, to_datetime
@@ -43,6 +44,8 @@ class MinuteState:
     #: Per UTC hour, approvals and normal minutes: the level's longer memory
     #: (processor/levels.py), a week of it.
     hours: dict[int, list[int]] = field(default_factory=dict)
+    #: Each source partition's share of a minute, to hear of one going quiet.
+    sources: SourceWatch = field(default_factory=SourceWatch)
 
 
 @dataclass
@@ -92,15 +95,16 @@ class Minutes:
         state.merger.apply(partial.partition, partial.closed_until, partial.idle, partial.windows,
                            partial.sent_ms)
         out = []
-        for start, slots in state.merger.close():
+        for start, slots, sources in state.merger.close_with_sources():
             counts = MinuteCounts.of(slots)
             detector = self._detector_for(state)
+            quiet = state.sources.judge(sources, learn=state.incidents.incident is None)
             if detector is None:
                 state.warmup.append((start, counts.statuses))
                 verdict = None
             else:
                 verdict = detector.score(start, counts.statuses, state.recent,
-                                         frozenset(state.paused), state.hours)
+                                         frozenset(state.paused), state.hours, quiet)
             alerts, abnormal = (
                 state.incidents.advance(start, counts.statuses, verdict, detector.version,
                                         self.policy)
@@ -140,4 +144,5 @@ def window_count(start: int, counts: MinuteCounts, verdict: Verdict | None) -> W
         late=counts.late,
         score=None if verdict is None else round(verdict.score, 4),
         threshold=None if verdict is None else round(verdict.threshold, 4),
+        quiet_sources=[] if verdict is None else [q.partition for q in verdict.sources],
     )

@@ -228,6 +228,12 @@ class MinuteMerger:
 
     def close(self) -> list[tuple[int, list[int]]]:
         """The minutes that became final, in order, each with statuses + late summed."""
+        return [(start, counts) for start, counts, _ in self.close_with_sources()]
+
+    def close_with_sources(self) -> list[tuple[int, list[int], list[int]]]:
+        """`close`, with each minute's events per source partition (late ones aside):
+        a partition that falls silent while the others flow shows there, idle-closed
+        minutes included."""
         bound = self.bound()
         if bound is None:
             return []
@@ -236,9 +242,10 @@ class MinuteMerger:
             if not self.partials:
                 return []
             start = min(self.partials)
-        out: list[tuple[int, list[int]]] = []
+        out: list[tuple[int, list[int], list[int]]] = []
         minute = start
         while minute < bound:
+            sources = [0] * self.partitions
             parts = self.partials.pop(minute, None)
             if parts is None:
                 following = [s for s in self.partials if minute < s < bound]
@@ -249,14 +256,21 @@ class MinuteMerger:
                     continue
                 counts = empty_counts()
             else:
-                counts = empty_counts()
-                for part in parts.values():
-                    for i, n in enumerate(part):
-                        counts[i] += n
+                counts = self._sum(parts, sources)
             if self.late_carry:
                 counts[LATE] += self.late_carry
                 self.late_carry = 0
-            out.append((minute, counts))
+            out.append((minute, counts, sources))
             minute += WINDOW_MS
         self.emitted_until = max(minute, start)
         return out
+
+    def _sum(self, parts: dict[int, list[int]], sources: list[int]) -> list[int]:
+        """The partitions' counts summed; each one's events written into `sources`."""
+        counts = empty_counts()
+        for p, part in parts.items():
+            for i, n in enumerate(part):
+                counts[i] += n
+            if p < self.partitions:
+                sources[p] = sum(part) - part[LATE]
+        return counts

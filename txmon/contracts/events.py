@@ -65,6 +65,9 @@ class WindowCount(msgspec.Struct, kw_only=True):
     #: the anomalous ones carried by alerts.
     score: float | None = None
     threshold: float | None = None
+    #: Source partitions of the transactions topic that fell silent while the others
+    #: flowed (processor/sources.py): counted as zeros, named here.
+    quiet_sources: list[int] = []
 
 
 class WindowPartial(msgspec.Struct, kw_only=True):
@@ -121,6 +124,9 @@ class Alert(msgspec.Struct, kw_only=True):
     #: From `since` to this window's end.
     duration_s: int = 0
     runbook_url: str = ""
+    #: The evidence at fault in this minute: statuses, `volume` (all traffic missing),
+    #: `source` (a transactions partition silent while the others flow).
+    causes: list[str] = []
 
 
 class IncidentLabel(msgspec.Struct, kw_only=True):

@@ -19,6 +19,9 @@ TRANSACTIONS_TOTAL = "txmon_transactions_total"
 WINDOWS_TOTAL = "txmon_windows_total"
 #: counter: events later than the allowed lateness (reported by the windows).
 LATE_EVENTS_TOTAL = "txmon_late_events_total"
+#: gauge: source partitions of the transactions topic silent while the others flowed,
+#: in the newest closed minute (processor/sources.py; they also page as an outage).
+WINDOW_QUIET_SOURCES = "txmon_window_quiet_sources"
 
 # --- freshness ---
 #: gauge: event time of the end of the newest closed window.
