@@ -80,6 +80,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--silence", action="append", default=[], metavar="SPEC",
                    help="DURATION[:FACTOR][@OFFSET]: all traffic × FACTOR (default 0), e.g. "
                    "45m@1h (it stops) or 1h:0.05 (it dwindles) (repeatable)")
+    p.add_argument("--terminals", type=int, default=0, metavar="N",
+                   help="simulate N terminals, a few carrying much of the volume (the top 1 %% "
+                   "about half); each transaction gets a terminal_id T-0000412 and is keyed "
+                   "by it (default 0: no terminal ids)")
+    p.add_argument("--slice", action="append", default=[], metavar="SPEC",
+                   help="TERMINALS:STATUS|silent:DURATION[@OFFSET]: those terminals' "
+                   "transactions all get STATUS, or stop; TERMINALS is T-0000412[,T-...], "
+                   "top:N or ranks:A-B, e.g. top:20:failed:15m@1h or "
+                   "ranks:100-199:silent:30m; needs --terminals (repeatable)")
     p.add_argument("--labels", type=Path, metavar="FILE",
                    help="append one JSON line per injected incident (default: "
                    "$TXMON_STATE_DIR/labels.jsonl)")
@@ -152,7 +161,13 @@ def _scenario(args):
     called once Kafka answers, so that a real-time clock starts then."""
     import secrets
 
-    from producer.incidents import parse_duration, parse_incident, parse_outage, parse_silence
+    from producer.incidents import (
+        parse_duration,
+        parse_incident,
+        parse_outage,
+        parse_silence,
+        parse_slice,
+    )
     from producer.simulate import Scenario
 
     if args.rate <= 0:
@@ -162,10 +177,30 @@ def _scenario(args):
     incidents = ([parse_incident(s) for s in args.incident]
                  + [parse_outage(s) for s in args.outage]
                  + [parse_silence(s) for s in args.silence])
+    slices = tuple(parse_slice(s) for s in args.slice)
+    population = _population(args.terminals, slices)
     duration = parse_duration(args.duration) if args.duration else None
     seed = args.seed if args.seed is not None else secrets.randbelow(2**31)
     return lambda: Scenario(start=args.start or datetime.now(UTC), rate=args.rate, seed=seed,
-                            duration=duration, incidents=tuple(incidents))
+                            duration=duration, incidents=tuple(incidents),
+                            terminals=population, slices=slices)
+
+
+def _population(size: int, slices: tuple):
+    """The --terminals population (None for 0), checked to hold every --slice terminal."""
+    from producer.terminals import MAX_TERMINALS, TerminalPopulation, terminal_id
+
+    if not 0 <= size <= MAX_TERMINALS:
+        raise UserError(f"--terminals is 0 (none) to {MAX_TERMINALS:,}")
+    if not size:
+        if slices:
+            raise UserError("--slice needs --terminals N: the terminals it names")
+        return None
+    for s in slices:
+        if s.last >= size:
+            raise UserError(f"--slice {s.spec}: {terminal_id(s.last)} is not among --terminals "
+                            f"{size} (T-0000000 to {terminal_id(size - 1)})")
+    return TerminalPopulation(size)
 
 
 class _Labels:
@@ -236,8 +271,9 @@ def run_produce(args) -> int:
     settings = KafkaSettings.from_env()
     require_kafka(settings)
     scenario = make_scenario()
+    fleet = f", {args.terminals:,} terminals" if args.terminals else ""
     print(f"seed {scenario.seed}, start {scenario.start.isoformat()}, rate {args.rate}/s at "
-          f"peak, speed {args.speed or 'max'}", file=sys.stderr)
+          f"peak{fleet}, speed {args.speed or 'max'}", file=sys.stderr)
     names = topics()
     topic = args.topic or names.transactions
     _ensure(settings, names, topic)

@@ -11,7 +11,10 @@ numpy's bytes conversion drops trailing NULs, so each value is exactly as long a
 
 The bytes are the JSON of a `Transaction` with fields in the order timestamp, id, status
 (milliseconds, `Z`): `decode_transaction` reads them back (tested), and the key is the id,
-which is what `message_key` gives a transaction without a terminal.
+which is what `message_key` gives a transaction without a terminal. Events with a
+terminal carry `"terminal_id"` between the timestamp and the id (a fixed-width field
+there keeps the id and the status at fixed columns, whatever the id format) and are keyed
+by it, as `message_key` keys them: a terminal's events stay in one partition, in order.
 """
 
 from __future__ import annotations
@@ -119,13 +122,33 @@ def _second_fields(seconds: np.ndarray, iso: np.ndarray, kind: str | None) -> np
 
 _HEAD = b'{"timestamp":"'
 _MID = b'Z","id":"'
+_WHO = b'Z","terminal_id":"'
+_WHO_END = b'","id":"'
+
+
+def _lead(prefix: bytes, terminal: np.ndarray | None) -> np.ndarray:
+    """The bytes from the timestamp's `Z` to the id's second field: one row for all, or
+    one per event with its terminal id."""
+    if terminal is None:
+        return np.frombuffer(_MID + prefix, dtype=np.uint8)
+    n, width = terminal.shape
+    out = np.empty((n, len(_WHO) + width + len(_WHO_END) + len(prefix)), dtype=np.uint8)
+    out[:, : len(_WHO)] = np.frombuffer(_WHO, dtype=np.uint8)
+    out[:, len(_WHO) : len(_WHO) + width] = terminal
+    out[:, len(_WHO) + width :] = np.frombuffer(_WHO_END + prefix, dtype=np.uint8)
+    return out
 
 
 def encode_batch(
-    ts_ms: np.ndarray, status: np.ndarray, number: np.ndarray, ids: IdFormat
+    ts_ms: np.ndarray,
+    status: np.ndarray,
+    number: np.ndarray,
+    ids: IdFormat,
+    terminal: np.ndarray | None = None,
 ) -> tuple[list[bytes], list[bytes]]:
     """(keys, values) for events at epoch milliseconds `ts_ms` with status indexes
-    `status` and per-event id numbers `number` (see IdFormat)."""
+    `status` and per-event id numbers `number` (see IdFormat); `terminal`, if given, is
+    each event's terminal id as an (n, w) byte grid (`producer.terminals.id_grid`)."""
     n = len(ts_ms)
     if n == 0:
         return [], []
@@ -135,30 +158,35 @@ def encode_batch(
     iso = iso_seconds(seconds)
     field = _second_fields(seconds, iso, ids.per_second)
     tail = _STATUS_ID_TAIL if ids.status_suffix else _STATUS_TAIL
+    lead = _lead(ids.prefix, terminal)
 
     ts_at = len(_HEAD)
-    id_at = ts_at + 19 + 4 + len(_MID)
-    field_at = id_at + len(ids.prefix)
+    field_at = ts_at + 19 + 4 + lead.shape[-1]
+    id_at = field_at - len(ids.prefix)
     number_at = field_at + field.shape[1]
     tail_at = number_at + ids.width
     grid = np.empty((n, tail_at + tail.shape[1]), dtype=np.uint8)
     grid[:, :ts_at] = np.frombuffer(_HEAD, dtype=np.uint8)
     grid[:, ts_at : ts_at + 19] = gather(iso, row)
     grid[:, ts_at + 19 : ts_at + 23] = _MILLIS[ts_ms % 1000].view(np.uint8).reshape(n, 4)
-    grid[:, ts_at + 23 : field_at] = np.frombuffer(_MID + ids.prefix, dtype=np.uint8)
+    grid[:, ts_at + 23 : field_at] = lead
     if field.shape[1]:
         grid[:, field_at:number_at] = gather(field, row)
     grid[:, number_at:tail_at] = digits(number, ids.width)
     grid[:, tail_at:] = gather(tail, status)
+    if terminal is not None:
+        return _to_bytes(np.ascontiguousarray(terminal)), _to_bytes(grid)
+    return _to_bytes(_id_keys(grid[:, id_at:tail_at], status, ids)), _to_bytes(grid)
 
-    if ids.status_suffix:
-        suffix = _STATUS_KEY_TAIL
-        keys = np.empty((n, tail_at - id_at + suffix.shape[1]), dtype=np.uint8)
-        keys[:, : tail_at - id_at] = grid[:, id_at:tail_at]
-        keys[:, tail_at - id_at :] = gather(suffix, status)
-    else:
-        keys = np.ascontiguousarray(grid[:, id_at:tail_at])
-    return _to_bytes(keys), _to_bytes(grid)
+
+def _id_keys(id_columns: np.ndarray, status: np.ndarray, ids: IdFormat) -> np.ndarray:
+    if not ids.status_suffix:
+        return np.ascontiguousarray(id_columns)
+    n, width = id_columns.shape
+    keys = np.empty((n, width + _STATUS_KEY_TAIL.shape[1]), dtype=np.uint8)
+    keys[:, :width] = id_columns
+    keys[:, width:] = gather(_STATUS_KEY_TAIL, status)
+    return keys
 
 
 def _to_bytes(grid: np.ndarray) -> list[bytes]:

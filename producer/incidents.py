@@ -12,6 +12,10 @@ Spelling (offsets are from the start of the stream, event time):
     --silence DURATION[:FACTOR][@OFFSET]
         45m@11h                        all traffic stops for 45 minutes, from 11 h
         1h:0.05@14h                    all traffic dwindles to 5 % for an hour
+    --slice TERMINALS:EFFECT:DURATION[@OFFSET]        (needs a terminal population)
+        T-0000412,T-0000977:failed:15m@1h   these two terminals' transactions all fail
+        top:20:denied:30m              the 20 busiest terminals' are all denied
+        ranks:500-999:silent:45m@11h   terminals of rank 500..999 send nothing
 
 Kinds: `spike` (default) multiplies the status rate by FACTOR for the whole duration;
 `ramp` rises linearly from ×1 to ×FACTOR across it (a slow degradation) and then stops;
@@ -24,6 +28,12 @@ their rates, as in the reference day where approvals fell at 17h. A silence mult
 every status by FACTOR (default 0): the terminals, their network or the gateway in front
 of them are down, so no status count rises and none falls alone. Several incidents
 multiply.
+
+A slice acts on events, not rates: within its span, every transaction of its terminals
+gets the status EFFECT (the slice fails or is denied while the rest of the fleet is
+normal), or, with `silent`, is not sent. Overlapping slices: silent wins, otherwise the
+last given. It is what a fault at one merchant, one firmware or one acquirer link looks
+like, and why the totals can look normal while a group of terminals is down.
 
 A multiplier acts on the status's normal rate: ×20 of a status that hardly occurs at
 night is still hardly anything, which is what real low-volume incidents look like.
@@ -38,6 +48,7 @@ from datetime import datetime, timedelta
 
 import numpy as np
 
+from producer.terminals import rank_of, terminal_id
 from txmon.contracts import STATUSES, IncidentLabel
 from txmon.errors import UserError
 
@@ -47,6 +58,8 @@ BURST_MAX_SECONDS = 300
 KINDS = ("spike", "ramp", "burst", "bursty")
 #: Share of a bursty episode's minutes that look normal.
 BURSTY_QUIET = 1 / 3
+#: A slice's effect that sends nothing (any other effect is a status).
+SILENT = "silent"
 
 _DURATION = re.compile(r"^(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+(?:\.\d+)?)s)?$")
 
@@ -194,3 +207,94 @@ def rate_multipliers(incidents: tuple[Incident, ...] | list[Incident], t: np.nda
         for status in incident.statuses:
             out[:, STATUSES.index(status)] *= column
     return out
+
+
+@dataclass(frozen=True)
+class Slice:
+    """Some terminals' transactions over [offset, offset + duration) seconds: all given the
+    status `effect`, or not sent (`silent`). `ranks`: the terminals, by rank."""
+
+    ranks: range | tuple[int, ...]
+    effect: str
+    duration: float
+    offset: float = DEFAULT_OFFSET_SECONDS
+    spec: str = ""
+
+    @property
+    def last(self) -> int:
+        """The highest rank named: the population must be larger."""
+        return max(self.ranks)
+
+    def active(self, t: np.ndarray) -> np.ndarray:
+        """Whether seconds `t` since the stream start are inside the slice's span."""
+        t = np.asarray(t, dtype=np.float64)
+        return (t >= self.offset) & (t < self.offset + self.duration)
+
+    def members(self, ranks: np.ndarray) -> np.ndarray:
+        """Whether each of these terminal ranks belongs to the slice."""
+        if isinstance(self.ranks, range):
+            return (ranks >= self.ranks.start) & (ranks < self.ranks.stop)
+        return np.isin(ranks, np.asarray(self.ranks, dtype=ranks.dtype))
+
+    def terminal_ids(self) -> list[str]:
+        return [terminal_id(r) for r in self.ranks]
+
+    def label(self, stream_start: datetime) -> IncidentLabel:
+        start = stream_start + timedelta(seconds=self.offset)
+        ids = self.terminal_ids()
+        who = ids[0] if len(ids) == 1 else f"{ids[0]}+{len(ids) - 1}"
+        silent = self.effect == SILENT
+        return IncidentLabel(
+            id=f"slice-{self.effect}-{who}-{start:%Y%m%dT%H%M%SZ}",
+            kind="slice",
+            statuses=list(STATUSES) if silent else [self.effect],
+            start=start,
+            end=start + timedelta(seconds=self.duration),
+            factor=0.0 if silent else 1.0,
+            spec=self.spec,
+            terminals=ids,
+        )
+
+
+_RANKS = re.compile(r"^(\d+)-(\d+)$")
+
+
+def _slice_terminals(text: str) -> range | tuple[int, ...]:
+    """`top:N`, `ranks:A-B` or `T-0000412[,T-...]` → the ranks they name."""
+    kind, _, arg = text.strip().partition(":")
+    if kind == "top":
+        if not arg.strip().isdecimal() or int(arg) < 1:
+            raise UserError(f"{text!r}: top:N takes a number of terminals >= 1")
+        return range(int(arg))
+    if kind == "ranks":
+        match = _RANKS.match(arg.strip())
+        if not match or int(match[1]) > int(match[2]):
+            raise UserError(f"{text!r}: ranks:A-B takes two ranks, A <= B, e.g. ranks:10-19")
+        return range(int(match[1]), int(match[2]) + 1)
+    ids = [t for t in text.split(",") if t.strip()]
+    ranks = [rank_of(t) for t in ids]
+    bad = [t for t, r in zip(ids, ranks, strict=True) if r is None]
+    if not ids or bad:
+        raise UserError(f"terminal {(bad or [text])[0]!r} is not an id like {terminal_id(412)}"
+                        " (or use top:N, ranks:A-B)")
+    return tuple(sorted(set(ranks)))
+
+
+def parse_slice(spec: str) -> Slice:
+    """Parse `--slice TERMINALS:EFFECT:DURATION[@OFFSET]` (see the module docstring)."""
+    try:
+        body, offset = _split_offset(spec)
+        parts = body.rsplit(":", 2)
+        if len(parts) != 3:
+            raise UserError("expected TERMINALS:EFFECT:DURATION[@OFFSET]")
+        effect = parts[1].strip().lower()
+        if effect not in (*STATUSES, SILENT):
+            raise UserError(f"effect {parts[1]!r} is a status ({', '.join(STATUSES)}) "
+                            f"or {SILENT}")
+        duration = parse_duration(parts[2])
+        if duration <= 0:
+            raise UserError("duration must be > 0")
+        ranks = _slice_terminals(parts[0])
+    except UserError as exc:
+        raise UserError(f"--slice {spec}: {exc}") from None
+    return Slice(ranks, effect, duration, offset, spec)

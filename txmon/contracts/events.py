@@ -135,16 +135,21 @@ class IncidentLabel(msgspec.Struct, kw_only=True):
     Detection is scored against these: `statuses` are the statuses whose rate was changed,
     `[start, end)` the event-time span, `kind` the rate profile (spike, ramp, burst, bursty,
     outage: approvals fall; silence: every status falls) and `factor` the multiplier
-    reached (below 1 for an outage or a silence).
+    reached (below 1 for an outage or a silence). A `slice` changes only some terminals'
+    transactions, named in `terminals`, so that "which terminals" can be scored too: they
+    all get the one status in `statuses` (factor 1, the share of them that does), or they
+    send nothing (every status; factor 0, as a silence). A `source` is one partition of
+    the transactions topic sending nothing (`txmon evaluate` only).
     """
 
     id: str
-    kind: Literal["spike", "ramp", "burst", "bursty", "outage", "silence"]
+    kind: Literal["spike", "ramp", "burst", "bursty", "outage", "silence", "slice", "source"]
     statuses: list[str]
     start: datetime
     end: datetime
     factor: float
     spec: str = ""
+    terminals: list[str] = []
 
 
 class DeadLetterReason(enum.StrEnum):
