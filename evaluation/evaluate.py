@@ -30,7 +30,7 @@ import statistics
 import tempfile
 import time
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -77,6 +77,13 @@ class Case:
     incidents: tuple[str, ...] = ()
     outages: tuple[str, ...] = ()
     silences: tuple[str, ...] = ()
+    #: Source partitions the day is spread over (evenly, as keys hash), and specs
+    #: `P:DURATION@OFFSET` of partitions that send nothing meanwhile.
+    partitions: int = 1
+    quiet: tuple[str, ...] = ()
+    #: A fleet of this many terminals (0: no terminal ids) and `--slice` specs.
+    terminals: int = 0
+    slices: tuple[str, ...] = ()
     hours: float = 24.0
     expect: str = "incidents"
 
@@ -121,6 +128,21 @@ SUITE: tuple[Case, ...] = (
     Case("lull-day", "surge", 119, silences=("3h:0.4@13h",), expect="quiet"),
     Case("lull-night", "surge", 120, silences=("5h:0.4@0h30m",), expect="quiet"),
     Case("surge-end-x4", "surge", 121, incidents=(f"{ALL}:x4:2h@9h",), expect="quiet"),
+    # One of three source partitions silent while the others flow (a third of the
+    # traffic gone, not enough for the volume rule), by day and at dusk; and a clean day
+    # over three partitions.
+    Case("source-quiet", "source", 122, partitions=3, quiet=("1:40m@11h", "2:1h@21h")),
+    Case("clean-3-partitions", "clean", 123, partitions=3, expect="quiet"),
+    # A fleet of 1,000,000 terminals (the top 1 % carry half the volume): a few busy
+    # ones failing or denied on their own, a crowd of small ones, the five busiest gone
+    # silent; by day and at dusk; and the same fleet on a clean day.
+    Case("slices-day", "slice", 124, terminals=1_000_000, slices=(
+        "ranks:8-10:failed:30m@11h", "ranks:3-5:denied:40m@15h", "top:5:silent:45m@17h30m")),
+    Case("slices-crowd", "slice", 126, terminals=1_000_000, slices=(
+        "ranks:100-199:failed:30m@11h", "ranks:30-49:denied:40m@15h")),
+    Case("slices-dusk", "slice", 127, terminals=1_000_000, slices=(
+        "ranks:3-5:reversed:40m@20h", "top:5:silent:45m@22h")),
+    Case("clean-terminals", "clean", 125, terminals=1_000_000, expect="quiet"),
 )
 #: Kinds whose labels are night silences: paged within NIGHT_SILENCE_WINDOWS, not 3.
 NIGHT = ("night-silence",)
@@ -130,7 +152,8 @@ NIGHT_SILENCE_WINDOWS = 10
 #: By day, silence and dwindling traffic are paged within this many closed windows.
 DAY_SILENCE_WINDOWS = 2
 #: The reduced suite the tests run: one of each family, shortened around the action.
-QUICK = ("clean-a", "surge-x3-2h", "spikes-peak", "outages", "bursty", "silence-day")
+QUICK = ("clean-a", "surge-x3-2h", "spikes-peak", "outages", "bursty", "silence-day",
+         "slices-day")
 
 #: Visible incidents of the reference days (../shared/README.md): (start, end, group).
 REFERENCE = {
@@ -193,14 +216,17 @@ def train_model(days: int, rate: float, seed: int = 0) -> Detector:
 
 
 def scenario(case: Case, start: datetime = DAY):
-    from producer.incidents import parse_incident, parse_outage, parse_silence
+    from producer.incidents import parse_incident, parse_outage, parse_silence, parse_slice
     from producer.simulate import Scenario
+    from producer.terminals import TerminalPopulation
 
     incidents = (tuple(parse_incident(s) for s in case.incidents)
                  + tuple(parse_outage(s) for s in case.outages)
                  + tuple(parse_silence(s) for s in case.silences))
+    fleet = TerminalPopulation(case.terminals) if case.terminals else None
     return Scenario(start=start, rate=case.rate, seed=case.seed,
-                    duration=case.hours * 3600, incidents=incidents)
+                    duration=case.hours * 3600, incidents=incidents, terminals=fleet,
+                    slices=tuple(parse_slice(s) for s in case.slices))
 
 
 def windows_of(sc) -> list[tuple[int, list[int]]]:
@@ -211,21 +237,78 @@ def windows_of(sc) -> list[tuple[int, list[int]]]:
     return list(zip(starts, frame[list(STATUSES)].to_numpy().tolist(), strict=True))
 
 
+def slices_of(sc) -> dict[int, list]:
+    """Per minute (start ms), the terminals' summary the counting stage would send."""
+    from processor.windows import new_slices
+    from producer.simulate import minute_terminal_counts
+    from producer.terminals import terminal_id
+
+    if sc.terminals is None:
+        return {}
+    tc = minute_terminal_counts(sc)
+    out = {}
+    cuts = np.flatnonzero(np.diff(tc.minute)) + 1
+    for rows in np.split(np.arange(len(tc)), cuts):
+        if not len(rows):
+            continue
+        ids = [terminal_id(int(t)) for t in np.repeat(tc.terminal[rows], tc.count[rows])]
+        hh = new_slices()
+        hh.update(ids, np.repeat(tc.status[rows], tc.count[rows]).tolist())
+        out[int(tc.minute[rows[0]]) * 1000] = hh.to_wire()
+    return out
+
+
+def quiet_labels(case: Case, start: datetime = DAY) -> list[IncidentLabel]:
+    """A label per `case.quiet` spec: partition P sends nothing for DURATION."""
+    from producer.incidents import parse_silence
+
+    out = []
+    for spec in case.quiet:
+        p, _, rest = spec.partition(":")
+        span = parse_silence(rest)
+        lo = start + timedelta(seconds=span.offset)
+        out.append(IncidentLabel(id=f"source-{p}-{lo:%Y%m%dT%H%M%SZ}", kind="source",
+                                 statuses=list(STATUSES), start=lo,
+                                 end=lo + timedelta(seconds=span.duration), factor=0.0,
+                                 spec=f"partition {spec}"))
+    return out
+
+
+def split(windows: list[tuple[int, list[int]]], case: Case, labels: list[IncidentLabel],
+          ) -> list[list[tuple[int, list[int]]]]:
+    """Each minute's counts spread over `case.partitions` as evenly hashed keys spread
+    them (multinomial), the quiet partitions' emptied inside their labels' spans."""
+    rng = np.random.default_rng(case.seed)
+    n = case.partitions
+    out: list[list[tuple[int, list[int]]]] = [[] for _ in range(n)]
+    spans = [(int(lb.spec.split()[1].split(":")[0]), to_ms(lb.start), to_ms(lb.end))
+             for lb in labels]
+    for start, counts in windows:
+        parts = np.array([rng.multinomial(c, [1 / n] * n) for c in counts]).T
+        for p, lo, hi in spans:
+            if lo <= start < hi:
+                parts[p] = 0
+        for p in range(n):
+            out[p].append((start, parts[p].tolist()))
+    return out
+
+
 def run_windows(model_path: str | Path, windows: list[tuple[int, list[int]]],
-                policy: Policy = DEFAULT_POLICY, chunk: int = 30) -> Run:
-    """Feed minutes to `Minutes.apply` as one source partition's partial windows."""
+                policy: Policy = DEFAULT_POLICY, chunk: int = 30,
+                sources: list[list[tuple[int, list[int]]]] | None = None,
+                slices: dict[int, list] | None = None) -> Run:
+    """Feed minutes to `Minutes.apply` as one source partition's partial windows, or
+    as `sources`' (per partition, the same minutes); `slices`: the terminals' summary
+    of each minute (one partition)."""
     from processor.incidents import IncidentTracker
     from processor.minutes import Minutes, MinuteState
     from processor.windows import MinuteMerger
-    from txmon.contracts import WindowPartial
 
+    sources = sources or [windows]
     minutes = Minutes(str(model_path), warmup_windows=60, policy=policy)
-    state = MinuteState(merger=MinuteMerger(1), incidents=IncidentTracker())
+    state = MinuteState(merger=MinuteMerger(len(sources)), incidents=IncidentTracker())
     scores, alerts, starts, counts, abnormal, records = [], [], [], [], [], []
-    for i in range(0, len(windows), chunk):
-        part = windows[i:i + chunk]
-        partial = WindowPartial(partition=0, closed_until=part[-1][0] + WINDOW_MS,
-                                windows={s: [*c, 0] for s, c in part})
+    for i, partial in enumerate(_partials(sources, chunk, slices or {})):
         for closed in minutes.apply(state, i, partial):
             w = closed.window
             starts.append(to_ms(w.start))
@@ -236,6 +319,17 @@ def run_windows(model_path: str | Path, windows: list[tuple[int, list[int]]],
             records.append(w)
     return Run(np.array(starts), np.array(counts), np.array(scores),
                SCORE_THRESHOLD, alerts, fold(alerts), abnormal, policy, records)
+
+
+def _partials(sources: list[list[tuple[int, list[int]]]], chunk: int, slices: dict):
+    from txmon.contracts import WindowPartial
+
+    for i in range(0, len(sources[0]), chunk):
+        for p, windows in enumerate(sources):
+            part = windows[i:i + chunk]
+            yield WindowPartial(partition=p, closed_until=part[-1][0] + WINDOW_MS,
+                                windows={s: [*c, 0] for s, c in part},
+                                slices={s: slices[s] for s, _ in part if s in slices})
 
 
 def fold(alerts: list[Alert]) -> list[Incident]:
@@ -266,25 +360,32 @@ def recovery_overruns(run: Run) -> list[tuple[Incident, int]]:
     return out
 
 
-def onset_ms(sc, label: IncidentLabel) -> int | None:
+def onset_ms(sc, label: IncidentLabel, partitions: int = 1) -> int | None:
     """First minute at which the label's effect is detectable in expectation (see the
-    module docstring); None when it never is."""
+    module docstring); None when it never is. A quiet source is judged on its share."""
     from dataclasses import replace
 
     first = int((label.start - sc.start).total_seconds()) // 60 * 60
     last = int((label.end - sc.start).total_seconds())
     n = last - first + 60
     cols = [STATUSES.index(s) for s in label.statuses]
-    with_inc = sc.rates(first, n)[:, cols].sum(axis=1)
     normal = replace(sc, incidents=()).rates(first, n)[:, cols].sum(axis=1)
+    if label.kind == "source":
+        normal, with_inc = normal / partitions, np.zeros_like(normal)
+    elif label.kind == "slice":
+        normal, with_inc = _slice_rates(sc, label, first, n)
+    else:
+        with_inc = sc.rates(first, n)[:, cols].sum(axis=1)
     minutes = len(with_inc) // 60
     a = with_inc[: minutes * 60].reshape(minutes, 60).sum(axis=1)
     b = normal[: minutes * 60].reshape(minutes, 60).sum(axis=1)
-    runs = range(1, (VOLUME_RUN_MAX if label.kind == "silence" else SUSTAIN_MINUTES) + 1)
+    silent = label.kind in ("silence", "source") or (label.kind == "slice"
+                                                      and len(label.statuses) > 1)
+    runs = range(1, (VOLUME_RUN_MAX if silent else SUSTAIN_MINUTES) + 1)
     for k in range(minutes):
         for w in (w for w in runs if w <= k + 1):
             o, e = float(a[k + 1 - w:k + 1].sum()), float(b[k + 1 - w:k + 1].sum())
-            if label.kind == "silence":
+            if silent:
                 ok = a[k] <= VOLUME_MAX_RATIO * b[k] and z_drop(o, e, 1.0) >= FAULT_Z
             elif label.kind == "outage":
                 ok = a[k] <= OUTAGE_MAX_RATIO * b[k] and z_drop(o, e, 1.0) >= FAULT_Z
@@ -295,11 +396,31 @@ def onset_ms(sc, label: IncidentLabel) -> int | None:
     return None
 
 
+def _slice_rates(sc, label: IncidentLabel, first: int, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """(normal, with the slice) per second of what the slice's detector compares: its
+    terminals' events of the slice's status against their usual share of them, or, for
+    a silent slice, their events against none."""
+    from dataclasses import replace
+
+    from producer.shape import STATUS_MIX
+    from producer.terminals import rank_of
+
+    ranks = [rank_of(t) for t in label.terminals]
+    volume = replace(sc, incidents=()).rates(first, n).sum(axis=1) * float(
+        sc.terminals.weights()[ranks].sum())
+    if len(label.statuses) > 1:
+        return volume, np.zeros_like(volume)
+    return volume * float(STATUS_MIX[STATUSES.index(label.statuses[0])]), volume
+
+
 @dataclass
 class LabelResult:
     label: IncidentLabel
     onset_ms: int | None
     detected_ms: int | None
+    #: For a slice: the terminals its incident's records named for its groups while
+    #: it lasted (None for other labels).
+    named: list[str] | None = None
 
     @property
     def delay(self) -> int | None:
@@ -344,7 +465,8 @@ class CaseResult:
 def groups_of(label: IncidentLabel) -> set[str]:
     """The incident groups that answer a label: a silence is an outage, whatever its
     statuses."""
-    if label.kind == "silence":
+    if label.kind in ("silence", "source") or (label.kind == "slice"
+                                                and len(label.statuses) > 1):
         return {"outage"}
     return {GROUP_OF[s] for s in label.statuses}
 
@@ -366,20 +488,22 @@ def episodes(spans: list[tuple[int, int]], run: Run) -> list[Episode]:
     return out
 
 
-def score_case(case: Case, sc, run: Run) -> tuple[list[LabelResult], list[Incident]]:
-    labels = [] if case.expect == "quiet" else sc.labels()
+def score_case(case: Case, sc, run: Run, quiet: list[IncidentLabel] = (),
+               ) -> tuple[list[LabelResult], list[Incident]]:
+    labels = [] if case.expect == "quiet" else [*sc.labels(), *quiet]
     matched: set[str] = set()
     results = []
     for label in labels:
         groups = groups_of(label)
-        onset = onset_ms(sc, label)
+        onset = onset_ms(sc, label, case.partitions)
         lo = onset if onset is not None else to_ms(label.start)
         lo = lo // WINDOW_MS * WINDOW_MS
         hi = to_ms(label.end) + GRACE_MINUTES * WINDOW_MS
         hits = {i.incident_id: t for i in run.incidents
                 if (t := i.covers(groups, lo, hi)) is not None}
         matched |= set(hits)
-        results.append(LabelResult(label, onset, min(hits.values(), default=None)))
+        named = _named(run, hits, groups, lo, hi) if label.kind == "slice" else None
+        results.append(LabelResult(label, onset, min(hits.values(), default=None), named))
     spans = [(to_ms(lb.start), to_ms(lb.end) + GRACE_MINUTES * WINDOW_MS,
               groups_of(lb)) for lb in labels]
     false = [i for i in run.incidents if i.incident_id not in matched
@@ -387,11 +511,25 @@ def score_case(case: Case, sc, run: Run) -> tuple[list[LabelResult], list[Incide
     return results, false
 
 
+def _named(run: Run, hits: dict[str, int], groups: set[str], lo: int, hi: int) -> list[str]:
+    """The terminals named for `groups` by the first record of the label's incident
+    that names any, inside [lo, hi)."""
+    for a in sorted(run.alerts, key=lambda a: a.window_start):
+        if a.incident_id in hits and lo <= to_ms(a.window_start) < hi:
+            named = sorted({t for g in groups for t in a.terminals.get(g, ())})
+            if named:
+                return named
+    return []
+
+
 def evaluate_case(case: Case, model_path: Path, start: datetime = DAY) -> CaseResult:
     t = time.perf_counter()
     sc = scenario(case, start)
-    run = run_windows(model_path, windows_of(sc))
-    labels, false = score_case(case, sc, run)
+    windows = windows_of(sc)
+    quiet = quiet_labels(case, start)
+    run = run_windows(model_path, windows, sources=split(windows, case, quiet)
+                      if case.partitions > 1 else None, slices=slices_of(sc))
+    labels, false = score_case(case, sc, run, quiet)
     spans = [(lr.label_lo, to_ms(lr.label.end) + GRACE_MINUTES * WINDOW_MS) for lr in labels]
     return CaseResult(case, run, labels, false, time.perf_counter() - t,
                       episodes(spans, run))
@@ -460,11 +598,13 @@ def summary(results: list[CaseResult]) -> dict:
     detectable = [lr for lr in labels if lr.onset_ms is not None]
     found = [lr for lr in detectable if lr.detected_ms is not None]
     night = {id(lr) for r in results if r.case.kind in NIGHT for lr in r.labels}
-    delays = [lr.delay for lr in found if id(lr) not in night]
-    silences = [(lr.delay, id(lr) in night) for lr in detectable if lr.label.kind == "silence"]
+    slices = [lr for lr in detectable if lr.label.kind == "slice"]
+    delays = [lr.delay for lr in found if id(lr) not in night and lr.label.kind != "slice"]
+    silences = [(lr.delay, id(lr) in night) for lr in detectable
+                if lr.label.kind in ("silence", "source")]
     clean = [r for r in results if r.case.kind == "clean"]
     surge = [r for r in results if r.case.kind == "surge"]
-    outages = [lr for lr in detectable if lr.label.kind in ("outage", "silence")]
+    outages = [lr for lr in detectable if lr.label.kind in ("outage", "silence", "source")]
     days = sum(r.case.hours for r in results) / 24
     eps = [e for r in results for e in r.episodes]
     return {
@@ -485,6 +625,12 @@ def summary(results: list[CaseResult]) -> dict:
         "records_per_episode_mean": (statistics.mean(e.records for e in eps) if eps
                                      else math.nan),
         "recovery_overruns": sum(len(recovery_overruns(r.run)) for r in results),
+        "slices": len(slices),
+        "slices_found": sum(lr.detected_ms is not None for lr in slices),
+        "slices_named": sum(bool(lr.named) and set(lr.named) <= set(lr.label.terminals)
+                            for lr in slices),
+        "slice_delay_max": max((lr.delay for lr in slices if lr.delay is not None),
+                               default=None),
         "silence_delay_day": max((d for d, n in silences if not n and d is not None),
                                  default=None) if all(d is not None for d, _ in silences)
         else math.inf,
@@ -510,6 +656,8 @@ def acceptance(s: dict, refs: list[ReferenceResult]) -> list[tuple[str, bool]]:
          day is None or day <= DAY_SILENCE_WINDOWS),
         (f"silence at night paged within {NIGHT_SILENCE_WINDOWS} windows",
          night is None or night <= NIGHT_SILENCE_WINDOWS),
+        ("every slice found, its named terminals all faulty ones",
+         s["slices_found"] == s["slices"] == s["slices_named"]),
         ("<= 1 open per labelled episode", s["opens_per_episode_max"] <= 1),
         ("resolved within the recovery window + 1 minute of the last anomalous minute",
          s["recovery_overruns"] == 0 and not any(recovery_overruns(r.run) for r in refs)),
@@ -553,6 +701,9 @@ def _label_rows(results: list[CaseResult]) -> list[str]:
             if lr.onset_ms is None:
                 d = "never detectable in expectation"
             spec = lb.spec or f"{'+'.join(lb.statuses)} x{lb.factor:g}"
+            if lr.named is not None and lr.detected_ms is not None:
+                faulty = len(set(lr.named) & set(lb.terminals))
+                d += f"; named {', '.join(lr.named) or 'none'} ({faulty} faulty)"
             lines.append(f"| {r.case.name} | {lb.kind} {spec} | {_clock(lr.onset_ms)} | "
                          f"{_clock(lr.detected_ms)} | {d} |")
     return lines
@@ -581,6 +732,9 @@ def _metric_rows(s: dict) -> list[str]:
             f"{s['delay_median']:g} / {s['delay_max']:g} |",
             f"| silence and dwindling paged after, closed windows (day / night, worst) | "
             f"{_num(s['silence_delay_day'])} / {_num(s['silence_delay_night'])} |",
+            f"| slices found / named among the top 3 / detectable (worst delay) | "
+            f"{s['slices_found']} / {s['slices_named']} / {s['slices']} "
+            f"({_num(s['slice_delay_max'])}) |",
             f"| false incidents per clean day (mean / worst day) | "
             f"{s['false_per_clean_day']:.2f} / {s['false_max_clean_day']} |",
             f"| false incidents on volume-surge days | {s['false_on_surge_days']} |",

@@ -168,8 +168,9 @@ class Counting:
         self._produce(self.names.dead_letter, key, encode(record))
 
     def _send_partial(self, partition: int, state: PartitionWindows, idle: bool) -> None:
+        windows = state.drain_closed()
         partial = WindowPartial(partition=partition, closed_until=state.closed_until,
-                                idle=idle, windows=state.drain_closed(),
+                                idle=idle, windows=windows, slices=state.drain_slices(windows),
                                 sent_ms=int(time.time() * 1000))
         self._produce(self.names.window_partials, str(partition).encode(), encode(partial))
 
@@ -179,6 +180,7 @@ class Counting:
         offsets = []
         for p in partitions:
             state = self.states[p]
+            state.pack()
             self._produce(self.names.partition_state, str(p).encode(), encode(state))
             if state.last_offset >= 0:
                 offsets.append(TopicPartition(self.names.transactions, p, state.last_offset + 1))
@@ -207,7 +209,7 @@ class Counting:
                 if not run:
                     continue
             before = state.closed_until
-            times, statuses, rejected = self.parser.parse_many(
+            times, statuses, terminals, rejected = self.parser.parse_many(
                 [m.value() for m in run], int(now * 1000))
             for i, exc in rejected:
                 self._dead_letter(run[i], exc.reason, exc.detail)
@@ -216,11 +218,13 @@ class Counting:
                 run_ok = [m for i, m in enumerate(run) if i not in bad]
             else:
                 run_ok = run
-            for i, closed_then in state.add_many(times, statuses):
+            late_ones = state.add_many(times, statuses)
+            for i, closed_then in late_ones:
                 self._dead_letter(run_ok[i], DeadLetterReason.LATE,
                                   f"window {minute_id(times[i])} already closed "
                                   f"(closed until {minute_id(closed_then)})")
-                late += 1
+            late += len(late_ones)
+            state.slice_batch(times, statuses, terminals, late_ones)
             state.last_offset = run[-1].offset()
             counted += len(times)
             dead += len(rejected)

@@ -48,6 +48,7 @@ from processor.features import (
     evidence,
     training_dispersion,
 )
+from processor.slices import Terminals
 from processor.sources import Quiet
 from txmon.contracts import GROUPS, SCORE_THRESHOLD, MinuteCounts
 
@@ -76,11 +77,16 @@ class Verdict:
     expected_total: float = 0.0
     #: Source partitions at fault (z >= FAULT_Z), the strongest first.
     sources: tuple[Quiet, ...] = ()
+    #: The minute's terminals (processor/slices.py), when its events carried them.
+    terminals: Terminals | None = None
 
 
 #: Evidence judged by rule, and the group it belongs to: `volume` is all traffic,
-#: `source` one transactions partition against the others (processor/sources.py).
-RULES: dict[str, str] = {"volume": "outage", "source": "outage"}
+#: `source` one transactions partition against the others (processor/sources.py),
+#: `slice_*` terminals failing alone or gone silent (processor/slices.py).
+RULES: dict[str, str] = {"volume": "outage", "source": "outage",
+                         "slice_failures": "failures", "slice_denials": "denials",
+                         "slice_reversals": "reversals", "slice_silence": "outage"}
 RULE_SCORE_MAX = 2.0
 #: Each group's evidence families: its statuses, then its rules.
 EVIDENCE: dict[str, tuple[str, ...]] = {
@@ -182,6 +188,15 @@ GROUP_FEATURES: dict[str, list[int]] = {
 }
 
 
+@dataclass(frozen=True)
+class Signals:
+    """What the merge stage judged of a minute beside its counts: the low source
+    partitions (`SourceWatch.judge`) and its terminals (`SliceWatch.judge`)."""
+
+    quiet: Sequence[Quiet] = ()
+    terminals: Terminals | None = None
+
+
 @dataclass
 class Detector:
     """One IsolationForest per monitored status (`model`: failed, denied, reversed,
@@ -261,19 +276,24 @@ class Detector:
 
     def score(self, start_ms: int, counts: list[int], recent: list,
               paused: frozenset[int] = frozenset(),
-              hours: dict[int, list[int]] | None = None, quiet: Sequence[Quiet] = ()) -> Verdict:
+              hours: dict[int, list[int]] | None = None,
+              signals: Signals | None = None) -> Verdict:
         """`recent`: (start, counts) of the minutes before this one, oldest first (the
         worker keeps the last LEVEL_MINUTES + 1); `paused`, `hours`: see
-        `features.evidence`; `quiet`: the low source partitions (`SourceWatch.judge`)."""
+        `features.evidence`; `signals`: its sources and terminals, judged outside."""
         ev = evidence(self.baseline, start_ms, MinuteCounts.of(counts).statuses, recent, paused,
                       hours)
+        signals = signals or Signals()
+        quiet, terminals = signals.quiet, signals.terminals
         ev.z["source"] = ev.held["source"] = max((q.z for q in quiet), default=0.0)
+        for rule, z in (terminals.rules() if terminals else {}).items():
+            ev.z[rule] = ev.held[rule] = z
         x = np.array([ev.vector])
         ratio = {g: float(f.score(x[:, GROUP_FEATURES[g]])[0]) / self.group_thresholds[g]
                  for g, f in self.flat.items()}
-        ratio |= {r: min(ev.z[r] / FAULT_Z, RULE_SCORE_MAX) for r in RULES}
+        ratio |= {r: min(ev.z.get(r, 0.0) / FAULT_Z, RULE_SCORE_MAX) for r in RULES}
         score = max(ratio.values())
-        faulty = [s for s in ratio if ev.z[s] >= FAULT_Z and ratio[s] >= SCORE_THRESHOLD]
+        faulty = [s for s in ratio if ev.z.get(s, 0.0) >= FAULT_Z and ratio[s] >= SCORE_THRESHOLD]
         groups = tuple(g for g, names in EVIDENCE.items() if set(names) & set(faulty))
         anomalous = bool(groups)
         # A rule names every status of its group: silence is all of them at once.
@@ -291,6 +311,7 @@ class Detector:
             causes=tuple(c for c in faulty) if anomalous else (),
             expected_total=ev.expected_total,
             sources=tuple(q for q in quiet if q.z >= FAULT_Z) if "source" in faulty else (),
+            terminals=terminals,
         )
 
     def save(self, path: str | Path) -> None:

@@ -54,6 +54,8 @@ CLEAR_Z = 2.0
 CONFIRM_WINDOWS = 2
 ALWAYS_CONFIRM = ("outage",)
 UPDATE_EVERY = 15
+#: Terminals a page names at most.
+TOP_SLICES = 3
 
 
 @dataclass(frozen=True)
@@ -239,7 +241,8 @@ def summarize(inc: OpenIncident, event: str, observed: dict[str, int],
               lead: Sequence[tuple[str, int, float]] = ()) -> str:
     """One line an operator can act on, the same in every channel. `lead`: (what,
     observed, expected) named before the statuses: all traffic when its silence is at
-    fault, a quiet source partition (`_lead`)."""
+    fault, a quiet source partition, silent terminals (`_lead`). Which terminals a rise
+    comes from follows it (`_blame`)."""
     statuses, since_ms = inc.statuses, inc.since_ms
     since = _clock(since_ms, now_ms)
     if event == "resolved":
@@ -273,9 +276,47 @@ def _lead(minute: _Minute) -> list[tuple[str, int, float]]:
     """What the summary names before the statuses: quiet sources, missing traffic."""
     verdict = minute.verdict
     lead = [(f"partition {q.partition}", q.observed, q.expected) for q in verdict.sources]
+    silent = [s for s in (verdict.terminals.silent if verdict.terminals else ())
+              if s.z >= FAULT_Z][:TOP_SLICES]
+    if silent and "slice_silence" in verdict.causes:
+        lead.append((f"terminals {', '.join(s.terminal for s in silent)}",
+                     sum(s.observed for s in silent), sum(s.expected for s in silent)))
     if "volume" in verdict.causes:
         lead.append(("all traffic", sum(minute.counts), verdict.expected_total))
     return lead
+
+
+def named_terminals(inc: OpenIncident, verdict: Verdict) -> dict[str, list[str]]:
+    """Per group of the incident, the terminals this minute names: for a rise, those
+    with the most extra events (`slices.blame`); for an outage, the silent ones."""
+    t = verdict.terminals
+    if t is None:
+        return {}
+    out = {}
+    for g in inc.groups:
+        if g == "outage":
+            named = [s.terminal for s in t.silent if s.z >= FAULT_Z][:TOP_SLICES]
+        else:
+            named = [s.terminal for s in t.blame[g].top] if g in t.blame else []
+        if named:
+            out[g] = named
+    return out
+
+
+def _blame(inc: OpenIncident, minute: _Minute) -> list[str]:
+    """"71 % of the extra failures from 3 terminals: T-0412, T-0977, T-1203"."""
+    verdict = minute.verdict
+    t = verdict.terminals
+    out = []
+    for g in inc.groups:
+        b = t.blame.get(g) if t is not None else None
+        if b is not None and (g in verdict.groups or f"slice_{g}" in verdict.causes):
+            extra = sum(minute.counts[STATUSES.index(s)] - verdict.expected.get(s, 0.0)
+                        for s in GROUPS[g])
+            out.append(f"{b.share(extra):.0%} of the extra {g} from {len(b.top)} terminal"
+                       f"{'s' if len(b.top) > 1 else ''}: "
+                       f"{', '.join(s.terminal for s in b.top)}".replace("%", " %", 1))
+    return out
 
 
 def _alert(inc: OpenIncident, event: str, minute: _Minute) -> Alert:
@@ -298,10 +339,12 @@ def _alert(inc: OpenIncident, event: str, minute: _Minute) -> Alert:
         threshold=round(verdict.threshold, 4),
         severity="info" if event == "resolved" else inc.severity,
         model_version=minute.model_version,
-        summary=summarize(inc, event, observed, expected, end_ms, _lead(minute)),
+        summary="; ".join([summarize(inc, event, observed, expected, end_ms, _lead(minute)),
+                           *([] if event == "resolved" else _blame(inc, minute))]),
         since=to_datetime(inc.since_ms),
         duration_s=(end_ms - inc.since_ms) // 1000,
         runbook_url=minute.policy.runbook_url,
         causes=[] if event == "resolved" else list(verdict.causes),
+        terminals={} if event == "resolved" else named_terminals(inc, verdict),
     )
 

@@ -13,9 +13,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from processor import levels
-from processor.detector import Detector, Verdict
-from processor.features import LEVEL_MINUTES
+from processor.detector import Detector, Signals, Verdict
+from processor.features import LEVEL_MINUTES, minute_of_day
 from processor.incidents import DEFAULT_POLICY, IncidentTracker, Policy
+from processor.slices import SliceWatch
 from processor.sources import SourceWatch
 from processor.windows import WINDOW_MS, MinuteMerger
 from txmon.contracts import STATUS_INDEX, STATUSES, Alert, MinuteCounts, WindowCount, WindowPartial
@@ -46,6 +47,8 @@ class MinuteState:
     hours: dict[int, list[int]] = field(default_factory=dict)
     #: Each source partition's share of a minute, to hear of one going quiet.
     sources: SourceWatch = field(default_factory=SourceWatch)
+    #: Suspect and watched terminals (processor/slices.py).
+    slices: SliceWatch = field(default_factory=SliceWatch)
 
 
 @dataclass
@@ -93,18 +96,24 @@ class Minutes:
 
     def apply(self, state: MinuteState, offset: int, partial: WindowPartial) -> list[ClosedMinute]:
         state.merger.apply(partial.partition, partial.closed_until, partial.idle, partial.windows,
-                           partial.sent_ms)
+                           partial.sent_ms, partial.slices)
         out = []
-        for start, slots, sources in state.merger.close_with_sources():
-            counts = MinuteCounts.of(slots)
+        for closed in state.merger.close_with_sources():
+            start = closed.start
+            counts = MinuteCounts.of(closed.counts)
             detector = self._detector_for(state)
-            quiet = state.sources.judge(sources, learn=state.incidents.incident is None)
+            learn = state.incidents.incident is None
+            quiet = state.sources.judge(closed.sources, learn)
             if detector is None:
                 state.warmup.append((start, counts.statuses))
                 verdict = None
             else:
+                terminals = None if closed.slices is None else state.slices.judge(
+                    closed.slices, detector.baseline.share[minute_of_day(start)],
+                    sum(counts.statuses), learn)
                 verdict = detector.score(start, counts.statuses, state.recent,
-                                         frozenset(state.paused), state.hours, quiet)
+                                         frozenset(state.paused), state.hours,
+                                         Signals(quiet, terminals))
             alerts, abnormal = (
                 state.incidents.advance(start, counts.statuses, verdict, detector.version,
                                         self.policy)

@@ -1,4 +1,5 @@
-"""Wire bytes to what a window needs: event time (ms) and status index, validated.
+"""Wire bytes to what a window needs: event time (ms), status index and terminal,
+validated.
 
 The counting loop runs this once per transaction, so it has a fast path for the form
 producers write (`2026-03-02T16:00:00.123Z`, or without the milliseconds): the record is
@@ -18,6 +19,8 @@ milliseconds is a valid time inside [EARLIEST, LATEST), both whole seconds.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import msgspec
 
 from txmon.contracts import STATUS_INDEX
@@ -30,7 +33,7 @@ from txmon.contracts.events import (
 from txmon.contracts.minutes import to_datetime, to_ms
 from txmon.contracts.statuses import Status
 
-__all__ = ["EventParser"]
+__all__ = ["EventParser", "Parsed"]
 
 #: `HH:MM:SS` ends here; the rest of a canonical timestamp is `.mmmZ` or `Z`.
 _PREFIX = len("2026-03-02T16:00:00")
@@ -49,6 +52,13 @@ class _Wire(msgspec.Struct):
     terminal_id: str | None = None
 
 
+class Parsed(NamedTuple):
+    times: list[int]
+    statuses: list[int]
+    terminals: list[str | None]
+    rejected: list[tuple[int, InvalidTransaction]]
+
+
 class EventParser:
     """Parses a partition's values into event times and status indices, in order."""
 
@@ -58,14 +68,14 @@ class EventParser:
         self.seconds: dict[str, int] = {}
         self._decode = msgspec.json.Decoder(_Wire).decode
 
-    def parse_many(self, values: list, now_ms: int,
-                   ) -> tuple[list[int], list[int], list[tuple[int, InvalidTransaction]]]:
-        """(times, statuses, rejected): the valid events in order, and the position in
+    def parse_many(self, values: list, now_ms: int) -> Parsed:
+        """The valid events in order (times, statuses, terminals), and the position in
         `values` of every rejected one with why."""
         times: list[int] = []
         statuses: list[int] = []
+        terminals: list[str | None] = []
         rejected: list[tuple[int, InvalidTransaction]] = []
-        add_time, add_status = times.append, statuses.append
+        add_time, add_status, add_terminal = times.append, statuses.append, terminals.append
         decode, seconds, millis, index = self._decode, self.seconds, _MILLIS, STATUS_INDEX
         limit, future = self.max_bytes, now_ms + self.max_future_ms
         for value in values:
@@ -76,9 +86,10 @@ class EventParser:
                 ts = wire.timestamp
                 ts_ms = seconds[ts[:_PREFIX]] + millis[ts[_PREFIX:]]
                 status = index[wire.status]
+                terminal = wire.terminal_id
             except (msgspec.DecodeError, KeyError, ValueError, TypeError):
                 try:
-                    ts_ms, status = self.parse_one(value)
+                    ts_ms, status, terminal = self.parse_one(value)
                 except InvalidTransaction as exc:
                     rejected.append((len(times) + len(rejected), exc))
                     continue
@@ -87,16 +98,17 @@ class EventParser:
                 continue
             add_time(ts_ms)
             add_status(status)
-        return times, statuses, rejected
+            add_terminal(terminal)
+        return Parsed(times, statuses, terminals, rejected)
 
-    def parse_one(self, value: bytes | None) -> tuple[int, int]:
+    def parse_one(self, value: bytes | None) -> tuple[int, int, str | None]:
         """The full validation; learns the record's second for the fast path."""
         if value is None:
             raise InvalidTransaction(DeadLetterReason.MALFORMED_JSON, "empty value")
         tx = decode_transaction(value, self.max_bytes)
         ts_ms = to_ms(tx.timestamp)
         self._learn(value, ts_ms)
-        return ts_ms, STATUS_INDEX[tx.status]
+        return ts_ms, STATUS_INDEX[tx.status], tx.terminal_id
 
     def _learn(self, value: bytes, ts_ms: int) -> None:
         try:

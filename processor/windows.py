@@ -14,11 +14,28 @@ Times are integer milliseconds since the epoch (UTC). Counts are the wire's list
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
+import numpy as np
+
+from processor.sketch import HeavyHitters
 from txmon.contracts.minutes import LATE_SLOT, MINUTE_MS
+from txmon.contracts.statuses import STATUS_INDEX
 
 WINDOW_MS = MINUTE_MS
 LATE = LATE_SLOT
+#: Terminals a window's summary keeps (processor/sketch.py; docs/decisions/0006).
+SLICE_CAPACITY = 256
+#: What decides which terminals a summary keeps: events, with a failure, denial or
+#: reversal worth several, so a small terminal in trouble stays beside the busy ones.
+SLICE_WEIGHTS: tuple[int, ...] = tuple(
+    {"failed": 16, "denied": 4, "reversed": 8, "backend_reversed": 8}.get(s, 1)
+    for s in STATUS_INDEX)
+Wire = list[list[int | str]]
+
+
+def new_slices() -> HeavyHitters:
+    return HeavyHitters(SLICE_CAPACITY, SLICE_WEIGHTS)
 
 
 def window_start(ts_ms: int) -> int:
@@ -44,6 +61,9 @@ class PartitionWindows:
     closed_until: int | None = None
     open: dict[int, list[int]] = field(default_factory=dict)
     closed: dict[int, list[int]] = field(default_factory=dict)
+    #: Per window start, open or closed, its terminals' summary (`slice_batch`), as
+    #: wire rows at rest (`pack`); live summaries are kept beside, in `_live`.
+    slices: dict[int, Wire] = field(default_factory=dict)
 
     def seen(self, offset: int) -> bool:
         return offset <= self.last_offset
@@ -107,6 +127,47 @@ class PartitionWindows:
             self.max_event_ms = top
         return late
 
+    def slice_batch(self, times: list[int], statuses: list[int],
+                    terminals: list[str | None], late: list[tuple[int, int]]) -> None:
+        """The batch's terminals into the summaries of the windows `add_many` counted
+        them in (late events left out). A batch without terminals costs one pass."""
+        if terminals.count(None) == len(terminals):
+            return
+        if late:
+            terminals = list(terminals)
+            for i, _ in late:
+                terminals[i] = None
+        t = np.fromiter(times, np.int64, len(times))
+        starts = t - t % WINDOW_MS
+        cuts = [0, *(np.flatnonzero(np.diff(starts)) + 1).tolist(), len(times)]
+        live = self._sketches()
+        for a, b in zip(cuts, cuts[1:], strict=False):
+            start = int(starts[a])
+            if start in self.open or start in self.closed:
+                live.setdefault(start, new_slices()).update(terminals[a:b], statuses[a:b])
+
+    def drain_slices(self, starts) -> dict[int, Wire]:
+        """The summaries of these (closed, drained) windows, as wire rows."""
+        live = self._sketches()
+        out = {}
+        for start in starts:
+            self.slices.pop(start, None)
+            hh = live.pop(start, None)
+            if hh is not None:
+                out[start] = hh.to_wire()
+        return out
+
+    def pack(self) -> None:
+        """Write the live summaries into `slices`, to be stored with the counts."""
+        self.slices = {s: hh.to_wire() for s, hh in self._sketches().items()}
+
+    def _sketches(self) -> dict[int, HeavyHitters]:
+        live = self.__dict__.get("_live")
+        if live is None:
+            live = self.__dict__["_live"] = {
+                s: HeavyHitters.from_wire(w) for s, w in self.slices.items()}
+        return live
+
     def skip(self, offset: int) -> None:
         """A record that is not an event (dead-lettered) still moves the offset."""
         self.last_offset = offset
@@ -146,6 +207,15 @@ class PartitionWindows:
         return closed
 
 
+class Closed(NamedTuple):
+    """A final minute: statuses + late summed, events per partition, terminals."""
+
+    start: int
+    counts: list[int]
+    sources: list[int]
+    slices: HeavyHitters | None
+
+
 @dataclass
 class MinuteMerger:
     """Merges per-partition partial windows into one record per minute.
@@ -172,6 +242,8 @@ class MinuteMerger:
     advanced_at: dict[int, int] = field(default_factory=dict)
     idle_at: dict[int, int] = field(default_factory=dict)
     partials: dict[int, dict[int, list[int]]] = field(default_factory=dict)
+    #: Per minute, per partition, its terminals' summary (wire rows), merged on close.
+    slice_parts: dict[int, dict[int, Wire]] = field(default_factory=dict)
     emitted_until: int | None = None
     late_carry: int = 0
     skipped_minutes: int = 0
@@ -183,8 +255,13 @@ class MinuteMerger:
         idle: bool,
         windows: dict[int, list[int]],
         sent_ms: int = 0,
+        slices: dict[int, Wire] | None = None,
     ) -> None:
         previous = self.reported.get(partition)
+        for start, wire in (slices or {}).items():
+            if (previous is None or start >= previous) and (
+                    self.emitted_until is None or start >= self.emitted_until):
+                self.slice_parts.setdefault(start, {})[partition] = wire
         for start, counts in windows.items():
             if previous is not None and start < previous:
                 # Received already: a partition closes each window once, in order, so a
@@ -228,12 +305,12 @@ class MinuteMerger:
 
     def close(self) -> list[tuple[int, list[int]]]:
         """The minutes that became final, in order, each with statuses + late summed."""
-        return [(start, counts) for start, counts, _ in self.close_with_sources()]
+        return [(c.start, c.counts) for c in self.close_with_sources()]
 
-    def close_with_sources(self) -> list[tuple[int, list[int], list[int]]]:
+    def close_with_sources(self) -> list[Closed]:
         """`close`, with each minute's events per source partition (late ones aside):
         a partition that falls silent while the others flow shows there, idle-closed
-        minutes included."""
+        minutes included; and its terminals' summary, merged over the partitions."""
         bound = self.bound()
         if bound is None:
             return []
@@ -242,7 +319,7 @@ class MinuteMerger:
             if not self.partials:
                 return []
             start = min(self.partials)
-        out: list[tuple[int, list[int], list[int]]] = []
+        out: list[Closed] = []
         minute = start
         while minute < bound:
             sources = [0] * self.partitions
@@ -260,10 +337,19 @@ class MinuteMerger:
             if self.late_carry:
                 counts[LATE] += self.late_carry
                 self.late_carry = 0
-            out.append((minute, counts, sources))
+            out.append(Closed(minute, counts, sources, self._slices(minute)))
             minute += WINDOW_MS
         self.emitted_until = max(minute, start)
         return out
+
+    def _slices(self, minute: int) -> HeavyHitters | None:
+        parts = self.slice_parts.pop(minute, None)
+        if not parts:
+            return None
+        merged = new_slices()
+        for p in sorted(parts):
+            merged.merge(HeavyHitters.from_wire(parts[p]))
+        return merged
 
     def _sum(self, parts: dict[int, list[int]], sources: list[int]) -> list[int]:
         """The partitions' counts summed; each one's events written into `sources`."""

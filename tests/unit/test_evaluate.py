@@ -36,7 +36,7 @@ def test_quick_suite_meets_acceptance(shared_data, tmp_path):
          str(report)], capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     verdicts = dict(re.findall(r"^\| ([^|]+?) \| (pass|FAIL) \|$", out.stdout, re.M))
-    assert len(verdicts) == 16, out.stdout[-3000:]
+    assert len(verdicts) == 17, out.stdout[-3000:]
     failed = [name for name, v in verdicts.items() if v == "FAIL"]
     assert not failed, out.stdout[-4000:]
     for name in (*QUICK, "transactions_1", "transactions_2"):

@@ -31,7 +31,7 @@ def test_canonical_records_match_the_full_decode():
         text = ts.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ts.microsecond // 1000:03d}Z"
         values.append(record(text, rng.choice(STATUSES)))
     parser = EventParser(max_future_ms=60_000)
-    times, statuses, rejected = parser.parse_many(values, NOW_MS)
+    times, statuses, _, rejected = parser.parse_many(values, NOW_MS)
     assert rejected == []
     assert list(zip(times, statuses, strict=True)) == [full(v) for v in values]
     assert parser.seconds, "canonical records take the fast path"
@@ -44,7 +44,7 @@ def test_canonical_records_match_the_full_decode():
 def test_other_forms_match_the_full_decode(ts):
     parser = EventParser(max_future_ms=60_000)
     for _ in range(2):  # the second time, whatever was learnt is used
-        times, statuses, rejected = parser.parse_many([record(ts, "denied")], NOW_MS)
+        times, statuses, _, rejected = parser.parse_many([record(ts, "denied")], NOW_MS)
         assert rejected == [] and (times[0], statuses[0]) == full(record(ts, "denied"))
 
 
@@ -70,7 +70,7 @@ def test_bad_records_get_the_full_decodes_reason_and_their_position():
     for bad in BAD:
         values += [bad, good]
     parser = EventParser(max_future_ms=60_000)
-    times, _, rejected = parser.parse_many(values, NOW_MS)
+    times, _, _, rejected = parser.parse_many(values, NOW_MS)
     assert len(times) == len(BAD) + 1
     assert [i for i, _ in rejected] == list(range(1, 2 * len(BAD), 2))
     assert [exc.reason for _, exc in rejected] == [reason_of(b) for b in BAD]
@@ -80,7 +80,7 @@ def test_an_empty_value_and_the_future_are_rejected():
     parser = EventParser(max_future_ms=60_000)
     soon = datetime(2026, 3, 2, 17, 0, 59, tzinfo=UTC).strftime("%Y-%m-%dT%H:%M:%S.000Z")
     later = datetime(2026, 3, 2, 17, 1, 1, tzinfo=UTC).strftime("%Y-%m-%dT%H:%M:%S.000Z")
-    times, _, rejected = parser.parse_many([None, record(soon), record(later)], NOW_MS)
+    times, _, _, rejected = parser.parse_many([None, record(soon), record(later)], NOW_MS)
     assert len(times) == 1
     assert [(i, e.reason) for i, e in rejected] == [
         (0, DeadLetterReason.MALFORMED_JSON), (2, DeadLetterReason.FUTURE)]
@@ -93,6 +93,6 @@ def test_the_learnt_seconds_are_bounded(monkeypatch):
     monkeypatch.setattr(parse, "_MAX_SECONDS", 10)
     parser = EventParser(max_future_ms=60_000)
     values = [record(f"2026-03-02T16:00:{s:02d}.000Z") for s in range(30)]
-    times, _, _ = parser.parse_many(values, NOW_MS)
+    times, _, _, _ = parser.parse_many(values, NOW_MS)
     assert times == [full(v)[0] for v in values]
     assert len(parser.seconds) <= 10

@@ -84,6 +84,9 @@ class WindowPartial(msgspec.Struct, kw_only=True):
     windows: dict[int, list[int]] = {}
     #: Wall-clock send time (ms): lets the merge tell a stale idle claim from a fresh one.
     sent_ms: int = 0
+    #: Per window start: its terminals' heavy-hitters summary (processor/sketch.py wire
+    #: rows), bounded whatever the fleet; absent when no event carried a terminal.
+    slices: dict[int, list[list[int | str]]] = {}
 
 
 #: An alert record's step of its incident, in the order they happen.
@@ -125,8 +128,12 @@ class Alert(msgspec.Struct, kw_only=True):
     duration_s: int = 0
     runbook_url: str = ""
     #: The evidence at fault in this minute: statuses, `volume` (all traffic missing),
-    #: `source` (a transactions partition silent while the others flow).
+    #: `source` (a transactions partition silent while the others flow), `slice_<group>`
+    #: (terminals failing on their own), `slice_silence` (busy terminals gone silent).
     causes: list[str] = []
+    #: Per group of the incident, the terminals this minute names (at most three): for a
+    #: rise, those with the most extra events; for an outage, the silent ones.
+    terminals: dict[str, list[str]] = {}
 
 
 class IncidentLabel(msgspec.Struct, kw_only=True):
