@@ -138,15 +138,18 @@ class Workdir:
             print(f"logs kept in {self.path}", file=sys.stderr)
 
 
-def bench_scenario(n: int, minutes: int = 30, seed: int = 1) -> Scenario:
-    """n events over about `minutes` of event time, in a past day's busy afternoon."""
+def bench_scenario(n: int, minutes: int = 30, seed: int = 1, terminals: int = 0) -> Scenario:
+    """n events over about `minutes` of event time, in a past day's busy afternoon;
+    with `terminals`, the same events, each from one of a fleet that size."""
     from datetime import UTC, datetime
 
     from producer.shape import shape_at
+    from producer.terminals import TerminalPopulation
 
     start = datetime(2026, 3, 2, 16, 0, tzinfo=UTC)
     level = float(shape_at(np.array([start.timestamp() + minutes * 30]))[0])
-    return Scenario(start, rate=n / (minutes * 60) / level * 1.2, seed=seed)
+    return Scenario(start, rate=n / (minutes * 60) / level * 1.2, seed=seed,
+                    terminals=TerminalPopulation(terminals) if terminals else None)
 
 
 def preload(settings: KafkaSettings, topic: str, scenario: Scenario, n: int,

@@ -26,19 +26,24 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--sizes", default="1000000,10000000")
     ap.add_argument("--json", type=Path)
+    ap.add_argument("--terminals", type=int, default=0,
+                    help="the events carry terminal ids from a fleet this size")
     args = ap.parse_args()
     sizes = [int(x) for x in args.sizes.split(",")]
 
     runs = []
     with Broker() as bootstrap, Workdir() as work:
         for i, n in enumerate(sizes):
-            runs.append(run_processor(bootstrap, n, work, label=f"mem{i}"))
+            runs.append(run_processor(bootstrap, n, work, label=f"mem{i}",
+                                      terminals=args.terminals))
     base = runs[0]["peak_rss"][0] / 2**20
     rows = []
     for r in runs:
         peak = r["peak_rss"][0] / 2**20
         ok = peak <= TARGET_MB and peak <= base * FLAT
-        rows.append(row("memory", f"worker peak RSS after {r['events']:,} events", peak, "MB",
+        fleet = f" from {args.terminals:,} terminals" if args.terminals else ""
+        rows.append(row("memory", f"worker peak RSS after {r['events']:,} events{fleet}", peak,
+                        "MB",
                         f"after {runs[0]['events']:,}", base, f"<= {TARGET_MB} MB, flat",
                         ok, note=f"RSS at the end {r['rss'][0] / 2**20:.0f} MB, "
                         f"wrong minutes {r['wrong_minutes']}"))

@@ -26,6 +26,10 @@ import sys
 import time
 from pathlib import Path
 
+#: The fleet the throughput and memory runs' events come from: a million distinct
+#: terminals, the size the heavy hitters per window are made for (decision 0006).
+FLEET = 1_000_000
+
 BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH))
 
@@ -41,7 +45,8 @@ def plan(args) -> dict[str, list[str]]:
     if args.smoke:
         return {
             "produce": ["produce.py", "--messages", "20000", "--repeat", "1"],
-            "throughput": ["processor_throughput.py", "--events", "20000", "--repeat", "1"],
+            "throughput": ["processor_throughput.py", "--events", "20000", "--repeat", "1",
+                           "--terminals", "100000"],
             "throughput-10x": ["processor_throughput.py", "--events", "40000", "--repeat", "1"],
             "memory": ["memory.py", "--sizes", "10000"],
             "scale-out": ["scale_out.py", "--events", "20000"],
@@ -56,9 +61,10 @@ def plan(args) -> dict[str, list[str]]:
     return {
         "produce": ["produce.py", "--messages", str(min(n, 1_000_000)), "--repeat", "2"],
         "throughput": ["processor_throughput.py", "--events", str(n), "--repeat", "2",
+                       "--terminals", str(FLEET),
                        "--profile", str(args.out / "throughput-profile.txt")],
         "throughput-10x": ["processor_throughput.py", "--events", str(10 * n), "--repeat", "1"],
-        "memory": ["memory.py", "--sizes", sizes],
+        "memory": ["memory.py", "--sizes", sizes, "--terminals", str(FLEET)],
         "scale-out": ["scale_out.py", "--events", str(min(n, 1_000_000))],
         "latency": ["alert_latency.py"],
         "api": ["ingest_api.py"],

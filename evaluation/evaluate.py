@@ -239,7 +239,7 @@ def windows_of(sc) -> list[tuple[int, list[int]]]:
 
 def slices_of(sc) -> dict[int, list]:
     """Per minute (start ms), the terminals' summary the counting stage would send."""
-    from processor.windows import new_slices
+    from processor.windows import SLICE_SENT, new_slices
     from producer.simulate import minute_terminal_counts
     from producer.terminals import terminal_id
 
@@ -254,7 +254,7 @@ def slices_of(sc) -> dict[int, list]:
         ids = [terminal_id(int(t)) for t in np.repeat(tc.terminal[rows], tc.count[rows])]
         hh = new_slices()
         hh.update(ids, np.repeat(tc.status[rows], tc.count[rows]).tolist())
-        out[int(tc.minute[rows[0]]) * 1000] = hh.to_wire()
+        out[int(tc.minute[rows[0]]) * 1000] = hh.shrunk(SLICE_SENT).to_wire()
     return out
 
 

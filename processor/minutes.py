@@ -16,6 +16,7 @@ from processor import levels
 from processor.detector import Detector, Signals, Verdict
 from processor.features import LEVEL_MINUTES, minute_of_day
 from processor.incidents import DEFAULT_POLICY, IncidentTracker, Policy
+from processor.sketch import HeavyHitters
 from processor.slices import SliceWatch
 from processor.sources import SourceWatch
 from processor.windows import WINDOW_MS, MinuteMerger
@@ -71,6 +72,8 @@ class Minutes:
         self.policy = policy
         self.detector: Detector | None = None
         self._model_mtime: float | None = None
+        #: Terminals' summaries of the minutes not final yet (MinuteMerger._add_slices).
+        self.pending_slices: dict[int, HeavyHitters] = {}
         self.reload_model()
 
     def reload_model(self) -> bool:
@@ -95,10 +98,11 @@ class Minutes:
         return self.detector
 
     def apply(self, state: MinuteState, offset: int, partial: WindowPartial) -> list[ClosedMinute]:
+        state.merger.add_slices(partial.partition, partial.slices, self.pending_slices)
         state.merger.apply(partial.partition, partial.closed_until, partial.idle, partial.windows,
-                           partial.sent_ms, partial.slices)
+                           partial.sent_ms)
         out = []
-        for closed in state.merger.close_with_sources():
+        for closed in state.merger.close_with_sources(self.pending_slices):
             start = closed.start
             counts = MinuteCounts.of(closed.counts)
             detector = self._detector_for(state)

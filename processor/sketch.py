@@ -117,6 +117,14 @@ class HeavyHitters:
         self.total += other.total
         self._combine(other._keys, other._lookup(), other._table.copy(), other.bound)
 
+    def shrunk(self, capacity: int) -> HeavyHitters:
+        """The same summary cut to a smaller capacity (as a merge into an empty one
+        would cut it): fewer keys to send and store, the bound grown by what was cut."""
+        out = HeavyHitters(capacity, self.weights)
+        out.total = self.total
+        out._combine(self._keys, self._lookup(), self._table.copy(), self.bound)
+        return out
+
     def get(self, key: str) -> Hitter | None:
         row = self._lookup().get(key)
         return None if row is None else self._hitter(key, self._table[row].tolist())

@@ -62,7 +62,7 @@ ALPHA = 0.001
 CROWD_EVENTS = 2
 #: Busiest terminals whose share is watched, and the least events a minute they must be
 #: expected to carry to tell silence from a lull.
-WATCH = 128
+WATCH = 48
 WATCH_MIN_EXPECTED = 2.0
 #: Normal minutes the watched shares remember (exponential weighting), and learn from
 #: before any silence is judged (a share from a few minutes is one busy minute's).

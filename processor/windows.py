@@ -13,25 +13,34 @@ Times are integer milliseconds since the epoch (UTC). Counts are the wire's list
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
 import numpy as np
 
 from processor.sketch import HeavyHitters
-from txmon.contracts.minutes import LATE_SLOT, MINUTE_MS
+from txmon.contracts.minutes import LATE_SLOT, MINUTE_MS, minute_id
 from txmon.contracts.statuses import STATUS_INDEX
 
+log = logging.getLogger(__name__)
 WINDOW_MS = MINUTE_MS
 LATE = LATE_SLOT
-#: Terminals a window's summary keeps (processor/sketch.py; docs/decisions/0006).
+#: Terminals a window's summary keeps while counting (processor/sketch.py; decision
+#: 0006), and once closed: what a partial carries and the merge state holds (about
+#: 6 KB a window), the heaviest by SLICE_WEIGHTS. 64 delayed a crowd of twenty small
+#: terminals, all denied, from 3 to 14 minutes (txmon evaluate, slices-crowd).
 SLICE_CAPACITY = 256
+SLICE_SENT = 128
 #: What decides which terminals a summary keeps: events, with a failure, denial or
 #: reversal worth several, so a small terminal in trouble stays beside the busy ones.
 SLICE_WEIGHTS: tuple[int, ...] = tuple(
     {"failed": 16, "denied": 4, "reversed": 8, "backend_reversed": 8}.get(s, 1)
     for s in STATUS_INDEX)
 Wire = list[list[int | str]]
+#: Pending minutes whose terminals' summary the merge stage holds in memory (about
+#: 25 KB each, live).
+MAX_PENDING_SLICES = 240
 
 
 def new_slices() -> HeavyHitters:
@@ -154,7 +163,7 @@ class PartitionWindows:
             self.slices.pop(start, None)
             hh = live.pop(start, None)
             if hh is not None:
-                out[start] = hh.to_wire()
+                out[start] = hh.shrunk(SLICE_SENT).to_wire()
         return out
 
     def pack(self) -> None:
@@ -242,9 +251,9 @@ class MinuteMerger:
     advanced_at: dict[int, int] = field(default_factory=dict)
     idle_at: dict[int, int] = field(default_factory=dict)
     partials: dict[int, dict[int, list[int]]] = field(default_factory=dict)
-    #: Per minute, per partition, its terminals' summary (wire rows), merged on close.
-    slice_parts: dict[int, dict[int, Wire]] = field(default_factory=dict)
     emitted_until: int | None = None
+    #: Partition-windows whose summary found MAX_PENDING_SLICES minutes pending.
+    dropped_slices: int = 0
     late_carry: int = 0
     skipped_minutes: int = 0
 
@@ -255,13 +264,8 @@ class MinuteMerger:
         idle: bool,
         windows: dict[int, list[int]],
         sent_ms: int = 0,
-        slices: dict[int, Wire] | None = None,
     ) -> None:
         previous = self.reported.get(partition)
-        for start, wire in (slices or {}).items():
-            if (previous is None or start >= previous) and (
-                    self.emitted_until is None or start >= self.emitted_until):
-                self.slice_parts.setdefault(start, {})[partition] = wire
         for start, counts in windows.items():
             if previous is not None and start < previous:
                 # Received already: a partition closes each window once, in order, so a
@@ -307,7 +311,8 @@ class MinuteMerger:
         """The minutes that became final, in order, each with statuses + late summed."""
         return [(c.start, c.counts) for c in self.close_with_sources()]
 
-    def close_with_sources(self) -> list[Closed]:
+    def close_with_sources(self, pending: dict[int, HeavyHitters] | None = None,
+                           ) -> list[Closed]:
         """`close`, with each minute's events per source partition (late ones aside):
         a partition that falls silent while the others flow shows there, idle-closed
         minutes included; and its terminals' summary, merged over the partitions."""
@@ -337,19 +342,43 @@ class MinuteMerger:
             if self.late_carry:
                 counts[LATE] += self.late_carry
                 self.late_carry = 0
-            out.append(Closed(minute, counts, sources, self._slices(minute)))
+            out.append(Closed(minute, counts, sources,
+                              None if pending is None else pending.pop(minute, None)))
             minute += WINDOW_MS
         self.emitted_until = max(minute, start)
         return out
 
-    def _slices(self, minute: int) -> HeavyHitters | None:
-        parts = self.slice_parts.pop(minute, None)
-        if not parts:
-            return None
-        merged = new_slices()
-        for p in sorted(parts):
-            merged.merge(HeavyHitters.from_wire(parts[p]))
-        return merged
+    def add_slices(self, partition: int, slices: dict[int, Wire],
+                   pending: dict[int, HeavyHitters]) -> None:
+        """A partial's terminals' summaries into `pending`, before its `apply`: only
+        the windows `apply` will count (see `_add_slices`)."""
+        previous = self.reported.get(partition)
+        for start, wire in slices.items():
+            if (previous is None or start >= previous) and (
+                    self.emitted_until is None or start >= self.emitted_until):
+                self._add_slices(pending, start, wire)
+
+    def _add_slices(self, pending: dict[int, HeavyHitters], start: int, wire: Wire) -> None:
+        """Merge a partition's summary into its minute's, on arrival: a partition's
+        window is accepted once (a re-send is below its claim). `pending` is the
+        caller's, in memory, not in this stored state, which is written after every
+        partial and would grow by a summary per pending minute (a replay far ahead of
+        its slowest partition has hundreds): after a restart, the minutes pending then
+        are judged without their terminals, their counts exact as ever. At most
+        MAX_PENDING_SLICES minutes."""
+        held = pending.get(start)
+        if held is None:
+            if len(pending) >= MAX_PENDING_SLICES:
+                if not self.dropped_slices % MAX_PENDING_SLICES:
+                    log.warning("%d minutes pending: the minute %s is judged without its "
+                                "terminals", len(pending), minute_id(start))
+                self.dropped_slices += 1
+                return
+            pending[start] = HeavyHitters.from_wire(wire)
+            return
+        held.merge(HeavyHitters.from_wire(wire))
+
+
 
     def _sum(self, parts: dict[int, list[int]], sources: list[int]) -> list[int]:
         """The partitions' counts summed; each one's events written into `sources`."""

@@ -69,3 +69,53 @@ def test_broker_and_processor_agree_with_the_evaluation(kafka_settings, txmon_en
     labels = (tmp_path / "labels.jsonl").read_text().splitlines()
     assert len(labels) == 3
     assert all(to_ms(lb.start) >= to_ms(START) for lb in sc.labels())
+
+
+FLEET = Case("e2e-fleet", "slice", seed=8, rate=20.0, hours=2.0, terminals=1_000_000,
+             slices=("ranks:8-10:failed:20m@30m", "top:5:silent:30m@1h10m"))
+
+
+def test_terminals_through_the_broker_are_counted_exactly_and_named(kafka_settings,
+                                                                     txmon_env, tmp_path):
+    """Events carrying terminal ids from a million-terminal fleet: every minute exact,
+    and the slices the producer injected are paged with only their own terminals named.
+    (The summaries are cut per batch and partition in the worker, per minute in
+    process, so names, not records, are compared.)"""
+    start = START.replace(hour=10)
+    model = tmp_path / "model.joblib"
+    env = dict(txmon_env, TXMON_MODEL_PATH=str(model), TXMON_IDLE_TIMEOUT_SECONDS="3",
+               TXMON_APP_ID=f"txmon-fleet-{uuid.uuid4().hex[:8]}",
+               TXMON_STATE_DIR=str(tmp_path / "state"))
+    subprocess.run([TXMON, "train", "--simulate-days", "1", "--out", str(model)], env=env,
+                   check=True, capture_output=True, timeout=300)
+    sc = scenario(FLEET, start)
+    expected = windows_of(sc)
+    worker = Worker(env, tmp_path).start()
+    try:
+        produce = subprocess.run(
+            [TXMON, "produce", "--start", start.strftime("%Y-%m-%dT%H:%M"), "--duration", "2h",
+             "--rate", str(FLEET.rate), "--seed", str(FLEET.seed), "--speed", "max",
+             "--no-progress", "--labels", str(tmp_path / "labels.jsonl"),
+             "--terminals", str(FLEET.terminals),
+             *[a for spec in FLEET.slices for a in ("--slice", spec)]],
+            env=env, capture_output=True, text=True, timeout=300)
+        assert produce.returncode == 0, produce.stderr
+        last = minute_id(expected[-1][0])
+        windows = wait_for_windows(kafka_settings, txmon_env["TXMON_TOPIC_WINDOW_COUNTS"], last,
+                                   [worker], timeout=300)
+        alerts = read_alerts(kafka_settings, txmon_env["TXMON_TOPIC_ALERTS"])
+    finally:
+        worker.stop()
+    got = unique_by_id(windows, "window")
+    for s, counts in expected:
+        assert [got[minute_id(s)].counts[x] for x in STATUSES] == counts
+    opened = {a.group: a for a in unique_by_id(alerts, "alert").values() if a.event == "open"}
+    labels = {lb.statuses[0] if len(lb.statuses) == 1 else "silent": lb for lb in sc.labels()}
+    failures, outage = opened["failures"], opened["outage"]
+    assert "slice_failures" in failures.causes or "failed" in failures.causes
+    assert set(failures.terminals.get("failures", ["none"])) <= set(labels["failed"].terminals), \
+        failures
+    assert outage.causes == ["slice_silence"]
+    assert set(outage.terminals["outage"]) <= set(labels["silent"].terminals)
+    assert to_ms(labels["failed"].start) <= to_ms(failures.window_start) <= to_ms(
+        labels["failed"].start) + 3 * 60_000

@@ -107,11 +107,32 @@ def test_the_merge_adds_the_partitions_summaries_once():
     a, b = new_slices(), new_slices()
     a.update(["T-1", "T-2"], [A, A])
     b.update(["T-1"], [D])
-    m = MinuteMerger(2)
-    m.apply(0, 60_000, False, {0: [2, 0, 0, 0, 0, 0, 0, 0]}, slices={0: a.to_wire()})
-    m.apply(0, 60_000, False, {0: [2, 0, 0, 0, 0, 0, 0, 0]}, slices={0: a.to_wire()})
-    m.apply(1, 60_000, False, {0: [0, 1, 0, 0, 0, 0, 0, 0]}, slices={0: b.to_wire()})
-    (closed,) = m.close_with_sources()
+    m, pending = MinuteMerger(2), {}
+    for p, hh, counts in ((0, a, [2, 0]), (0, a, [2, 0]), (1, b, [0, 1])):
+        m.add_slices(p, {0: hh.to_wire()}, pending)
+        m.apply(p, 60_000, False, {0: [*counts, 0, 0, 0, 0, 0, 0]})
+    (closed,) = m.close_with_sources(pending)
     assert closed.sources == [2, 1]
     assert closed.slices.get("T-1").counts[:2] == (1, 1)
     assert isinstance(Terminals({}, (), {}).rules(), dict)
+
+
+def test_the_merge_holds_a_bounded_number_of_minutes_of_summaries():
+    """A backlog far ahead of its slowest partition: memory stays bounded, the minutes
+    past the cap are judged without terminals, counts stay exact; the stored state
+    never carries summaries."""
+    from processor.windows import MAX_PENDING_SLICES
+
+    hh = new_slices()
+    hh.update(["T-1"], [A])
+    m, pending = MinuteMerger(2), {}
+    n = MAX_PENDING_SLICES + 3
+    for i in range(n):
+        m.add_slices(0, {i * 60_000: hh.to_wire()}, pending)
+        m.apply(0, (i + 1) * 60_000, False, {i * 60_000: [1, 0, 0, 0, 0, 0, 0, 0]})
+    assert len(pending) == MAX_PENDING_SLICES and m.dropped_slices == 3
+    m.apply(1, n * 60_000, False, {})
+    closed = m.close_with_sources(pending)
+    assert [c.counts[A] for c in closed] == [1] * n
+    assert sum(c.slices is not None for c in closed) == MAX_PENDING_SLICES
+    assert b"T-1" not in encode(m)
