@@ -22,13 +22,43 @@ CASE = Case("e2e", "spike", seed=7, rate=20.0, hours=3.0,
             outages=("10m:0.2@2h15m",))
 
 
-def test_broker_and_processor_agree_with_the_evaluation(kafka_settings, txmon_env, tmp_path):
+def trained_env(txmon_env: dict, tmp_path, app: str) -> tuple[dict, object]:
+    """The worker's environment with a model trained on one simulated day."""
     model = tmp_path / "model.joblib"
     env = dict(txmon_env, TXMON_MODEL_PATH=str(model), TXMON_IDLE_TIMEOUT_SECONDS="3",
-               TXMON_APP_ID=f"txmon-eval-{uuid.uuid4().hex[:8]}",
+               TXMON_APP_ID=f"txmon-{app}-{uuid.uuid4().hex[:8]}",
                TXMON_STATE_DIR=str(tmp_path / "state"))
     subprocess.run([TXMON, "train", "--simulate-days", "1", "--out", str(model)], env=env,
                    check=True, capture_output=True, timeout=300)
+    return env, model
+
+
+def stream(case: Case, start: datetime, env: dict, tmp_path, kafka_settings, txmon_env,
+           last_ms: int) -> tuple[list, list]:
+    """`txmon produce` the case at full speed into a running `txmon process`: the
+    window and alert records once the minute starting at `last_ms` is out."""
+    specs = [*(("--incident", x) for x in case.incidents),
+             *(("--outage", x) for x in case.outages),
+             *(("--slice", x) for x in case.slices)]
+    fleet = ["--terminals", str(case.terminals)] if case.terminals else []
+    worker = Worker(env, tmp_path).start()
+    try:
+        produce = subprocess.run(
+            [TXMON, "produce", "--start", start.strftime("%Y-%m-%dT%H:%M"),
+             "--duration", f"{case.hours:g}h", "--rate", str(case.rate), "--seed",
+             str(case.seed), "--speed", "max", "--no-progress", "--labels",
+             str(tmp_path / "labels.jsonl"), *fleet, *(a for pair in specs for a in pair)],
+            env=env, capture_output=True, text=True, timeout=300)
+        assert produce.returncode == 0, produce.stderr
+        windows = wait_for_windows(kafka_settings, txmon_env["TXMON_TOPIC_WINDOW_COUNTS"],
+                                   minute_id(last_ms), [worker], timeout=300)
+        return windows, read_alerts(kafka_settings, txmon_env["TXMON_TOPIC_ALERTS"])
+    finally:
+        worker.stop()
+
+
+def test_broker_and_processor_agree_with_the_evaluation(kafka_settings, txmon_env, tmp_path):
+    env, model = trained_env(txmon_env, tmp_path, "eval")
 
     # In process: the evaluation's path.
     sc = scenario(CASE, START)
@@ -37,22 +67,8 @@ def test_broker_and_processor_agree_with_the_evaluation(kafka_settings, txmon_en
         "denials", "reversals", "outage"}
 
     # End to end: producer -> broker -> worker.
-    worker = Worker(env, tmp_path).start()
-    try:
-        produce = subprocess.run(
-            [TXMON, "produce", "--start", START.strftime("%Y-%m-%dT%H:%M"), "--duration", "3h",
-             "--rate", str(CASE.rate), "--seed", str(CASE.seed), "--speed", "max",
-             "--no-progress", "--labels", str(tmp_path / "labels.jsonl"),
-             *[a for spec in CASE.incidents for a in ("--incident", spec)],
-             *[a for spec in CASE.outages for a in ("--outage", spec)]],
-            env=env, capture_output=True, text=True, timeout=300)
-        assert produce.returncode == 0, produce.stderr
-        last = minute_id(int(expected.starts[-1]))
-        windows = wait_for_windows(kafka_settings, txmon_env["TXMON_TOPIC_WINDOW_COUNTS"], last,
-                                   [worker], timeout=300)
-        alerts = read_alerts(kafka_settings, txmon_env["TXMON_TOPIC_ALERTS"])
-    finally:
-        worker.stop()
+    windows, alerts = stream(CASE, START, env, tmp_path, kafka_settings, txmon_env,
+                             int(expected.starts[-1]))
 
     got = unique_by_id(windows, "window")
     assert len(got) == len(expected.starts)
@@ -82,30 +98,11 @@ def test_terminals_through_the_broker_are_counted_exactly_and_named(kafka_settin
     (The summaries are cut per batch and partition in the worker, per minute in
     process, so names, not records, are compared.)"""
     start = START.replace(hour=10)
-    model = tmp_path / "model.joblib"
-    env = dict(txmon_env, TXMON_MODEL_PATH=str(model), TXMON_IDLE_TIMEOUT_SECONDS="3",
-               TXMON_APP_ID=f"txmon-fleet-{uuid.uuid4().hex[:8]}",
-               TXMON_STATE_DIR=str(tmp_path / "state"))
-    subprocess.run([TXMON, "train", "--simulate-days", "1", "--out", str(model)], env=env,
-                   check=True, capture_output=True, timeout=300)
+    env, _ = trained_env(txmon_env, tmp_path, "fleet")
     sc = scenario(FLEET, start)
     expected = windows_of(sc)
-    worker = Worker(env, tmp_path).start()
-    try:
-        produce = subprocess.run(
-            [TXMON, "produce", "--start", start.strftime("%Y-%m-%dT%H:%M"), "--duration", "2h",
-             "--rate", str(FLEET.rate), "--seed", str(FLEET.seed), "--speed", "max",
-             "--no-progress", "--labels", str(tmp_path / "labels.jsonl"),
-             "--terminals", str(FLEET.terminals),
-             *[a for spec in FLEET.slices for a in ("--slice", spec)]],
-            env=env, capture_output=True, text=True, timeout=300)
-        assert produce.returncode == 0, produce.stderr
-        last = minute_id(expected[-1][0])
-        windows = wait_for_windows(kafka_settings, txmon_env["TXMON_TOPIC_WINDOW_COUNTS"], last,
-                                   [worker], timeout=300)
-        alerts = read_alerts(kafka_settings, txmon_env["TXMON_TOPIC_ALERTS"])
-    finally:
-        worker.stop()
+    windows, alerts = stream(FLEET, start, env, tmp_path, kafka_settings, txmon_env,
+                             expected[-1][0])
     got = unique_by_id(windows, "window")
     for s, counts in expected:
         assert [got[minute_id(s)].counts[x] for x in STATUSES] == counts
