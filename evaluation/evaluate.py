@@ -135,13 +135,15 @@ SUITE: tuple[Case, ...] = (
     Case("clean-3-partitions", "clean", 123, partitions=3, expect="quiet"),
     # A fleet of 1,000,000 terminals (the top 1 % carry half the volume): a few busy
     # ones failing or denied on their own, a crowd of small ones, the five busiest gone
-    # silent; by day and at dusk; and the same fleet on a clean day.
+    # silent; by day, at dusk and at night; and the same fleet on a clean day.
     Case("slices-day", "slice", 124, terminals=1_000_000, slices=(
         "ranks:8-10:failed:30m@11h", "ranks:3-5:denied:40m@15h", "top:5:silent:45m@17h30m")),
     Case("slices-crowd", "slice", 126, terminals=1_000_000, slices=(
         "ranks:100-199:failed:30m@11h", "ranks:30-49:denied:40m@15h")),
     Case("slices-dusk", "slice", 127, terminals=1_000_000, slices=(
         "ranks:3-5:reversed:40m@20h", "top:5:silent:45m@22h")),
+    Case("slices-night", "slice", 128, terminals=1_000_000, slices=(
+        "ranks:0-2:failed:40m@2h", "top:5:silent:60m@3h30m")),
     Case("clean-terminals", "clean", 125, terminals=1_000_000, expect="quiet"),
 )
 #: Kinds whose labels are night silences: paged within NIGHT_SILENCE_WINDOWS, not 3.
