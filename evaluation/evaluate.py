@@ -874,9 +874,11 @@ def run(args: argparse.Namespace) -> int:
         out = Path(args.out)
         for r in results:
             sc = scenario(r.case)
-            specs = ", ".join([*r.case.incidents, *r.case.outages, *r.case.silences]) or "clean"
-            plot(r.run, f"{r.case.name}: {specs}", out / f"{r.case.name}.png",
-                 labels=sc.labels() if r.case.expect != "quiet" else [])
+            c = r.case
+            specs = ", ".join([*c.incidents, *c.outages, *c.silences, *c.slices,
+                               *(f"partition {q}" for q in c.quiet)]) or "clean"
+            plot(r.run, f"{c.name}: {specs}", out / f"{c.name}.png",
+                 labels=[*sc.labels(), *quiet_labels(c)] if c.expect != "quiet" else [])
         for ref in refs:
             day = int(ref.run.starts[0]) // 86_400_000 * 86_400_000
             spans = [(day + _hm(a), day + _hm(b) + WINDOW_MS) for a, b, _ in REFERENCE[ref.name]]
