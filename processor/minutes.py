@@ -19,7 +19,7 @@ from processor.incidents import DEFAULT_POLICY, IncidentTracker, Policy
 from processor.sketch import HeavyHitters
 from processor.slices import SliceWatch
 from processor.sources import SourceWatch
-from processor.windows import WINDOW_MS, MinuteMerger
+from processor.windows import WINDOW_MS, Closed, MinuteMerger
 from txmon.contracts import STATUS_INDEX, STATUSES, Alert, MinuteCounts, WindowCount, WindowPartial
 from txmon.contracts.minutes import minute_id, to_datetime
 
@@ -106,18 +106,7 @@ class Minutes:
             start = closed.start
             counts = MinuteCounts.of(closed.counts)
             detector = self._detector_for(state)
-            learn = state.incidents.incident is None
-            quiet = state.sources.judge(closed.sources, learn)
-            if detector is None:
-                state.warmup.append((start, counts.statuses))
-                verdict = None
-            else:
-                terminals = None if closed.slices is None else state.slices.judge(
-                    closed.slices, detector.baseline.share[minute_of_day(start)],
-                    sum(counts.statuses), learn)
-                verdict = detector.score(start, counts.statuses, state.recent,
-                                         frozenset(state.paused), state.hours,
-                                         Signals(quiet, terminals))
+            verdict = self._score(state, closed, counts, detector)
             alerts, abnormal = (
                 state.incidents.advance(start, counts.statuses, verdict, detector.version,
                                         self.policy)
@@ -131,6 +120,23 @@ class Minutes:
             out.append(ClosedMinute(window_count(start, counts, verdict), alerts, abnormal))
         state.last_offset = offset
         return out
+
+
+    @staticmethod
+    def _score(state: MinuteState, closed: Closed, counts: MinuteCounts,
+               detector: Detector | None) -> Verdict | None:
+        """The minute's verdict, its sources and terminals judged first (they learn
+        from it outside incidents); None while warming up."""
+        learn = state.incidents.incident is None
+        quiet = state.sources.judge(closed.sources, learn)
+        if detector is None:
+            state.warmup.append((closed.start, counts.statuses))
+            return None
+        terminals = None if closed.slices is None else state.slices.judge(
+            closed.slices, detector.baseline.share[minute_of_day(closed.start)],
+            sum(counts.statuses), learn)
+        return detector.score(closed.start, counts.statuses, state.recent,
+                              frozenset(state.paused), state.hours, Signals(quiet, terminals))
 
 
 def _paused(state: MinuteState, start: int) -> list[int]:
