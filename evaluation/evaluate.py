@@ -142,6 +142,10 @@ SUITE: tuple[Case, ...] = (
         "ranks:100-199:failed:30m@11h", "ranks:30-49:denied:40m@15h")),
     Case("slices-dusk", "slice", 127, terminals=1_000_000, slices=(
         "ranks:3-5:reversed:40m@20h", "top:5:silent:45m@22h")),
+    # Slices that move their totals by less than 10 %: one busy terminal all denied,
+    # the three busiest silent.
+    Case("slices-small", "slice", 129, terminals=1_000_000, slices=(
+        "ranks:4-4:denied:40m@15h", "top:3:silent:40m@11h")),
     Case("slices-night", "slice", 128, terminals=1_000_000, slices=(
         "ranks:0-2:failed:40m@2h", "top:5:silent:60m@3h30m")),
     Case("clean-terminals", "clean", 125, terminals=1_000_000, expect="quiet"),
@@ -421,8 +425,10 @@ class LabelResult:
     onset_ms: int | None
     detected_ms: int | None
     #: For a slice: the terminals its incident's records named for its groups while
-    #: it lasted (None for other labels).
+    #: it lasted (None for other labels), and how much it moved its status's total
+    #: (all traffic for a silent slice) over its span, against the same day without it.
     named: list[str] | None = None
+    moved: float | None = None
 
     @property
     def delay(self) -> int | None:
@@ -505,12 +511,25 @@ def score_case(case: Case, sc, run: Run, quiet: list[IncidentLabel] = (),
                 if (t := i.covers(groups, lo, hi)) is not None}
         matched |= set(hits)
         named = _named(run, hits, groups, lo, hi) if label.kind == "slice" else None
-        results.append(LabelResult(label, onset, min(hits.values(), default=None), named))
+        moved = _moved(sc, label) if label.kind == "slice" else None
+        results.append(LabelResult(label, onset, min(hits.values(), default=None), named,
+                                   moved))
     spans = [(to_ms(lb.start), to_ms(lb.end) + GRACE_MINUTES * WINDOW_MS,
               groups_of(lb)) for lb in labels]
     false = [i for i in run.incidents if i.incident_id not in matched
              and not any(lo <= i.opened_ms < hi and g & set(i.joined) for lo, hi, g in spans)]
     return results, false
+
+
+def _moved(sc, label: IncidentLabel) -> float:
+    """The slice's effect on its status's total (all traffic when silent) over its span."""
+    from dataclasses import replace
+
+    cols = [STATUSES.index(s) for s in label.statuses]
+    lo, hi = to_ms(label.start), to_ms(label.end)
+    with_it, without = (sum(sum(c[i] for i in cols) for s, c in windows_of(x) if lo <= s < hi)
+                        for x in (sc, replace(sc, slices=())))
+    return with_it / max(without, 1) - 1.0
 
 
 def _named(run: Run, hits: dict[str, int], groups: set[str], lo: int, hi: int) -> list[str]:
@@ -703,6 +722,8 @@ def _label_rows(results: list[CaseResult]) -> list[str]:
             if lr.onset_ms is None:
                 d = "never detectable in expectation"
             spec = lb.spec or f"{'+'.join(lb.statuses)} x{lb.factor:g}"
+            if lr.moved is not None:
+                d += f"; totals {lr.moved:+.1%}".replace("%", " %")
             if lr.named is not None and lr.detected_ms is not None:
                 faulty = len(set(lr.named) & set(lb.terminals))
                 d += f"; named {', '.join(lr.named) or 'none'} ({faulty} faulty)"

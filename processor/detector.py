@@ -41,6 +41,7 @@ import sklearn
 from sklearn.ensemble import IsolationForest
 
 from processor.features import (
+    FAULT_Z,
     FEATURES,
     LEVEL_MINUTES,
     RISING,
@@ -52,8 +53,6 @@ from processor.slices import Terminals
 from processor.sources import Quiet
 from txmon.contracts import GROUPS, SCORE_THRESHOLD, MinuteCounts
 
-#: A group is at fault when its evidence reaches this z (one-sided, ~3e-5 per test).
-FAULT_Z = 4.0
 DEFAULT_FALSE_ALARM_RATE = 0.002
 N_ESTIMATORS = 100
 

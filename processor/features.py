@@ -83,6 +83,9 @@ VOLUME_MINUTES = 10
 SUSTAIN_MINUTES = 3
 #: A rising status is material from +50 % over its expectation.
 RISE_MIN_RATIO = 1.5
+#: A group is at fault when its evidence reaches this z (one-sided, ~3e-5 per test);
+#: processor/detector.py applies it, the rules judged outside it name by it too.
+FAULT_Z = 4.0
 #: All traffic is material when it falls under a quarter of what today's level expects:
 #: a quiet day at 40 % of the usual is no outage, a few percent is.
 VOLUME_MAX_RATIO = 0.25

@@ -36,7 +36,7 @@ import numpy as np
 from scipy.special import gammainc, gammaincc
 from scipy.stats import binom
 
-from processor.features import RISE_MIN_RATIO, VOLUME_MAX_RATIO, _z
+from processor.features import FAULT_Z, RISE_MIN_RATIO, VOLUME_MAX_RATIO, _z
 from processor.sketch import HeavyHitters, Hitter
 from txmon.contracts import GROUPS, STATUS_INDEX
 
@@ -136,8 +136,8 @@ class SliceWatch:
               ) -> Terminals:
         """This minute's terminals (`share`: usual share of each status now, `total`:
         the minute's events); learns from it when `learn`."""
-        return Terminals(self.failing(hh, share), self.silent(hh, total, learn),
-                         blame(hh, share))
+        failing = self.failing(hh, share)
+        return Terminals(failing, self.silent(hh, total, learn), blame(hh, share, failing))
 
     def failing(self, hh: HeavyHitters, share: np.ndarray) -> dict[str, tuple[Slice, ...]]:
         """Per group, the terminals failing on their own (strongest first)."""
@@ -207,16 +207,21 @@ class SliceWatch:
         self.learnt += 1
 
 
-def blame(hh: HeavyHitters, share: np.ndarray) -> dict[str, Blame]:
-    """Per group, the TOP terminals by extra events and their part of all the extra."""
+def blame(hh: HeavyHitters, share: np.ndarray,
+          failing: dict[str, tuple[Slice, ...]] | None = None) -> dict[str, Blame]:
+    """Per group, the TOP terminals by extra events and their part of all the extra;
+    when some fail on their own (`failing`, z >= FAULT_Z), only those: a single
+    terminal in trouble is named alone, not beside two busy ones' noise."""
     hitters = hh.top(len(hh))
     out = {}
     for group, cols in BLAMED.items():
         p = float(share[list(cols)].sum())
         extra = [(h, _extra(h, cols, p)) for h in hitters]
         total = sum(x for _, x in extra if x > 0)
-        top = sorted((hx for hx in extra if hx[1] > 0), key=lambda hx: -hx[1])[:TOP]
-        if total <= 0:
+        sure = {s.terminal for s in (failing or {}).get(group, ()) if s.z >= FAULT_Z}
+        top = sorted((hx for hx in extra if hx[1] > 0 and (not sure or hx[0].key in sure)),
+                     key=lambda hx: -hx[1])[:TOP]
+        if total <= 0 or not top:
             continue
         named = tuple(Slice(h.key, sum(h.counts[c] for c in cols), p * sum(h.counts), 0.0)
                       for h, _ in top)
