@@ -307,7 +307,7 @@ class Detector:
             expected=ev.expected,
             z=ev.z,
             held=ev.held,
-            causes=tuple(c for c in faulty) if anomalous else (),
+            causes=tuple(faulty) if anomalous else (),
             expected_total=ev.expected_total,
             sources=tuple(q for q in quiet if q.z >= FAULT_Z) if "source" in faulty else (),
             terminals=terminals,

@@ -14,18 +14,17 @@ from pathlib import Path
 
 from processor import levels
 from processor.detector import Detector, Signals, Verdict
-from processor.features import LEVEL_MINUTES, minute_of_day
+from processor.features import APPROVED, LEVEL_MINUTES, minute_of_day
 from processor.incidents import DEFAULT_POLICY, IncidentTracker, Policy
 from processor.sketch import HeavyHitters
 from processor.slices import SliceWatch
 from processor.sources import SourceWatch
 from processor.windows import WINDOW_MS, Closed, MinuteMerger
-from txmon.contracts import STATUS_INDEX, STATUSES, Alert, MinuteCounts, WindowCount, WindowPartial
+from txmon.contracts import STATUSES, Alert, MinuteCounts, WindowCount, WindowPartial
 from txmon.contracts.minutes import minute_id, to_datetime
 
 log = logging.getLogger(__name__)
 
-APPROVED = STATUS_INDEX["approved"]
 #: Longest an open incident keeps today's adaptation from learning its minutes.
 ADAPT_PAUSE_MAX_MINUTES = 360
 
@@ -120,7 +119,6 @@ class Minutes:
             out.append(ClosedMinute(window_count(start, counts, verdict), alerts, abnormal))
         state.last_offset = offset
         return out
-
 
     @staticmethod
     def _score(state: MinuteState, closed: Closed, counts: MinuteCounts,
