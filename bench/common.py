@@ -77,7 +77,7 @@ def worker_env(bootstrap: str, names: Topics, **extra: str) -> dict[str, str]:
 
 
 def free_port() -> int:
-    from txmon.broker.server import free_port as fp
+    from devstack.kafka.server import free_port as fp
 
     return fp()
 

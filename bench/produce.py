@@ -3,7 +3,7 @@
     .venv/bin/python bench/produce.py [--messages 1000000] [--repeat 3] [--json FILE]
 
 Three ways of filling a topic, measured in the same run against a real broker (the one
-named by KAFKA_BOOTSTRAP_SERVERS, else a private one started with txmon.broker's LocalKafka
+named by KAFKA_BOOTSTRAP_SERVERS, else a private one started with devstack.kafka's LocalKafka
 on free ports and stopped at the end):
 
 - floor: a bare loop handing pre-serialised keys and values to `Producer.produce`, with
@@ -58,7 +58,7 @@ class Broker:
     def __enter__(self) -> str:
         if self.bootstrap:
             return self.bootstrap
-        from txmon.broker.server import LocalKafka, free_port
+        from devstack.kafka.server import LocalKafka, free_port
 
         data = Path(tempfile.mkdtemp(prefix="txmon-bench-kafka-"))
         self.kafka = LocalKafka(data_dir=data, port=free_port(), controller_port=free_port())

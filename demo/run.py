@@ -60,8 +60,8 @@ from demo.stack import (
     needed_ports,
     txmon_command,
 )
+from devstack.processes import port_free
 from txmon.errors import UserError
-from txmon.processes import port_free
 from txmon.settings import DemoSettings
 
 #: Wall-clock seconds after the stream ends for its last minute to close (allowed
@@ -104,7 +104,7 @@ class DemoRun:
         self.outcome = Outcome(alerts=Seen(), notes=Seen())
 
     def run(self) -> int:
-        logging.getLogger("txmon.broker.server").setLevel(logging.WARNING)  # we say it
+        logging.getLogger("devstack.kafka.server").setLevel(logging.WARNING)  # we say it
         self.check_nothing_running()
         self.fresh_home()
         self.start_stack()
@@ -204,7 +204,7 @@ class DemoRun:
     def start_monitoring(self) -> None:
         self.monitoring = self.cfg.monitoring and monitoring_installed()
         if self.monitoring:
-            from exporter import monitoring as mon
+            from devstack import monitoring as mon
 
             with patched_env(self.env):
                 for line in mon.up(self.ports, self.home / "monitoring"):
@@ -216,7 +216,7 @@ class DemoRun:
         self.save_state()
 
     def model_ready(self, code: int) -> None:
-        from txmon.broker.server import tail
+        from devstack.kafka.server import tail
 
         log_path = self.home / "train.log"
         if code != 0:

@@ -13,9 +13,9 @@ import sys
 import time
 from pathlib import Path
 
+from devstack.processes import port_free, wait_ports_free
 from txmon.config import state_dir
 from txmon.errors import UserError
-from txmon.processes import port_free, wait_ports_free
 from txmon.settings import DemoSettings
 
 HOST = "127.0.0.1"
@@ -31,7 +31,7 @@ def demo_home() -> Path:
 
 
 def demo_ports():
-    from exporter.monitoring import Ports
+    from devstack.monitoring import Ports
 
     return Ports.from_env()
 
@@ -55,7 +55,7 @@ def service_commands(ports) -> dict[str, tuple[list[str], int, str]]:
 
 
 def make_daemon(name: str, command: list[str], port: int, path: str, home: Path, env: dict):
-    from exporter.monitoring import Daemon
+    from devstack.monitoring import Daemon
 
     class ServiceDaemon(Daemon):
         """A service on a port, or (port 0) a process with nothing to ask, like the
@@ -76,7 +76,7 @@ def all_daemons(home: Path, ports, env: dict | None = None) -> dict:
 
 
 def broker(home: Path):
-    from txmon.broker.server import LocalKafka
+    from devstack.kafka.server import LocalKafka
 
     return LocalKafka(data_dir=home / "kafka")
 
@@ -93,7 +93,7 @@ def read_state(home: Path) -> dict:
 
 
 def monitoring_installed() -> bool:
-    from exporter.monitoring import alertmanager_binary, prometheus_binary
+    from devstack.monitoring import alertmanager_binary, prometheus_binary
 
     return bool(prometheus_binary() and alertmanager_binary())
 
@@ -128,7 +128,7 @@ def down() -> int:
         print(f"{name}: " + (f"stopped in {time.monotonic() - t0:.1f}s" if stopped
                              else "was not running"), flush=True)
     if (home / "monitoring").exists():
-        from exporter import monitoring as mon
+        from devstack import monitoring as mon
 
         for line in mon.down(ports, home / "monitoring"):
             print(line)
@@ -160,7 +160,7 @@ def status() -> int:
         all_up &= line.startswith("running")
         print(f"{name}: {line}")
     if state.get("monitoring"):
-        from exporter import monitoring as mon
+        from devstack import monitoring as mon
 
         lines, ok = mon.status(ports, home / "monitoring")
         all_up &= ok

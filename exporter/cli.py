@@ -1,4 +1,4 @@
-"""Subcommands of the observability side: export, notify, grafana sync, report, monitoring."""
+"""Subcommands of the observability side: export, notify, grafana sync, report."""
 
 from __future__ import annotations
 
@@ -52,9 +52,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--title", default=None)
     p.set_defaults(func=run_report)
 
-    p = sub.add_parser("monitoring", help="local Prometheus and Alertmanager: up, down, status")
-    p.add_argument("action", choices=("up", "down", "status"))
-    p.set_defaults(func=run_monitoring)
 
 
 def run_export(args) -> int:
@@ -123,20 +120,3 @@ def run_report(args) -> int:
           f"transactions, {summary['incidents']} incidents, {summary['alerts']} alerts"
           + (f" ({len(bad)} undecodable records skipped)" if bad else ""))
     return 0
-
-
-def run_monitoring(args) -> int:
-    from exporter import monitoring
-
-    if args.action == "up":
-        for line in monitoring.up():
-            print(line)
-        return 0
-    if args.action == "down":
-        for line in monitoring.down():
-            print(line)
-        return 0
-    lines, all_up = monitoring.status()
-    for line in lines:
-        print(line)
-    return 0 if all_up else 3

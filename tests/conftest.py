@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 from support.faults import reference_data
 
-from txmon.broker.server import BrokerOptions, LocalKafka, free_ports
+from devstack.kafka.server import BrokerOptions, LocalKafka, free_ports
 from txmon.config import KafkaSettings
 from txmon.contracts import Topics
 from txmon.contracts.topics import ENV_PREFIX
@@ -151,7 +151,7 @@ def local_kafka_factory(
 def local_cluster(tmp_path_factory: pytest.TempPathFactory):
     """A three-node LocalCluster on free ports (256 MiB heap a node: three fit the 2-core
     test machine beside the session broker), stopped at teardown."""
-    from txmon.broker.cluster import LocalCluster
+    from devstack.kafka.cluster import LocalCluster
 
     ports = free_ports(6)
     cluster = LocalCluster(tmp_path_factory.mktemp("cluster"), ports=(ports[:3], ports[3:]),

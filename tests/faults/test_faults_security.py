@@ -22,8 +22,8 @@ from support.processor import TXMON, Worker, processor_env, read_windows, unique
 from support.reliability import record
 from support.tls import make_ca, make_server_cert
 
-from txmon.broker import secure
-from txmon.broker.server import free_ports
+from devstack.kafka import secure
+from devstack.kafka.server import free_ports
 from txmon.config import KafkaSettings
 from txmon.contracts import STATUSES
 from txmon.kafka import probe_logger

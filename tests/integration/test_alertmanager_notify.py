@@ -24,7 +24,7 @@ from support.obs import (
     wait_for,
 )
 
-from exporter import monitoring
+from devstack import monitoring
 from exporter.notify import format_notification
 
 SUMMARY = ("reversed 122/min against ~2 expected, approved 62 against ~300, "
@@ -171,7 +171,7 @@ def test_prometheus_alertmanager_notify_end_to_end(kafka_settings, unique_topics
 def test_txmon_alerts_shows_the_same_words():
     """`txmon alerts` prints the summary the page carries, how long so far, the runbook;
     a record from before the summary existed still reads as observed against usual."""
-    from processor.api.follow import render
+    from api.follow import render
 
     t0 = datetime(2026, 3, 2, 14, 33, tzinfo=UTC)
     line = render(make_alert("rev-1", "update", "reversed", t0, summary=SUMMARY, since=t0,

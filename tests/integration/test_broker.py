@@ -19,9 +19,9 @@ from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient
 from support.kafka import consume_all
 
-from txmon.broker import kafka_version
-from txmon.broker.fetch import cached, fetch, java_executable
-from txmon.broker.server import (
+from devstack.kafka import kafka_version
+from devstack.kafka.fetch import cached, fetch, java_executable
+from devstack.kafka.server import (
     BrokerOptions,
     LocalKafka,
     cds_archive,
@@ -183,7 +183,7 @@ def test_broker_stopped_when_its_owner_dies(tmp_path: Path, kafka_libs: Path) ->
     data = tmp_path / "kafka"
     script = (
         "import os, sys\n"
-        "from txmon.broker.server import BrokerOptions, LocalKafka, free_ports\n"
+        "from devstack.kafka.server import BrokerOptions, LocalKafka, free_ports\n"
         "port, cport = free_ports(2)\n"
         f"k = LocalKafka({str(data)!r}, port=port, controller_port=cport,"
         " options=BrokerOptions(heap='256m', owner_pid=os.getpid()))\n"
@@ -300,7 +300,7 @@ def test_clients_produce_consume_and_commit(kafka_settings, unique_topics) -> No
 
 def test_cluster_ids_never_look_like_an_option():
     """kafka-storage parses `-t <id>`: an id starting with `-` failed one format in 64."""
-    from txmon.broker.server import _random_cluster_id
+    from devstack.kafka.server import _random_cluster_id
 
     ids = [_random_cluster_id() for _ in range(5000)]
     assert not any(i.startswith("-") for i in ids)

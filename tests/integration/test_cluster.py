@@ -10,8 +10,8 @@ from confluent_kafka.admin import AdminClient, ConfigResource
 from support.kafka import leaders
 from support.obs import wait_for
 
-from txmon.broker.cluster import LocalCluster
-from txmon.broker.server import BrokerOptions, free_ports
+from devstack.kafka.cluster import LocalCluster
+from devstack.kafka.server import BrokerOptions, free_ports
 from txmon.config import KafkaSettings
 from txmon.contracts import Topics
 from txmon.kafka.admin import ensure_topics, pipeline_topics

@@ -18,8 +18,8 @@ from support.obs import wait_for
 from support.processor import TXMON
 from support.tls import make_server_cert
 
-from txmon.broker.cluster import PORT_STEP
-from txmon.broker.server import free_port, port_free
+from devstack.kafka.cluster import PORT_STEP
+from devstack.kafka.server import free_port, port_free
 from txmon.config import KafkaSettings
 from txmon.kafka import probe_logger
 

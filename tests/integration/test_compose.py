@@ -158,11 +158,11 @@ def test_kafka_image_matches_pinned_broker_version(services):
     try:
         from txmon import broker
     except ImportError:
-        pytest.skip("txmon.broker not importable")
+        pytest.skip("devstack.kafka not importable")
     version = next((getattr(broker, n) for n in ("KAFKA_VERSION", "VERSION")
                     if isinstance(getattr(broker, n, None), str)), None)
     if version is None:
-        pytest.skip("txmon.broker pins no KAFKA_VERSION")
+        pytest.skip("devstack.kafka pins no KAFKA_VERSION")
     assert image_tag(services["kafka"]["image"]) == version
 
 
@@ -437,7 +437,7 @@ def test_services_start_and_pass_their_healthchecks(built, txmon_env, tmp_path):
     container changes is translated: the broker address, the state volume's path, free
     ports instead of the fixed ones, and loopback instead of 0.0.0.0 (tests bind nothing
     else); the static tests above check the 0.0.0.0 variables themselves."""
-    from txmon.broker.server import free_port
+    from devstack.kafka.server import free_port
 
     state = tmp_path / "compose-state"
     state.mkdir()

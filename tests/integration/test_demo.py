@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from exporter.monitoring import alertmanager_binary, prometheus_binary
-from txmon.broker.server import free_ports, port_free
-from txmon.processes import pid_alive
+from devstack.kafka.server import free_ports, port_free
+from devstack.monitoring import alertmanager_binary, prometheus_binary
+from devstack.processes import pid_alive
 
 PORT_VARS = ("TXMON_API_PORT", "TXMON_PROCESSOR_METRICS_PORT", "TXMON_EXPORTER_PORT",
              "TXMON_NOTIFY_PORT", "TXMON_PROMETHEUS_PORT", "TXMON_ALERTMANAGER_PORT")

@@ -30,7 +30,7 @@ from support.obs import (
 )
 from test_exporter_kafka import commit_processor_offsets
 
-from exporter import monitoring
+from devstack import monitoring
 from txmon.contracts import STATUSES
 from txmon.contracts import metrics as m
 

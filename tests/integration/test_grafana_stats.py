@@ -30,7 +30,7 @@ from support.obs import (
     window_key,
 )
 
-from exporter import monitoring
+from devstack import monitoring
 from txmon.contracts import STATUSES, WindowCount
 from txmon.contracts import metrics as m
 

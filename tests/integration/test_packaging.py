@@ -22,6 +22,6 @@ def test_building_the_distribution_prints_no_deprecation_warning(tmp_path):
     assert wheels
     # The live page works without internet: its page and uPlot (with its licence) ship.
     names = set(zipfile.ZipFile(wheels[0]).namelist())
-    static = "processor/api/static/"
+    static = "api/static/"
     assert {static + f for f in ("live.html", "live.js", "live.css", "vendor/uplot/LICENSE",
                                  "vendor/uplot/uPlot.iife.min.js")} <= names

@@ -11,7 +11,7 @@ import subprocess
 import pytest
 from support.obs import TXMON, free_port, http_get, require_binary, wait_for
 
-from exporter import monitoring
+from devstack import monitoring
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ import pytest
 import yaml
 from support.obs import REPO, promtool, require_binary
 
-from exporter import monitoring
+from devstack import monitoring
 from txmon.contracts import metrics as m
 
 RULE_FILES = sorted((REPO / "prometheus" / "rules").glob("*.yml"))

@@ -30,7 +30,7 @@ from support.obs import (
     wait_for,
 )
 
-from exporter import monitoring
+from devstack import monitoring
 from txmon.contracts import Transaction, encode
 from txmon.contracts import metrics as m
 

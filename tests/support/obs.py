@@ -20,7 +20,7 @@ import pytest
 import yaml
 from confluent_kafka import Producer
 
-from exporter import monitoring
+from devstack import monitoring
 from txmon.config import KafkaSettings
 from txmon.contracts import STATUSES, Alert, DeadLetter, DeadLetterReason, WindowCount, encode
 from txmon.settings import TestSuite

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from processor.api.ingest import (
+from api.ingest import (
     BadBatch,
     TooManyRecords,
     UnsupportedMediaType,

@@ -8,8 +8,8 @@ from datetime import UTC, datetime, timedelta
 from prometheus_client import generate_latest
 from support.obs import make_alert, parse_metrics, value
 
+from api.live import open_incidents
 from exporter.metrics import PipelineMetrics
-from processor.api.live import open_incidents
 from txmon.contracts import ALERT_EVENTS as EVENTS
 from txmon.contracts import GROUPS, SEVERITIES
 from txmon.contracts import metrics as m

@@ -1,4 +1,4 @@
-"""txmon.processes on real processes and real sockets on 127.0.0.1."""
+"""devstack.processes on real processes and real sockets on 127.0.0.1."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from txmon.processes import (
+from devstack.processes import (
     cmdline,
     free_ports,
     pid_alive,

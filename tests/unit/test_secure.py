@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from support.tls import make_server_cert
 
-from txmon.broker import secure, tls
+from devstack.kafka import secure, tls
 from txmon.errors import UserError
 
 CREDS = {"admin": "a-pw", "txmon": "t-pw", "reader": "r-pw"}

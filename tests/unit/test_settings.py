@@ -119,7 +119,7 @@ def test_flags_override_the_environment():
 
 def test_flags_reach_processes_started_later_through_the_environment():
     """`txmon api --workers N`: uvicorn's workers load ApiSettings from the environment."""
-    from processor import cli
+    from api import cli
 
     parser = argparse.ArgumentParser()
     cli.register(parser.add_subparsers())

@@ -3,7 +3,7 @@
 Clients authenticate with SCRAM-SHA-512 on the one client listener, which brokers also
 use between themselves; the connections to the KRaft controllers use SASL/PLAIN with the
 admin user. With the operator's TLS files (`--tls-cert/--tls-key/--tls-ca`,
-txmon.broker.tls) both listeners are SASL_SSL, else SASL_PLAINTEXT (loopback only, so
+devstack.kafka.tls) both listeners are SASL_SSL, else SASL_PLAINTEXT (loopback only, so
 a local broker is usable without a CA). The StandardAuthorizer denies everything no ACL
 allows. Users:
 
@@ -28,7 +28,7 @@ import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
-from txmon.broker import tls
+from devstack.kafka import tls
 from txmon.errors import UserError
 from txmon.kafka import librdkafka_logger
 
@@ -192,7 +192,7 @@ def shell_exports(env: dict[str, str]) -> str:
 def make_secure(kafka, sec: Secured) -> None:
     """Turn a LocalKafka (a single broker or one cluster node, not started yet) into a
     secure one."""
-    from txmon.broker.server import HOST
+    from devstack.kafka.server import HOST
 
     kafka.extra_properties.update(
         server_properties(HOST, kafka.port, kafka.controller_port, sec))

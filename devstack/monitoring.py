@@ -17,9 +17,9 @@ from pathlib import Path
 
 import yaml
 
+from devstack.processes import pid_alive, port_free, read_pid, terminate, write_pid
 from txmon.config import state_dir
 from txmon.errors import UserError
-from txmon.processes import pid_alive, port_free, read_pid, terminate, write_pid
 from txmon.settings import (
     ApiSettings,
     ExporterSettings,

@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from txmon.broker.server import (
+from devstack.kafka.server import (
     START_TIMEOUT_S,
     STOP_TIMEOUT_S,
     BrokerOptions,

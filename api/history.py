@@ -11,7 +11,7 @@ from collections import OrderedDict, deque
 
 import msgspec
 
-from processor.api.tail import TopicTail
+from api.tail import TopicTail
 from txmon.config import KafkaSettings
 from txmon.contracts import Alert, Topics, WindowCount, minute_key
 

@@ -4,9 +4,9 @@ Test sessions start brokers of their own; a session killed by a timeout or SIGKI
 runs its teardown, and on a shared machine the orphaned JVMs would pile up. The broker
 runs in its own session (so it outlives `txmon kafka up`), which is why it needs this
 small separate guard instead of dying with its parent. It imports only the stdlib and
-txmon.processes, so it starts fast and holds little memory.
+devstack.processes, so it starts fast and holds little memory.
 
-Usage: python -m txmon.broker.watchdog OWNER_PID BROKER_PID PROPERTIES_FILE
+Usage: python -m devstack.kafka.watchdog OWNER_PID BROKER_PID PROPERTIES_FILE
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import signal
 import sys
 import time
 
-from txmon.processes import cmdline, pid_alive, wait_until
+from devstack.processes import cmdline, pid_alive, wait_until
 
 POLL_S = 1.0
 GRACE_S = 30.0

@@ -16,9 +16,9 @@ from fastapi.responses import JSONResponse
 from prometheus_client import make_asgi_app
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from processor.api import batch
-from processor.api.history import History, summary
-from processor.api.live import LiveFeed, mount_live
+from api import batch
+from api.history import History, summary
+from api.live import LiveFeed, mount_live
 from txmon.config import KafkaSettings
 from txmon.contracts import Status, Transaction, encode, message_key, minute_key, topics
 from txmon.contracts.minutes import EARLIEST, LATEST

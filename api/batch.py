@@ -1,7 +1,7 @@
 """POST /transactions: an acquirer's batch, answered once Kafka holds every record of it.
 
 The HTTP side only: status codes, the answer, the dead letters' shape. Splitting and
-judging the records is processor/api/ingest.py; waiting for the broker's
+judging the records is api/ingest.py; waiting for the broker's
 acknowledgements is txmon/kafka/aio.py.
 
 Status codes: 200 once every record was judged and acknowledged, accepted or refused
@@ -20,7 +20,7 @@ import msgspec
 from fastapi import FastAPI, Request, Response
 from pydantic import BaseModel
 
-from processor.api import ingest
+from api import ingest
 from txmon.contracts import STATUSES, DeadLetter, Topics, encode
 from txmon.settings import ApiSettings
 

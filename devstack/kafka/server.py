@@ -24,12 +24,11 @@ from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from txmon.broker.fetch import FetchResult, fetch, java_executable, kafka_home
-from txmon.errors import UserError
+from devstack.kafka.fetch import FetchResult, fetch, java_executable, kafka_home
 
 # free_port(s) and port_free are re-exported: the tests, benchmarks and demo import them
 # from here.
-from txmon.processes import (
+from devstack.processes import (
     cmdline,
     force_kill,
     pid_alive,
@@ -39,9 +38,10 @@ from txmon.processes import (
     wait_ports_free,
     write_pid,
 )
-from txmon.processes import free_port as free_port
-from txmon.processes import free_ports as free_ports
-from txmon.processes import port_free as port_free
+from devstack.processes import free_port as free_port
+from devstack.processes import free_ports as free_ports
+from devstack.processes import port_free as port_free
+from txmon.errors import UserError
 from txmon.settings import BrokerSettings
 
 HOST = "127.0.0.1"
@@ -134,7 +134,7 @@ class BrokerOptions:
     `heap` and `version` default to TXMON_KAFKA_HEAP and the pinned Kafka version;
     `extra_properties` override or add server.properties entries (e.g. SASL listeners);
     `client_config` is merged into the probe client's config to match them;
-    `format_args` are added to the storage format (SCRAM users: txmon.broker.secure).
+    `format_args` are added to the storage format (SCRAM users: devstack.kafka.secure).
     With `owner_pid`, a watchdog stops the broker if that process dies without stopping
     it (test sessions pass their own pid)."""
 
@@ -144,7 +144,7 @@ class BrokerOptions:
     client_config: dict[str, str] = field(default_factory=dict)
     owner_pid: int | None = None
     format_args: tuple[str, ...] = ()
-    #: A node of a cluster (txmon.broker.cluster): its id, every voter's controller port
+    #: A node of a cluster (devstack.kafka.cluster): its id, every voter's controller port
     #: by node id, and the cluster id all nodes' storage is formatted with.
     node_id: int = 1
     voters: dict[int, int] | None = None
@@ -153,7 +153,7 @@ class BrokerOptions:
 
 class LocalKafka:
     """A single-node Kafka (KRaft) in `data_dir`, listening on 127.0.0.1 only; the
-    rest of its settings in `options` (BrokerOptions). txmon.broker.secure may amend
+    rest of its settings in `options` (BrokerOptions). devstack.kafka.secure may amend
     extra_properties, client_config and format_args before the first start."""
 
     def __init__(
@@ -177,7 +177,7 @@ class LocalKafka:
         self.extra_properties = dict(options.extra_properties)
         self.client_config = dict(options.client_config)
         self.owner_pid = options.owner_pid
-        self.format_args = list(options.format_args)  # e.g. --add-scram (txmon.broker.secure)
+        self.format_args = list(options.format_args)  # e.g. --add-scram (devstack.kafka.secure)
         self.node_id = options.node_id
         self.voters = dict(options.voters or {self.node_id: self.controller_port})
         self.cluster_id = options.cluster_id
@@ -428,7 +428,7 @@ class LocalKafka:
     def _start_watchdog(self, pid: int) -> None:
         self._watchdogs = [w for w in self._watchdogs if w.poll() is None]
         self._watchdogs.append(subprocess.Popen(
-            [sys.executable, "-m", "txmon.broker.watchdog", str(self.owner_pid), str(pid),
+            [sys.executable, "-m", "devstack.kafka.watchdog", str(self.owner_pid), str(pid),
              str(self.properties_file)],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             start_new_session=True, close_fds=True,

@@ -33,7 +33,7 @@ def cache_dir() -> Path:
 def __getattr__(name: str):
     # LocalKafka is imported lazily so `txmon --help` does not pay for it.
     if name == "LocalKafka":
-        from txmon.broker.server import LocalKafka
+        from devstack.kafka.server import LocalKafka
 
         return LocalKafka
     raise AttributeError(name)

@@ -69,7 +69,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def _secure(args: argparse.Namespace, data_dir, nodes: list):
     """With --secure, the data dir's credentials (made now if new) and TLS files; without,
     whatever security the data dir already has. Applied to every node; None if none."""
-    from txmon.broker import secure, tls
+    from devstack.kafka import secure, tls
 
     env = B.from_env()
     files = None
@@ -86,8 +86,8 @@ def _secure(args: argparse.Namespace, data_dir, nodes: list):
 
 def _cluster(args: argparse.Namespace, heap: str | None = None):
     """The cluster in the data dir (or to create there with --nodes > 1), else None."""
-    from txmon.broker.cluster import LocalCluster, is_cluster
-    from txmon.broker.server import BrokerOptions
+    from devstack.kafka.cluster import LocalCluster, is_cluster
+    from devstack.kafka.server import BrokerOptions
 
     env = B.from_env()
     data_dir = args.data_dir or env.data_dir
@@ -102,7 +102,7 @@ def _cluster(args: argparse.Namespace, heap: str | None = None):
 
 def _broker(args: argparse.Namespace, heap: str | None = None):
     """(the broker or the cluster's node to act on, its security or None)."""
-    from txmon.broker.server import BrokerOptions, LocalKafka
+    from devstack.kafka.server import BrokerOptions, LocalKafka
 
     cluster, sec = _cluster(args, heap)
     if cluster is not None:
@@ -116,7 +116,7 @@ def _broker(args: argparse.Namespace, heap: str | None = None):
 
 def _print_secure(sec, data_dir, bootstrap: str) -> None:
     """Once the broker answers: its ACLs, then how services connect."""
-    from txmon.broker import secure
+    from devstack.kafka import secure
 
     secure.apply_acls(bootstrap, sec)
     how = "SASL_SSL (TLS)" if sec.tls_dir else "SASL_PLAINTEXT"
@@ -126,7 +126,7 @@ def _print_secure(sec, data_dir, bootstrap: str) -> None:
 
 
 def run_fetch(args: argparse.Namespace) -> int:
-    from txmon.broker.fetch import fetch
+    from devstack.kafka.fetch import fetch
 
     result = fetch()
     how = "cached" if result.from_cache else f"downloaded in {result.seconds:.1f}s"
@@ -178,7 +178,7 @@ def run_status(args: argparse.Namespace) -> int:
 
 
 def run_logs(args: argparse.Namespace) -> int:
-    from txmon.broker.server import tail
+    from devstack.kafka.server import tail
     from txmon.errors import UserError
 
     kafka, _ = _broker(args)

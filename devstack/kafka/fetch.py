@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-from txmon.broker import LOG4J_VERSION, cache_dir, kafka_version
+from devstack.kafka import LOG4J_VERSION, cache_dir, kafka_version
 from txmon.errors import UserError
 
 MARKER = ".complete"
@@ -71,7 +71,7 @@ def cached(version: str | None = None, cache: Path | None = None) -> Path | None
 
 
 def render_pom(version: str) -> str:
-    template = resources.files("txmon.broker").joinpath("pom.xml").read_text()
+    template = resources.files("devstack.kafka").joinpath("pom.xml").read_text()
     return template.replace("@KAFKA_VERSION@", version).replace("@LOG4J_VERSION@", LOG4J_VERSION)
 
 

@@ -19,8 +19,8 @@ from fastapi import APIRouter, FastAPI, Query
 from fastapi.responses import FileResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 
-from processor.api.history import History
-from processor.api.tail import TopicTail
+from api.history import History
+from api.tail import TopicTail
 from txmon.config import KafkaSettings
 from txmon.contracts import STATUSES, Alert, DeadLetter, Topics, minute_key
 from txmon.contracts.events import severity_rank
