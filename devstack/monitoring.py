@@ -26,6 +26,7 @@ from txmon.settings import (
     MonitoringSettings,
     NotifySettings,
     ProcessorSettings,
+    default,
 )
 
 REPO = Path(__file__).resolve().parent.parent
@@ -39,12 +40,12 @@ STOP_TIMEOUT_S = 15.0
 
 @dataclass(frozen=True)
 class Ports:
-    prometheus: int = MonitoringSettings.prometheus_port
-    alertmanager: int = MonitoringSettings.alertmanager_port
-    exporter: int = ExporterSettings.port
-    processor: int = ProcessorSettings.metrics_port
-    api: int = ApiSettings.port
-    notify: int = NotifySettings.port
+    prometheus: int = default(MonitoringSettings, "prometheus_port")
+    alertmanager: int = default(MonitoringSettings, "alertmanager_port")
+    exporter: int = default(ExporterSettings, "port")
+    processor: int = default(ProcessorSettings, "metrics_port")
+    api: int = default(ApiSettings, "port")
+    notify: int = default(NotifySettings, "port")
 
     @classmethod
     def from_env(cls) -> Ports:

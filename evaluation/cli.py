@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 
-from txmon.settings import Paths, ProcessorSettings, TrainSettings, flag_help
+from txmon.settings import Paths, ProcessorSettings, TrainSettings, default, flag_help
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -30,7 +30,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--model", help="evaluate this model file instead of training one")
     e.add_argument("--train-days", type=int, default=2,
                    help="simulated clean days to train on (default 2)")
-    e.add_argument("--train-rate", type=float, default=TrainSettings.rate,
+    e.add_argument("--train-rate", type=float, default=default(TrainSettings, "rate"),
                    help="tx/s at peak of the training days (default %(default)g, as txmon "
                         "train without TXMON_TRAIN_RATE)")
     e.add_argument("--seed", type=int, default=0, help="training seed")

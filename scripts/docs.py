@@ -17,7 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from txmon.settings import TrainSettings
+from txmon.settings import TrainSettings, default
 
 ROOT = Path(__file__).resolve().parent.parent
 TXMON = str(Path(sys.executable).with_name("txmon"))
@@ -26,7 +26,7 @@ EVALUATE = ["evaluate", "--out", "docs/detection", "--report", "docs/detection.m
 README_DAY = "transactions_1.csv"
 README_FIGURE = ROOT / "docs" / "report-transactions_1.png"
 #: As `txmon evaluate` trains (and `txmon train --simulate-days 2`).
-TRAIN_DAYS, TRAIN_RATE = 2, TrainSettings.rate
+TRAIN_DAYS, TRAIN_RATE = 2, default(TrainSettings, "rate")
 
 
 def step(name: str):

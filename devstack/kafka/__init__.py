@@ -11,15 +11,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from txmon.settings import BrokerSettings, Paths
+from txmon.settings import BrokerSettings, Paths, default
 
-KAFKA_VERSION = BrokerSettings.version
+KAFKA_VERSION: str = default(BrokerSettings, "version")
 # Log4j 2 backend bound through SLF4J 1.7, matching what kafka_2.13 4.x depends on.
 LOG4J_VERSION = "2.24.3"
 
-DEFAULT_PORT = BrokerSettings.port
-DEFAULT_CONTROLLER_PORT = BrokerSettings.controller_port
-DEFAULT_HEAP = BrokerSettings.heap
+DEFAULT_PORT: int = default(BrokerSettings, "port")
+DEFAULT_CONTROLLER_PORT: int = default(BrokerSettings, "controller_port")
+DEFAULT_HEAP: str = default(BrokerSettings, "heap")
 
 
 def kafka_version() -> str:

@@ -5,7 +5,6 @@ ACLs, without TLS, or trusting another CA are refused. The API binds to loopback
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import re
@@ -67,7 +66,7 @@ def settings_for(exports: dict[str, str], **change) -> KafkaSettings:
                       sasl_username=exports["KAFKA_SASL_USERNAME"],
                       sasl_password=exports["KAFKA_SASL_PASSWORD"],
                       ssl_cafile=exports.get("KAFKA_SSL_CAFILE"))
-    return dataclasses.replace(s, **change)
+    return s.model_copy(update=change)
 
 
 def try_produce(settings: KafkaSettings, topic: str, messages: list[str] | None = None,

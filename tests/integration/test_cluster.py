@@ -33,7 +33,7 @@ def test_three_nodes_replicate_txmons_topics_and_heal(cluster):
     status = cluster.status()
     assert status.up and status.controller in {1, 2, 3}, status.describe()
     settings = KafkaSettings(bootstrap=cluster.bootstrap)
-    names = Topics(**{f: f"c-{f.replace('_', '-')}" for f in Topics.__dataclass_fields__})
+    names = Topics(**{f: f"c-{f.replace('_', '-')}" for f in Topics.model_fields})
     ensure_topics(settings, pipeline_topics(names))
     leaders(settings, names.transactions)  # the metadata has every partition
     admin = AdminClient(settings.confluent())

@@ -3,7 +3,6 @@ says Kafka is down meanwhile, and resumes counting without loss or double counti
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import uuid
 
@@ -28,8 +27,8 @@ def test_exporter_survives_broker_restart(local_kafka_factory, tmp_path):
                    dead_letter=f"dl-{slug}", window_partials=f"wp-{slug}")
     ensure_topics(settings, pipeline_topics(names))
     env = dict(os.environ, KAFKA_BOOTSTRAP_SERVERS=kafka.bootstrap)
-    for field in dataclasses.fields(names):
-        env[ENV_PREFIX + field.name.upper()] = getattr(names, field.name)
+    for field in Topics.model_fields:
+        env[ENV_PREFIX + field.upper()] = getattr(names, field)
 
     windows = list(synthetic_windows(20))
     produce(settings, names.window_counts, windows[:10], key=window_key)

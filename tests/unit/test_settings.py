@@ -4,11 +4,9 @@ environment, and the README's table generated from it."""
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import os
 import re
 import subprocess
-from dataclasses import fields
 from pathlib import Path
 
 import pytest
@@ -28,6 +26,7 @@ from txmon.settings import (
     load,
     readme_block,
     render_readme,
+    variable,
     with_flags,
 )
 
@@ -44,7 +43,7 @@ def test_the_readme_table_is_the_model():
 
 
 def test_each_variable_is_declared_once():
-    names = [f.metadata["env"] for g in groups() for f in fields(g) if "env" in f.metadata]
+    names = [variable(f) for g in groups() for f in g.model_fields.values() if variable(f)]
     assert len(names) == len(set(names))
 
 
@@ -129,7 +128,7 @@ def test_flags_reach_processes_started_later_through_the_environment():
                                         "TXMON_API_MAX_BODY_BYTES": "77"}), args)
     env: dict[str, str] = {"TXMON_API_TOKEN": "kept"}
     export(cfg, env)
-    assert load(ApiSettings, env) == dataclasses.replace(cfg, token="kept")
+    assert load(ApiSettings, env) == cfg.model_copy(update={"token": "kept"})
     assert (env["TXMON_API_PORT"], env["TXMON_API_WORKERS"], env["TXMON_API_ACCESS_LOG"],
             env["TXMON_API_MAX_BATCH_BYTES"], env["TXMON_API_MAX_BODY_BYTES"]) == (
         "8123", "3", "0", "1000", "77")

@@ -4,15 +4,13 @@ pipelines (or several tests) can share one broker without stepping on each other
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 
-from txmon.settings import load, setting
+from txmon.settings import Group, load, setting
 
 ENV_PREFIX = "TXMON_TOPIC_"
 
 
-@dataclass(frozen=True)
-class Topics:
+class Topics(Group):
     transactions: str = setting("TXMON_TOPIC_TRANSACTIONS", "transactions", "topic name")
     window_counts: str = setting("TXMON_TOPIC_WINDOW_COUNTS", "window-counts", "topic name")
     alerts: str = setting("TXMON_TOPIC_ALERTS", "alerts", "topic name")
