@@ -14,6 +14,8 @@ COPY txmon ./txmon
 COPY producer ./producer
 COPY processor ./processor
 COPY exporter ./exporter
+COPY api ./api
+COPY devstack ./devstack
 COPY evaluation ./evaluation
 COPY demo ./demo
 RUN pip install . \

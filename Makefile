@@ -5,7 +5,12 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 TXMON := $(VENV)/bin/txmon
 PYTEST_ARGS ?=
+# Parallel test workers (pytest-xdist), each with its own session broker: most tests wait
+# on a broker, a worker or a clock rather than compute, so 4 fit 2 cores. TEST_WORKERS=0
+# runs in this process, one test at a time.
+TEST_WORKERS ?= 4
 PYTEST := $(PY) -m pytest -p no:cacheprovider -ra --durations=15 $(PYTEST_ARGS)
+PYTEST_PARALLEL := $(PYTEST) -n $(TEST_WORKERS) --dist load --maxschedchunk 1
 
 .PHONY: venv system-deps kafka-fetch kafka-up kafka-down test test-unit test-quick test-faults \
 	demo down \
@@ -50,7 +55,7 @@ lint: venv
 # them. pytest exits 5 when it collects nothing, which fails the target like any error.
 test: system-deps venv kafka-fetch lint
 	rm -f build/reliability.jsonl
-	$(PYTEST)
+	$(PYTEST_PARALLEL)
 	$(PY) tests/support/reliability.py
 
 # The fast loop: pure logic, no broker, no services (under a minute).
@@ -59,12 +64,12 @@ test-unit: venv
 
 # While working: everything but the fault tests (about two thirds of the time).
 test-quick: system-deps venv kafka-fetch lint
-	$(PYTEST) tests/unit tests/integration
+	$(PYTEST_PARALLEL) tests/unit tests/integration
 
 # Only the fault tests, and their table.
 test-faults: system-deps venv kafka-fetch
 	rm -f build/reliability.jsonl
-	$(PYTEST) tests/faults
+	$(PYTEST_PARALLEL) tests/faults
 	$(PY) tests/support/reliability.py
 
 # Everything in real time with an injected incident; ends by itself, services keep

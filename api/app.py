@@ -20,7 +20,15 @@ from api import batch
 from api.history import History, summary
 from api.live import LiveFeed, mount_live
 from txmon.config import KafkaSettings
-from txmon.contracts import Status, Transaction, encode, message_key, minute_key, topics
+from txmon.contracts import (
+    Status,
+    Topics,
+    Transaction,
+    encode,
+    message_key,
+    minute_key,
+    topics,
+)
 from txmon.contracts.minutes import EARLIEST, LATEST
 from txmon.kafka.admin import ensure_topics, pipeline_topics
 from txmon.kafka.aio import AsyncProducer
@@ -92,19 +100,7 @@ def create_api(settings: KafkaSettings | None = None, api: ApiSettings | None = 
     names = topics()
     token = api.token
     state: dict = {}
-
-    @asynccontextmanager
-    async def lifespan(app: FastAPI):
-        ensure_topics(settings, pipeline_topics(names))
-        state["producer"] = AsyncProducer(settings,
-                                          **{"message.timeout.ms": api.delivery_timeout_ms})
-        state["history"] = History(settings, names).start()
-        state["live"] = LiveFeed(settings, names).start()
-        state["reported"] = None
-        yield
-        state["live"].stop()
-        state["history"].stop()
-        state["producer"].close()
+    lifespan = _lifespan(state, settings, api, names)
 
     async def authorized(request: Request) -> None:
         given = request.headers.get("authorization", "")
@@ -157,6 +153,25 @@ def create_api(settings: KafkaSettings | None = None, api: ApiSettings | None = 
     app.add_middleware(BodyLimit, max_bytes=api.max_body_bytes,
                        per_path={batch.PATH: api.max_batch_bytes})
     return app
+
+
+def _lifespan(state: dict, settings: KafkaSettings, api: ApiSettings, names: Topics):
+    """The app's Kafka clients in `state`, for as long as it serves."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        ensure_topics(settings, pipeline_topics(names))
+        state["producer"] = AsyncProducer(settings,
+                                          **{"message.timeout.ms": api.delivery_timeout_ms})
+        state["history"] = History(settings, names).start()
+        state["live"] = LiveFeed(settings, names).start()
+        state["reported"] = None
+        yield
+        state["live"].stop()
+        state["history"].stop()
+        state["producer"].close()
+
+    return lifespan
 
 
 def _plain(alert) -> dict:

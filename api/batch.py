@@ -15,6 +15,8 @@ record: the answer then claims none, and a retry may write some records twice.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping, Sequence
+from typing import Protocol
 
 import msgspec
 from fastapi import FastAPI, Request, Response
@@ -22,6 +24,7 @@ from pydantic import BaseModel
 
 from api import ingest
 from txmon.contracts import STATUSES, DeadLetter, Topics, encode
+from txmon.kafka.aio import Delivery
 from txmon.settings import ApiSettings
 
 PATH = "/transactions"
@@ -68,28 +71,45 @@ RESPONSES = {400: {"model": Problem}, 413: {"model": Problem}, 415: {"model": Pr
              503: {"model": Problem}, 200: {"model": IngestReport}}
 
 
+class SendsAll(Protocol):
+    """What a batch needs of the producer (txmon.kafka.aio.AsyncProducer): every record
+    to its topic, answered once the broker has answered for all."""
+
+    async def send_all(self, records: Mapping[str, Sequence[tuple[bytes, bytes]]],
+                       ) -> Delivery: ...
+
+
 def mount(app: FastAPI, state: dict, names: Topics, api: ApiSettings) -> None:
     @app.post(PATH, openapi_extra=OPENAPI, responses=RESPONSES, response_model=None)
     async def transactions(request: Request) -> Response:
         """Register a batch: a JSON array, or NDJSON (one transaction a line, blank lines
         ignored). Valid records go to the transactions topic, the others to the dead
         letters; the answer comes once Kafka has acknowledged all of them."""
-        try:
-            records = ingest.split(await request.body(), request.headers.get("content-type"),
-                                   api.max_batch_records)
-        except ingest.Unreadable as exc:
-            return _answer(_STATUS[type(exc)], {"detail": str(exc)})
-        verdict = ingest.judge(records)
-        batch_id = uuid.uuid4().hex
-        delivery = await state["producer"].send_all({
-            names.transactions: verdict.accepted,
-            names.dead_letter: dead_letters(verdict.rejected, batch_id),
-        })
-        if delivery.failed:
-            return _answer(503, {"detail": f"Kafka did not acknowledge {delivery.failed} of "
-                                           f"{verdict.total} records ({delivery.first_error}); "
-                                           "none is reported accepted, a retry may repeat some"})
-        return _answer(200, report(verdict, batch_id))
+        status, body = await register(state["producer"], names, await request.body(),
+                                      request.headers.get("content-type"),
+                                      api.max_batch_records)
+        return _answer(status, body)
+
+
+async def register(producer: SendsAll, names: Topics, body: bytes, content_type: str | None,
+                   max_records: int) -> tuple[int, dict]:
+    """A batch's status code and answer, its records sent: the route without HTTP, so
+    that it can be tested with any producer."""
+    try:
+        records = ingest.split(body, content_type, max_records)
+    except ingest.Unreadable as exc:
+        return _STATUS[type(exc)], {"detail": str(exc)}
+    verdict = ingest.judge(records)
+    batch_id = uuid.uuid4().hex
+    delivery = await producer.send_all({
+        names.transactions: verdict.accepted,
+        names.dead_letter: dead_letters(verdict.rejected, batch_id),
+    })
+    if delivery.failed:
+        return 503, {"detail": f"Kafka did not acknowledge {delivery.failed} of "
+                               f"{verdict.total} records ({delivery.first_error}); "
+                               "none is reported accepted, a retry may repeat some"}
+    return 200, report(verdict, batch_id)
 
 
 def dead_letters(rejected: list[ingest.Rejected], batch_id: str) -> list[tuple[bytes, bytes]]:

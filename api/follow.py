@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import argparse
-import uuid
+import logging
+from collections.abc import Iterator
 
 import msgspec
-from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, KafkaError, KafkaException, Message
 
 from txmon.config import KafkaSettings
 from txmon.contracts import Alert, topics
+from txmon.errors import UserError
 from txmon.kafka.admin import require_kafka
+from txmon.kafka.read import follow, read_to_end
+
+log = logging.getLogger(__name__)
 
 _decoder = msgspec.json.Decoder(Alert)
 MARKS = {"open": "OPEN    ", "update": "ONGOING ", "resolved": "RESOLVED"}
@@ -32,39 +37,35 @@ def render(alert: Alert) -> str:
             f"{alert.threshold:.3f}  [{alert.incident_id}]{runbook}")
 
 
+def alert_records(settings: KafkaSettings, topic: str, args: argparse.Namespace,
+                  ) -> Iterator[Message]:
+    """The alerts there are now (oldest first), or with --follow the new ones as they
+    come (--from-start: the old ones first)."""
+    if not args.follow:
+        return read_to_end(settings, topic, "txmon-alerts", on_error=log.debug)
+    start = OFFSET_BEGINNING if args.from_start else OFFSET_END
+    return (msg for batch in follow(settings, [topic], "txmon-alerts", start=start)
+            for msg in batch)
+
+
 def follow_alerts(args: argparse.Namespace) -> int:
     settings = KafkaSettings.from_env()
     require_kafka(settings)
-    topic = topics().alerts
-    consumer = Consumer(settings.confluent(**{
-        "group.id": f"txmon-alerts-{uuid.uuid4()}", "enable.auto.commit": False}))
-    start = OFFSET_END if args.follow and not args.from_start else OFFSET_BEGINNING
-    seen: set[str] = set()
+    topic, seen = topics().alerts, set()
     try:
-        meta = consumer.list_topics(topic, timeout=30).topics[topic]
-        ends = {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=30)[1]
-                for p in meta.partitions}
-        consumer.assign([TopicPartition(topic, p, start) for p in meta.partitions])
-        while True:
-            msgs = consumer.consume(100, timeout=0.5)
-            for msg in msgs:
-                if msg.error():
-                    continue
-                try:
-                    alert = _decoder.decode(msg.value())
-                except msgspec.MsgspecError as exc:
-                    print(f"(undecodable record at offset {msg.offset()}: {exc})", flush=True)
-                    continue
-                if alert.id in seen:  # a re-emission after a restart: same alert
-                    continue
-                seen.add(alert.id)
-                print(msg.value().decode() if args.json else render(alert), flush=True)
-            if not args.follow and not msgs and all(
-                consumer.position([TopicPartition(topic, p)])[0].offset >= end
-                or end == 0 for p, end in ends.items()
-            ):
-                return 0
+        for msg in alert_records(settings, topic, args):
+            try:
+                alert = _decoder.decode(msg.value())
+            except msgspec.MsgspecError as exc:
+                print(f"(undecodable record at offset {msg.offset()}: {exc})", flush=True)
+                continue
+            if alert.id in seen:  # a re-emission after a restart: same alert
+                continue
+            seen.add(alert.id)
+            print(msg.value().decode() if args.json else render(alert), flush=True)
     except KeyboardInterrupt:
-        return 0
-    finally:
-        consumer.close()
+        pass
+    except KafkaException as exc:
+        if exc.args[0].code() != KafkaError.UNKNOWN_TOPIC_OR_PART:  # none yet: no alerts
+            raise UserError(f"cannot read {topic} from {settings.bootstrap}: {exc}") from None
+    return 0

@@ -20,6 +20,10 @@ _alert_decoder = msgspec.json.Decoder(Alert)
 
 
 class History(TopicTail):
+    """The newest `max_minutes` window counts by id and the last `max_alerts` alert
+    records (each id once), from the topics' records (`feed`, `apply`); undecodable
+    records are counted in `bad_records`."""
+
     def __init__(self, settings: KafkaSettings, names: Topics, max_minutes: int = 10_080,
                  max_alerts: int = 1000):
         super().__init__(settings, (names.window_counts, names.alerts), "api-history")

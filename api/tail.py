@@ -1,26 +1,40 @@
 """A background reader of whole topics, from their beginning, for the API's in-memory
 views (History, LiveFeed).
 
-A fresh group id and no commits: every API process rebuilds what it shows from Kafka at
-start, so any number of them answer the same and none keeps state of its own.
+A reader of txmon.kafka.read (no group, no commits): every API process rebuilds what it
+shows from Kafka at start, so any number of them answer the same and none keeps state of
+its own.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-import uuid
+from collections.abc import Iterable
+from typing import Protocol
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
+from confluent_kafka import KafkaException
 
 from txmon.config import KafkaSettings
+from txmon.kafka.read import follow
 
 log = logging.getLogger(__name__)
 
 
+class Record(Protocol):
+    """What `feed` takes of a record: confluent_kafka.Message's accessors."""
+
+    def topic(self) -> str: ...
+
+    def value(self) -> bytes | None: ...
+
+    def timestamp(self) -> tuple[int, int]: ...
+
+
 class TopicTail:
     """Applies every record of `topics`, then each new one, in a daemon thread; a
-    subclass says what a record does to its view (`apply`) under `self.lock`."""
+    subclass says what a record does to its view (`apply`) under `self.lock`. Nothing
+    here talks to Kafka before `start`: a test feeds records to `feed` itself."""
 
     def __init__(self, settings: KafkaSettings, topics: tuple[str, ...], name: str):
         self.settings, self.topics, self.name = settings, topics, name
@@ -40,23 +54,15 @@ class TopicTail:
         """One record of `topic`, written to Kafka at `at` (epoch seconds)."""
         raise NotImplementedError
 
+    def feed(self, records: Iterable[Record]) -> None:
+        """Applies records as they come from Kafka, in order."""
+        for msg in records:
+            self.apply(msg.topic(), msg.value(), msg.timestamp()[1] / 1000)
+
     def _run(self) -> None:
-        consumer = Consumer(self.settings.confluent(**{
-            "group.id": f"txmon-{self.name}-{uuid.uuid4()}",
-            "enable.auto.commit": False,
-            "auto.offset.reset": "earliest",
-        }))
         try:
-            parts = []
-            for topic in self.topics:
-                meta = consumer.list_topics(topic, timeout=30).topics[topic]
-                parts += [TopicPartition(topic, p, OFFSET_BEGINNING) for p in meta.partitions]
-            consumer.assign(parts)
-            while not self._stop.is_set():
-                for msg in consumer.consume(1000, timeout=0.2):
-                    if msg.error() is None:
-                        self.apply(msg.topic(), msg.value(), msg.timestamp()[1] / 1000)
+            for batch in follow(self.settings, self.topics, f"txmon-{self.name}",
+                                stop=self._stop):
+                self.feed(batch)
         except KafkaException as exc:
             log.error("%s reader stopped: %s", self.name, exc)
-        finally:
-            consumer.close()

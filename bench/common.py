@@ -49,14 +49,13 @@ WINDOW_MS = 60_000
 
 
 def settings_for(bootstrap: str) -> KafkaSettings:
-    return dataclasses.replace(KafkaSettings.from_env(), bootstrap=bootstrap)
+    return KafkaSettings.from_env().model_copy(update={"bootstrap": bootstrap})
 
 
 def fresh_topics(settings: KafkaSettings, prefix: str, partitions: int = 3) -> Topics:
     """The pipeline's topics under names of their own, transactions with `partitions`."""
     slug = f"bench-{prefix}-{uuid.uuid4().hex[:8]}"
-    names = Topics(**{f.name: f"{slug}-{f.name.replace('_', '-')}"
-                      for f in dataclasses.fields(Topics)})
+    names = Topics(**{f: f"{slug}-{f.replace('_', '-')}" for f in Topics.model_fields})
     specs = pipeline_topics(names)
     specs[0] = dataclasses.replace(specs[0], partitions=partitions)
     assert specs[0].name == names.transactions
@@ -67,8 +66,8 @@ def fresh_topics(settings: KafkaSettings, prefix: str, partitions: int = 3) -> T
 def worker_env(bootstrap: str, names: Topics, **extra: str) -> dict[str, str]:
     env = dict(os.environ)
     env["KAFKA_BOOTSTRAP_SERVERS"] = bootstrap
-    for f in dataclasses.fields(names):
-        env[ENV_PREFIX + f.name.upper()] = getattr(names, f.name)
+    for f in Topics.model_fields:
+        env[ENV_PREFIX + f.upper()] = getattr(names, f)
     env["TXMON_APP_ID"] = names.transactions.removesuffix("-transactions")
     env.setdefault("TXMON_MODEL_PATH", "/nonexistent/model.joblib")
     env["PYTHONUNBUFFERED"] = "1"
@@ -202,29 +201,20 @@ class TopicWatcher(threading.Thread):
 
     def __init__(self, settings: KafkaSettings, topic: str):
         super().__init__(daemon=True, name=f"watch-{topic}")
-        from confluent_kafka import Consumer
-
-        self.topic = topic
-        self.consumer = Consumer(settings.confluent(**{
-            "group.id": f"bench-watch-{uuid.uuid4().hex[:8]}",
-            "auto.offset.reset": "earliest", "enable.auto.commit": False,
-            "fetch.wait.max.ms": 50}))
+        self.settings, self.topic = settings, topic
         self.records: list[tuple[bytes, float, float]] = []  # value, record ts (s), seen at
         self.stop_event = threading.Event()
         self.lock = threading.Lock()
 
     def run(self) -> None:
-        self.consumer.subscribe([self.topic])
-        try:
-            while not self.stop_event.is_set():
-                for msg in self.consumer.consume(1000, timeout=0.1):
-                    if msg.error() or msg.value() is None:
-                        continue
-                    seen = time.time()
-                    with self.lock:
-                        self.records.append((msg.value(), msg.timestamp()[1] / 1000, seen))
-        finally:
-            self.consumer.close()
+        from txmon.kafka.read import follow
+
+        for batch in follow(self.settings, [self.topic], "bench-watch", stop=self.stop_event,
+                            **{"fetch.wait.max.ms": 50}):
+            seen = time.time()
+            with self.lock:
+                self.records += [(msg.value(), msg.timestamp()[1] / 1000, seen)
+                                 for msg in batch if msg.value() is not None]
 
     def snapshot(self) -> list[tuple[bytes, float, float]]:
         with self.lock:

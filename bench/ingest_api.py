@@ -41,7 +41,6 @@ import sys
 import tempfile
 import time
 import urllib.request
-import uuid
 from pathlib import Path
 
 from common import (
@@ -218,27 +217,10 @@ def post_batches(url: str, payloads: list[bytes], kind: str, concurrency: int,
 
 def read_topic(settings, topic: str) -> list[bytes]:
     """Every record value of a topic, up to its high watermarks now."""
-    from confluent_kafka import Consumer, TopicPartition
+    from txmon.kafka.read import read_to_end
 
-    consumer = Consumer(settings.confluent(**{
-        "group.id": f"bench-read-{uuid.uuid4().hex[:8]}", "enable.auto.commit": False,
-        "auto.offset.reset": "earliest"}))
-    parts = consumer.list_topics(topic, timeout=10).topics[topic].partitions
-    ends = {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
-            for p in parts}
-    consumer.assign([TopicPartition(topic, p, 0) for p, end in ends.items() if end > 0])
-    values: list[bytes] = []
-    left = {p for p, end in ends.items() if end > 0}
-    deadline = time.monotonic() + 120
-    while left and time.monotonic() < deadline:
-        for msg in consumer.consume(10_000, timeout=0.5):
-            if msg.error():
-                continue
-            values.append(msg.value())
-            if msg.offset() >= ends[msg.partition()] - 1:
-                left.discard(msg.partition())
-    consumer.close()
-    return values
+    return [msg.value() for msg in read_to_end(settings, topic, "bench-read", deadline_s=120,
+                                                on_error=lambda err: None)]
 
 
 def batch_run(bootstrap: str, tmp: Path, values: list[bytes], kind: str, workers: int,

@@ -256,15 +256,15 @@ def _bare_loop(bootstrap: str, n: int, partitions: int, batch: int, count, label
                config: dict | None = None) -> dict:
     """Consume n preloaded events with a bare confluent-kafka loop, `count(msgs, counts)`
     per batch; timed from the first batch received to the last event counted."""
-    from confluent_kafka import Consumer, TopicPartition
+    from confluent_kafka import TopicPartition
+
+    from txmon.kafka.read import reader
 
     settings = settings_for(bootstrap)
     names = fresh_topics(settings, label, partitions)
     load = preload(settings, names.transactions, bench_scenario(n), n)
     n = load["events"]
-    consumer = Consumer(settings.confluent(**{
-        "group.id": f"{names.transactions}-{label}", "enable.auto.commit": False,
-        "auto.offset.reset": "earliest", "enable.partition.eof": False, **(config or {})}))
+    consumer = reader(settings, f"{names.transactions}-{label}", **(config or {}))
     consumer.assign([TopicPartition(names.transactions, p, 0) for p in range(partitions)])
     counts: Counter = Counter()
     seen = 0

@@ -6,9 +6,10 @@ Three ways of filling a topic, measured in the same run against a real broker (t
 named by KAFKA_BOOTSTRAP_SERVERS, else a private one started with devstack.kafka's LocalKafka
 on free ports and stopped at the end):
 
-- floor: a bare loop handing pre-serialised keys and values to `Producer.produce`, with
-  the same librdkafka settings as txmon's producer (idempotence, lz4, batching): what
-  Python can push through confluent-kafka on this machine, with no work per event;
+- floor: pre-serialised keys and values handed to confluent-kafka by txmon's produce
+  loop (`txmon.kafka.produce.Sender.send`, one `Producer.produce` a record) with the
+  producer's own librdkafka settings (idempotence, lz4, batching): what Python can push
+  through confluent-kafka on this machine, with no work per event;
 - simulator: `producer.simulate.generate` → vectorised encoding → `Publisher.send`, the
   code path of `txmon produce --speed max`;
 - replay: parse the reference CSVs, expand, encode, send: the path of `txmon replay`.
@@ -37,11 +38,12 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from producer import replay  # noqa: E402
-from producer.publish import Publisher, producer_config  # noqa: E402
+from producer.publish import Publisher  # noqa: E402
 from producer.simulate import Scenario, generate  # noqa: E402
 from producer.stream import Pacer, send_paced  # noqa: E402
 from txmon.config import KafkaSettings, shared_data_dir  # noqa: E402
 from txmon.kafka.admin import TopicSpec, ensure_topics  # noqa: E402
+from txmon.kafka.produce import Sender, bulk, producer_config  # noqa: E402
 
 TARGET_RATE = 300_000
 TARGET_RATIO = 0.5
@@ -79,25 +81,16 @@ def fresh_topic(settings: KafkaSettings) -> str:
 
 
 def bench_floor(settings, n: int, payload: tuple[list[bytes], list[bytes]]) -> float:
-    """Pre-serialised bytes through a bare produce loop: the floor."""
-    from confluent_kafka import Producer
-
+    """Pre-serialised bytes through the bare produce loop: the floor."""
     topic = fresh_topic(settings)
     keys, values = payload
-    producer = Producer(producer_config(settings))
-    produce, poll = producer.produce, producer.poll
+    sender = Sender(producer_config(settings, bulk()))
     bar = tqdm(total=n, unit="msg", unit_scale=True, desc="floor     ", leave=False)
     start = time.perf_counter()
     for i in range(0, n, 50_000):
-        for k, v in zip(keys[i : i + 50_000], values[i : i + 50_000], strict=True):
-            try:
-                produce(topic, v, k)
-            except BufferError:
-                poll(0.05)
-                produce(topic, v, k)
-        poll(0)
+        sender.send(topic, keys[i : i + 50_000], values[i : i + 50_000])
         bar.update(min(50_000, n - i))
-    left = producer.flush(120)
+    left = sender.flush(120)
     elapsed = time.perf_counter() - start
     bar.close()
     if left:

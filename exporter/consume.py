@@ -20,28 +20,19 @@ import threading
 import time
 from dataclasses import dataclass
 
-from confluent_kafka import (
-    OFFSET_BEGINNING,
-    TIMESTAMP_NOT_AVAILABLE,
-    Consumer,
-    KafkaError,
-    KafkaException,
-    TopicPartition,
-)
+from confluent_kafka import TIMESTAMP_NOT_AVAILABLE, Consumer, KafkaError, KafkaException
 
 from exporter.metrics import PipelineMetrics
 from txmon.config import KafkaSettings
 from txmon.contracts import Topics
 from txmon.errors import UserError
-from txmon.kafka import PARTITION_EOF
 from txmon.kafka.admin import ensure_topics, pipeline_topics
+from txmon.kafka.read import METADATA_TIMEOUT_S, Tail, read_to_end
 
 log = logging.getLogger(__name__)
 
 DEFAULT_GROUP = "txmon-exporter"
-METADATA_REFRESH_S = 30.0
 LOG_EVERY_S = 30.0
-_QUIET_ERRORS = {PARTITION_EOF}
 
 
 class TopicReader:
@@ -54,11 +45,10 @@ class TopicReader:
         self.kinds = {names.window_counts: "window-counts", names.alerts: "alerts",
                       names.dead_letter: "dead-letter"}
         self._next: dict[tuple[str, int], int] = {}
-        self._assigned: set[tuple[str, int]] = set()
         self.assigned = threading.Event()
         self._logged: dict[str, float] = {}
-        #: (topic, partition) -> end offset still to reach before ready; None: not noted.
-        self._pending: dict[tuple[str, int], int] | None = None
+        #: Its partitions and, once noted, the end offsets to reach before ready.
+        self._tail: Tail | None = None
 
     def _on_error(self, err: KafkaError) -> None:
         # Broker down, connection refused...: librdkafka retries on its own. Every error is
@@ -82,49 +72,44 @@ class TopicReader:
                 log.warning("waiting for Kafka: %s", exc)
                 self.stop.wait(self.retry_s)
 
-    def _assign_new(self, consumer: Consumer) -> None:
+    def _assign_new(self, tail: Tail) -> None:
         try:
-            meta = consumer.list_topics(timeout=10)
+            new = tail.assign(METADATA_TIMEOUT_S)
         except KafkaException as exc:
             self.metrics.kafka_error("metadata")
             log.warning("metadata refresh failed: %s", exc)
             return
-        new = []
-        for topic in self.kinds:
-            tmeta = meta.topics.get(topic)
-            if tmeta is None or tmeta.error is not None:
-                continue
-            for p in tmeta.partitions:
-                if (topic, p) not in self._assigned:
-                    new.append(TopicPartition(topic, p, OFFSET_BEGINNING))
-                    self._assigned.add((topic, p))
         if new:
-            consumer.incremental_assign(new)
-            log.info("reading %s", ", ".join(f"{tp.topic}[{tp.partition}]" for tp in new))
+            log.info("reading %s", ", ".join(f"{t}[{p}]" for t, p in new))
 
-    def run(self) -> None:
-        self._wait_for_topics()
-        if self.stop.is_set():
-            return
-        consumer = Consumer(self.settings.confluent(**{
+    def consumer(self) -> Consumer:
+        """Not a txmon.kafka.read reader: the exporter's own named group
+        (TXMON_EXPORTER_GROUP), which commits how far it read for an operator to see
+        (kafka-consumer-groups). It is still assigned, never subscribed: a rebalance
+        never rewinds it."""
+        return Consumer(self.settings.confluent(**{
             "group.id": self.group,
             "enable.auto.commit": True,
             "enable.partition.eof": False,
             "auto.offset.reset": "earliest",
             "error_cb": self._on_error,
         }))
-        try:
-            self._assign_new(consumer)
+
+    def run(self) -> None:
+        self._wait_for_topics()
+        if self.stop.is_set():
+            return
+        with Tail(self.consumer(), self.kinds) as tail:
+            self._tail = tail
+            self._assign_new(tail)
             self.assigned.set()
-            refreshed = time.monotonic()
             while not self.stop.is_set():
                 if not self.metrics.ready.is_set():
-                    self._check_caught_up(consumer)
-                if time.monotonic() - refreshed > METADATA_REFRESH_S:
-                    self._assign_new(consumer)
-                    refreshed = time.monotonic()
+                    self._check_caught_up(tail)
+                if tail.due():
+                    self._assign_new(tail)
                 try:
-                    batch = consumer.consume(1000, timeout=0.5)
+                    batch = tail.poll(timeout=0.5)
                 except KafkaException as exc:
                     self.metrics.kafka_error("consume")
                     log.warning("consume failed: %s", exc)
@@ -132,57 +117,35 @@ class TopicReader:
                     continue
                 for msg in batch:
                     self._handle(msg)
-        finally:
-            consumer.close()
 
-    def _note_ends(self, consumer: Consumer) -> None:
-        """The end offsets of window-counts and alerts as the exporter starts reading."""
-        ends = {}
-        for topic, partition in sorted(self._assigned):
-            if self.kinds[topic] == "dead-letter":
-                continue
+    def _check_caught_up(self, tail: Tail) -> None:
+        """Mark the metrics ready once window-counts and alerts are read up to where they
+        ended when first looked at (dead letters are not waited for)."""
+        if tail.ends is None:
             try:
-                low, high = consumer.get_watermark_offsets(
-                    TopicPartition(topic, partition), timeout=10, cached=False)
+                tail.note_ends([self.names.window_counts, self.names.alerts], timeout=10)
             except KafkaException as exc:
                 self.metrics.kafka_error("watermarks")
                 log.warning("end offsets unavailable, retrying: %s", exc)
                 return
-            if high > low:
-                ends[(topic, partition)] = high
-        self._pending = ends
-
-    def _check_caught_up(self, consumer: Consumer) -> None:
-        """Mark the metrics ready once every noted end offset is reached. The consumer's
-        position counts too: it moves past records the fetch skips (transaction markers)."""
-        if self._pending is None:
-            self._note_ends(consumer)
-            if self._pending is None:
-                return
-        left = {k: end for k, end in self._pending.items() if self._next.get(k, 0) < end}
-        if left:
-            for tp in consumer.position([TopicPartition(t, p) for t, p in left]):
-                if tp.offset >= left[(tp.topic, tp.partition)]:
-                    del left[(tp.topic, tp.partition)]
-        self._pending = left
-        if not left:
+        if tail.caught_up():
             self.metrics.mark_ready()
             log.info("caught up with %s and %s: ready", self.names.window_counts,
                      self.names.alerts)
 
     def progress(self) -> str:
         """How far the catch-up is, for /ready's 503 answer."""
-        if self._pending is None:
+        ends = self._tail.ends if self._tail is not None else None
+        if ends is None:
             return "end offsets not known yet"
         return ", ".join(f"{t}[{p}] at {self._next.get((t, p), 0)} of {end}"
-                         for (t, p), end in sorted(self._pending.items())) or "done"
+                         for (t, p), end in sorted(dict(ends.left).items())) or "done"
 
     def _handle(self, msg) -> None:
         err = msg.error()
         if err is not None:
-            if err.code() not in _QUIET_ERRORS:
-                self.metrics.kafka_error(err.name().lstrip("_").lower() or "message")
-                log.warning("kafka message error: %s", err)
+            self.metrics.kafka_error(err.name().lstrip("_").lower() or "message")
+            log.warning("kafka message error: %s", err)
             return
         self.metrics.kafka_ok()
         key = (msg.topic(), msg.partition())
@@ -248,62 +211,24 @@ def read_topic(settings: KafkaSettings, topic: str, kind: type, *, timeout: floa
 
     For the report and the Grafana sync: a snapshot, not a stream. Undecodable records
     are passed to `on_bad(value, exc)` (counted by the caller), never fatal."""
-    import uuid
-
     import msgspec
 
     decoder = msgspec.json.Decoder(kind)
-    consumer = Consumer(settings.confluent(**{
-        "group.id": f"txmon-read-{uuid.uuid4()}", "enable.auto.commit": False,
-        "enable.partition.eof": True, "auto.offset.reset": "earliest"}))
     out: list = []
-
-    def keep(value: bytes) -> None:
-        try:
-            out.append(decoder.decode(value))
-        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-            if on_bad is not None:
-                on_bad(value, exc)
-
     try:
-        ends = _end_offsets(consumer, settings, topic, timeout)
-        if ends and not _read_until(consumer, topic, ends, keep, time.monotonic() + timeout):
-            raise UserError(f"timed out reading {topic} from {settings.bootstrap}")
-        return out
-    except KafkaException as exc:
-        raise UserError(f"cannot read {topic} from {settings.bootstrap}: {exc}") from None
-    finally:
-        consumer.close()
-
-
-def _end_offsets(consumer: Consumer, settings: KafkaSettings, topic: str,
-                 timeout: float) -> dict[int, int]:
-    """The end offset of each partition of `topic` that has records."""
-    meta = consumer.list_topics(topic, timeout=timeout).topics.get(topic)
-    if meta is None or meta.error is not None:
-        raise UserError(f"topic {topic} does not exist on {settings.bootstrap}")
-    ends: dict[int, int] = {}
-    for p in meta.partitions:
-        low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout)
-        if high > low:
-            ends[p] = high
-    return ends
-
-
-def _read_until(consumer: Consumer, topic: str, ends: dict[int, int], keep,
-                deadline: float) -> bool:
-    """Pass each record's value, up to `ends`, to `keep`; False when the deadline came
-    first."""
-    consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in ends])
-    pending = dict(ends)
-    while pending and time.monotonic() < deadline:
-        for msg in consumer.consume(1000, timeout=0.5):
-            if msg.error() is not None:
-                if msg.error().code() == PARTITION_EOF:
-                    pending.pop(msg.partition(), None)
+        for msg in read_to_end(settings, topic, "txmon-read", timeout, deadline_s=timeout,
+                               on_error=log.debug):
+            if msg.value() is None:
                 continue
-            if msg.offset() + 1 >= ends.get(msg.partition(), 0):
-                pending.pop(msg.partition(), None)
-            if msg.value() is not None:
-                keep(msg.value())
-    return not pending
+            try:
+                out.append(decoder.decode(msg.value()))
+            except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+                if on_bad is not None:
+                    on_bad(msg.value(), exc)
+        return out
+    except TimeoutError:
+        raise UserError(f"timed out reading {topic} from {settings.bootstrap}") from None
+    except KafkaException as exc:
+        if exc.args[0].code() == KafkaError.UNKNOWN_TOPIC_OR_PART:
+            raise UserError(f"topic {topic} does not exist on {settings.bootstrap}") from None
+        raise UserError(f"cannot read {topic} from {settings.bootstrap}: {exc}") from None

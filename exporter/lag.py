@@ -16,11 +16,14 @@ import threading
 from confluent_kafka import Consumer, TopicPartition
 
 from txmon.config import KafkaSettings
+from txmon.kafka.read import watermarks
 
 log = logging.getLogger(__name__)
 
 
 def lag_consumer(settings: KafkaSettings, group: str) -> Consumer:
+    """Not a txmon.kafka.read reader: it carries the processor's group id, the only way
+    to be told that group's committed offsets, and must never store or commit any."""
     return Consumer(settings.confluent(**{
         "group.id": group, "enable.auto.commit": False, "enable.auto.offset.store": False,
         "error_cb": lambda err: log.debug("lag consumer: %s", err)}))
@@ -30,19 +33,15 @@ def group_lag(consumer: Consumer, topic: str, timeout: float = 10.0) -> dict[int
     """Lag per partition of `topic` for the consumer's group, or None when the group has
     committed nothing on it yet (not started: no lag to speak of). A partition without a
     commit counts everything still retained on it as lag."""
-    meta = consumer.list_topics(topic, timeout=timeout).topics.get(topic)
-    if meta is None or meta.error is not None:
+    marks = watermarks(consumer, topic, timeout)
+    if marks is None:
         return None
-    partitions = [TopicPartition(topic, p) for p in sorted(meta.partitions)]
+    partitions = [TopicPartition(topic, p) for p in sorted(marks)]
     committed = {tp.partition: tp.offset
                  for tp in consumer.committed(partitions, timeout=timeout) if tp.offset >= 0}
     if not committed:
         return None
-    lags = {}
-    for tp in partitions:
-        low, high = consumer.get_watermark_offsets(tp, timeout=timeout, cached=False)
-        lags[tp.partition] = max(high - committed.get(tp.partition, low), 0)
-    return lags
+    return {p: max(high - committed.get(p, low), 0) for p, (low, high) in marks.items()}
 
 
 class LagPoller(threading.Thread):

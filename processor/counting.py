@@ -21,15 +21,10 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable, Iterable
 
 import msgspec
-from confluent_kafka import (
-    OFFSET_BEGINNING,
-    Consumer,
-    KafkaException,
-    Producer,
-    TopicPartition,
-)
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Message, TopicPartition
 from prometheus_client import Counter, Gauge
 
 from processor.config import ProcessorConfig
@@ -46,9 +41,13 @@ from txmon.contracts import (
 from txmon.contracts import metrics as m
 from txmon.contracts.minutes import minute_id
 from txmon.kafka import PARTITION_EOF
+from txmon.kafka.produce import PIPELINE, DeliveryFailed, Sender, producer_config
 from txmon.kafka.read import read_to_end
 
 log = logging.getLogger(__name__)
+
+#: DeliveryFailed is what a failed checkpoint raises (txmon.kafka.produce.Sender.settle).
+__all__ = ["Counting", "DeliveryFailed", "counting_consumer", "counting_fetch"]
 
 EVENTS = Counter(m.PROCESSOR_EVENTS_TOTAL.removesuffix("_total"),
                  "Transactions read by the worker, by outcome", ["outcome"])
@@ -70,32 +69,42 @@ def counting_fetch(cfg: ProcessorConfig) -> dict[str, int]:
     }
 
 
-class DeliveryFailed(RuntimeError):
-    """The broker did not take a record: the state must not move past it."""
+def counting_consumer(cfg: ProcessorConfig, settings: KafkaSettings) -> Consumer:
+    """The group member: offsets are the state's (see above), committed only for the
+    exporter's lag."""
+    return Consumer(settings.confluent(**{
+        "group.id": cfg.app_id,
+        "enable.auto.commit": False,
+        "auto.offset.reset": "earliest",
+        "session.timeout.ms": cfg.session_timeout_ms,
+        "heartbeat.interval.ms": max(500, cfg.session_timeout_ms // 10),
+        "enable.partition.eof": False,
+        **counting_fetch(cfg),
+    }))
+
+
+#: What restores the state: every record now in a topic (txmon.kafka.read.read_to_end's
+#: signature: settings, topic, purpose).
+ReadTopic = Callable[[KafkaSettings, str, str], Iterable[Message]]
 
 
 class Counting:
-    def __init__(self, cfg: ProcessorConfig, settings: KafkaSettings, names: Topics):
+    """Stage 1. Its clients can be handed in (a test's stand-ins): `consumer` a
+    confluent-kafka Consumer, `producer` a txmon Sender, `read` what reads the state
+    topic back; by default the real ones, from the settings."""
+
+    def __init__(self, cfg: ProcessorConfig, settings: KafkaSettings, names: Topics, *,
+                 consumer: Consumer | None = None, producer: Sender | None = None,
+                 read: ReadTopic = read_to_end):
         self.cfg, self.settings, self.names = cfg, settings, names
         self.lateness_ms = int(cfg.lateness_s * 1000)
-        self.consumer = Consumer(settings.confluent(**{
-            "group.id": cfg.app_id,
-            "enable.auto.commit": False,
-            "auto.offset.reset": "earliest",
-            "session.timeout.ms": cfg.session_timeout_ms,
-            "heartbeat.interval.ms": max(500, cfg.session_timeout_ms // 10),
-            "enable.partition.eof": False,
-            **counting_fetch(cfg),
-        }))
-        self.producer = Producer(settings.confluent(**{
-            "enable.idempotence": True,
-            "linger.ms": 5,
-            "compression.type": "lz4",
-        }))
+        self.consumer = consumer if consumer is not None else counting_consumer(cfg, settings)
+        self.producer = producer if producer is not None else Sender(
+            producer_config(settings, PIPELINE))
+        self.read = read
         self.states: dict[int, PartitionWindows] = {}
         self.parser = EventParser(int(cfg.max_future_s * 1000))
         self.last_arrival: dict[int, float] = {}
-        self.failures: list[str] = []
         self.stop_event = threading.Event()
         self.error: BaseException | None = None
 
@@ -105,8 +114,8 @@ class Counting:
         """Latest stored state of these partitions, read from the compacted state topic."""
         wanted = {str(p).encode() for p in partitions}
         found: dict[int, PartitionWindows] = {}
-        for msg in read_to_end(self.settings, self.names.partition_state,
-                               f"{self.cfg.app_id}-state"):
+        for msg in self.read(self.settings, self.names.partition_state,
+                             f"{self.cfg.app_id}-state"):
             if msg.key() in wanted and msg.value() is not None:
                 found[int(msg.key())] = _state_decoder.decode(msg.value())
         return found
@@ -140,24 +149,6 @@ class Counting:
 
     # --- I/O helpers ---
 
-    def _delivered(self, err, msg) -> None:
-        if err is not None:
-            self.failures.append(f"{msg.topic()}: {err}")
-
-    def _produce(self, topic: str, key: bytes, value: bytes) -> None:
-        while True:
-            try:
-                self.producer.produce(topic, value, key, on_delivery=self._delivered)
-                return
-            except BufferError:
-                self.producer.poll(0.05)
-
-    def _flush(self) -> None:
-        remaining = self.producer.flush(60)
-        if remaining or self.failures:
-            failures, self.failures = self.failures, []
-            raise DeliveryFailed(f"{remaining} undelivered; {failures[:3]}")
-
     def _dead_letter(self, msg, reason: str, detail: str) -> None:
         record = DeadLetter(
             reason=reason, detail=detail, source="processor", topic=msg.topic(),
@@ -165,28 +156,28 @@ class Counting:
             payload_b64=DeadLetter.wrap(msg.value() or b""),
         )
         key = f"{msg.topic()}:{msg.partition()}:{msg.offset()}".encode()
-        self._produce(self.names.dead_letter, key, encode(record))
+        self.producer.produce(self.names.dead_letter, encode(record), key)
 
     def _send_partial(self, partition: int, state: PartitionWindows, idle: bool) -> None:
         windows = state.drain_closed()
         partial = WindowPartial(partition=partition, closed_until=state.closed_until,
                                 idle=idle, windows=windows, slices=state.drain_slices(windows),
                                 sent_ms=int(time.time() * 1000))
-        self._produce(self.names.window_partials, str(partition).encode(), encode(partial))
+        self.producer.produce(self.names.window_partials, encode(partial), str(partition).encode())
 
     def _persist(self, partitions: list[int]) -> None:
         """Partials and dead letters acknowledged, then the state; then the group offset."""
-        self._flush()
+        self.producer.settle()
         offsets = []
         for p in partitions:
             state = self.states[p]
             state.pack()
-            self._produce(self.names.partition_state, str(p).encode(), encode(state))
+            self.producer.produce(self.names.partition_state, encode(state), str(p).encode())
             if state.last_offset >= 0:
                 offsets.append(TopicPartition(self.names.transactions, p, state.last_offset + 1))
             if state.watermark is not None:
                 WATERMARK.labels(str(p)).set(state.watermark / 1000)
-        self._flush()
+        self.producer.settle()
         if offsets:
             try:
                 self.consumer.commit(offsets=offsets, asynchronous=True)

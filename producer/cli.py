@@ -51,6 +51,11 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    _register_produce(sub)
+    _register_replay(sub)
+
+
+def _register_produce(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "produce",
         help="stream simulated transactions (daily shape, status mix, incidents)",
@@ -95,6 +100,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     _common(p)
     p.set_defaults(func=run_produce)
 
+
+def _register_replay(sub: argparse._SubParsersAction) -> None:
     r = sub.add_parser(
         "replay",
         help="replay recorded transactions or per-minute counts from CSV files",

@@ -19,7 +19,7 @@ from support.reliability import record
 
 from devstack.kafka.server import free_port
 
-pytestmark = [pytest.mark.timeout(600)]
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
 ST = [sys.executable, str(Path(__file__).parent.parent / "support" / "schemathesis_cli.py")]
 EXAMPLES = 150  # per operation and phase

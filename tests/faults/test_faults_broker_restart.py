@@ -17,7 +17,7 @@ from support.processor import Worker, processor_env, read_windows
 from txmon.config import KafkaSettings
 from txmon.kafka.admin import ensure_topics, pipeline_topics
 
-pytestmark = [pytest.mark.timeout(900)]
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
 SOURCE = "transactions_2.csv"
 SPEED = "1440"  # the day in a minute of wall time: the restart still lands mid-replay
@@ -63,14 +63,12 @@ def test_a_worker_started_before_its_broker_waits_for_it(local_kafka_factory, tx
                                                           unique_topics, tmp_path):
     """Services start in any order: a worker whose broker is not up yet says it is waiting,
     stays alive, and counts once the broker comes."""
-    import dataclasses
-
     from confluent_kafka import Producer
 
     from txmon.contracts import Transaction, encode
 
     kafka = local_kafka_factory()
-    settings = dataclasses.replace(KafkaSettings(), bootstrap=kafka.bootstrap)
+    settings = KafkaSettings().model_copy(update={"bootstrap": kafka.bootstrap})
     assert kafka.down(timeout=30)
     # The default idle timeout: the records below race the topics' creation, and a
     # partition they reach seconds late must still count in 10:00 (the minute closes

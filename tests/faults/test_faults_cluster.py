@@ -26,7 +26,7 @@ from processor.config import ProcessorConfig
 from txmon.config import KafkaSettings
 from txmon.kafka.admin import TopicSpec, ensure_topics, pipeline_topics, replicated
 
-pytestmark = [pytest.mark.timeout(1200)]
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1200)]
 
 SOURCE = "transactions_2.csv"
 SPEED = "1440"

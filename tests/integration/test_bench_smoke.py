@@ -1,6 +1,9 @@
 """The benchmarks at a tiny size, so they don't rot: each script runs against the real
 broker and the real worker, and its figures land in the results table. This checks that
-they run and report, not how fast anything is (that is what `make bench` is for)."""
+they run and report, not how fast anything is (that is what `make bench` is for).
+
+One test per benchmark (`run_all.py --smoke --only NAME`), so parallel test workers
+share them out instead of queueing behind one long run."""
 
 from __future__ import annotations
 
@@ -16,30 +19,41 @@ ROOT = Path(__file__).resolve().parents[2]
 
 pytestmark = pytest.mark.slow
 
+#: run_all.py's step name -> the `bench` its rows carry.
+BENCHES = {"produce": "producer", "throughput": "processor", "throughput-10x": "processor",
+           "memory": "memory", "scale-out": "scale-out", "latency": "latency",
+           "api": "ingest API", "merge-load": "merge load"}
+#: Figures a tiny run may leave empty by design.
+EMPTY_BY_DESIGN = {
+    ("latency", "alert"),  # no model in the smoke run: no alerts
+    ("scale-out", "steady"),  # all may be counted before the second worker joins
+}
 
-def test_every_benchmark_runs_at_a_tiny_size(kafka_bootstrap: str, tmp_path: Path):
-    env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
+
+def _smoke(step: str, bootstrap: str, tmp_path: Path) -> dict:
+    env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
            "TXMON_STATE_DIR": str(tmp_path / "state")}
     out = tmp_path / "results"
     proc = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "run_all.py"), "--smoke", "--out", str(out)],
-        env=env, capture_output=True, text=True, timeout=500)
+        [sys.executable, str(ROOT / "bench" / "run_all.py"), "--smoke", "--only", step,
+         "--out", str(out)], env=env, capture_output=True, text=True, timeout=400)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    results = json.loads((out / "results.json").read_text())
-    benches = {r["bench"] for r in results["rows"]}
-    assert benches == {"producer", "processor", "memory", "scale-out", "latency",
-                       "ingest API", "merge load"}, benches
-    by_metric = {(r["bench"], r["metric"]): r for r in results["rows"]}
-    for (bench, metric), r in by_metric.items():
-        if bench == "latency" and "alert" in metric:
-            continue  # no model in the smoke run: no alerts, by design
-        if bench == "scale-out" and "steady" in metric:
-            continue  # a tiny run may be all counted before the second worker joins
-        assert r["value"] is not None and r["value"] > 0, (bench, metric, r)
-    # Correctness rides along: every processor run's minutes equal the events written.
-    for name in ("throughput", "throughput-10x", "memory"):
-        runs = results["raw"][name]["runs"]
-        assert all(run["wrong_minutes"] == 0 for run in runs), runs
-    scale = results["raw"]["scale-out"]
-    assert scale["one"]["wrong_minutes"] == 0 and scale["two"]["wrong_minutes"] == 0
     assert "| benchmark |" in (out / "results.md").read_text()
+    return json.loads((out / "results.json").read_text())
+
+
+@pytest.mark.parametrize("step", list(BENCHES))
+def test_each_benchmark_runs_at_a_tiny_size(step: str, kafka_bootstrap: str, tmp_path: Path):
+    results = _smoke(step, kafka_bootstrap, tmp_path)
+    rows = results["rows"]
+    assert rows and {r["bench"] for r in rows} == {BENCHES[step]}, rows
+    for r in rows:
+        if any(r["bench"] == b and word in r["metric"] for b, word in EMPTY_BY_DESIGN):
+            continue
+        assert r["value"] is not None and r["value"] > 0, r
+    # Correctness rides along: every processor run's minutes equal the events written.
+    raw = results["raw"][step]
+    if step in ("throughput", "throughput-10x", "memory"):
+        assert all(run["wrong_minutes"] == 0 for run in raw["runs"]), raw["runs"]
+    if step == "scale-out":
+        assert raw["one"]["wrong_minutes"] == 0 and raw["two"]["wrong_minutes"] == 0

@@ -10,11 +10,14 @@ import uuid
 from datetime import UTC, datetime
 
 import msgspec
+import pytest
 from support.processor import TXMON, Worker, read_alerts, unique_by_id, wait_for_windows
 
 from evaluation.evaluate import Case, run_windows, scenario, windows_of
 from txmon.contracts import STATUSES
 from txmon.contracts.minutes import minute_id, to_ms
+
+pytestmark = pytest.mark.slow
 
 START = datetime(2026, 3, 9, 9, 0, tzinfo=UTC)
 CASE = Case("e2e", "spike", seed=7, rate=20.0, hours=3.0,

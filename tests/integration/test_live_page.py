@@ -58,6 +58,7 @@ def feed_minutes(api: ApiProcess, first: datetime, stop: threading.Event) -> Non
         minute += timedelta(minutes=1)
 
 
+@pytest.mark.slow
 def test_live_page_follows_the_pipeline(stack, kafka_settings, unique_topics, tmp_path):
     import subprocess
 

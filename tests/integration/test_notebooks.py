@@ -20,8 +20,6 @@ NOTEBOOK_DIR = Path(__file__).resolve().parents[2] / "notebooks"
 NOTEBOOKS = sorted(p for p in NOTEBOOK_DIR.glob("*.ipynb") if ".ipynb_checkpoints" not in p.parts)
 KERNEL_NAME = "txmon-test"
 CELL_TIMEOUT_S = 120
-# Issue 5: executing every notebook takes under two minutes.
-TOTAL_BUDGET_S = 120.0
 
 _durations: dict[str, float] = {}
 _executed: dict[Path, nbformat.NotebookNode] = {}
@@ -103,13 +101,3 @@ def test_checkout_anomalies_include_checkout_2_outage(kernel_env):
     c1 = results["checkout_1"]
     assert c1["low_hours"], "checkout_1's dip not found"
     assert len(c1["anomalous_hours"]) <= 4 and len(c2["anomalous_hours"]) <= 6
-
-
-def test_all_notebooks_within_budget():
-    """Runs last in this module (pytest keeps file order): the sum of the runs above."""
-    missing = [p.name for p in NOTEBOOKS if p.name not in _durations]
-    if missing:
-        pytest.skip(f"not executed in this session: {missing}")
-    total = sum(_durations[p.name] for p in NOTEBOOKS)
-    print(f"notebooks executed in {total:.1f}s: {_durations}")
-    assert total < TOTAL_BUDGET_S, f"notebooks took {total:.0f}s (budget {TOTAL_BUDGET_S:.0f}s)"

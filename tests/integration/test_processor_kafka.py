@@ -68,6 +68,7 @@ def clean_model(tmp_path_factory) -> Path:
     return out
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", REFERENCE)
 def test_reference_day_windows_equal_the_csv_pivot_and_its_surge_alerts(
         name, shared_data, clean_model, kafka_settings, txmon_env, unique_topics, tmp_path):
@@ -105,6 +106,7 @@ def test_reference_day_windows_equal_the_csv_pivot_and_its_surge_alerts(
     assert f"trained on {len(unique_by_id(windows, 'window'))} minutes" in trained
 
 
+@pytest.mark.slow
 def test_sigkill_mid_stream_gives_the_same_windows_and_alerts(shared_data, kafka_settings,
                                                               txmon_env, unique_topics, tmp_path):
     """Two workers read the same transactions as they arrive: one runs undisturbed, the

@@ -14,11 +14,11 @@ from pathlib import Path
 
 import msgspec
 import pandas as pd
-from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 from txmon.config import KafkaSettings, shared_data_dir
 from txmon.contracts import STATUSES, Topics, WindowCount
 from txmon.contracts.topics import ENV_PREFIX
+from txmon.kafka.read import follow
 from txmon.settings import TestSuite
 
 DAY = "2026-03-02"
@@ -28,15 +28,15 @@ OUTPUTS = ("window_counts", "alerts", "dead_letter", "window_partials", "partiti
 def pipeline_env(settings: KafkaSettings, names: Topics, **extra: str) -> dict[str, str]:
     env = dict(os.environ)
     env["KAFKA_BOOTSTRAP_SERVERS"] = settings.bootstrap
-    for field in dataclasses.fields(names):
-        env[ENV_PREFIX + field.name.upper()] = getattr(names, field.name)
+    for field in Topics.model_fields:
+        env[ENV_PREFIX + field.upper()] = getattr(names, field)
     env.update(extra)
     return env
 
 
 def fresh_outputs(names: Topics, tag: str) -> Topics:
     """Same transactions topic, new output topics: a run independent of every other."""
-    return dataclasses.replace(names, **{f: f"{getattr(names, f)}-{tag}" for f in OUTPUTS})
+    return names.model_copy(update={f: f"{getattr(names, f)}-{tag}" for f in OUTPUTS})
 
 
 def slug(prefix: str) -> str:
@@ -46,8 +46,7 @@ def slug(prefix: str) -> str:
 def run_topics(prefix: str) -> Topics:
     """Every topic of the pipeline under a name of this run's own."""
     run = slug(prefix)
-    return Topics(**{f.name: f"{run}-{f.name.replace('_', '-')}"
-                     for f in dataclasses.fields(Topics)})
+    return Topics(**{f: f"{run}-{f.replace('_', '-')}" for f in Topics.model_fields})
 
 
 def reference_data() -> Path:
@@ -167,33 +166,19 @@ class WindowWatch(threading.Thread):
         self.changed = threading.Condition()
 
     def run(self) -> None:
-        consumer = Consumer(self.settings.confluent(**{
-            "group.id": slug("watch"), "enable.auto.commit": False,
-            "enable.partition.eof": False}))
-        try:
-            while not self.stop_event.is_set():
-                meta = consumer.list_topics(self.topic, timeout=5).topics.get(self.topic)
-                if meta is not None and meta.partitions and meta.error is None:
-                    break
-                time.sleep(0.2)  # the worker creates its output topics at start
-            else:
-                return
-            consumer.assign([TopicPartition(self.topic, p, OFFSET_BEGINNING)
-                             for p in meta.partitions])
-            decoder = msgspec.json.Decoder(WindowCount)
-            while not self.stop_event.is_set():
-                for msg in consumer.consume(500, 0.2):
-                    if msg.error() or msg.value() is None:
-                        continue
-                    with self.changed:
-                        window_id = decoder.decode(msg.value()).id
-                        if window_id not in self.ids:
-                            self.ids.add(window_id)
-                            self.arrivals.append(time.monotonic())
-                        self.records += 1
-                        self.changed.notify_all()
-        finally:
-            consumer.close()
+        # The worker creates its output topics at start: follow waits for them.
+        decoder = msgspec.json.Decoder(WindowCount)
+        for batch in follow(self.settings, [self.topic], "watch", stop=self.stop_event):
+            for msg in batch:
+                if msg.value() is None:
+                    continue
+                with self.changed:
+                    window_id = decoder.decode(msg.value()).id
+                    if window_id not in self.ids:
+                        self.ids.add(window_id)
+                        self.arrivals.append(time.monotonic())
+                    self.records += 1
+                    self.changed.notify_all()
 
     def wait_for(self, count: int, timeout: float, alive=lambda: True) -> int:
         deadline = time.monotonic() + timeout

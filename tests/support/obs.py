@@ -18,11 +18,11 @@ from pathlib import Path
 
 import pytest
 import yaml
-from confluent_kafka import Producer
 
 from devstack import monitoring
 from txmon.config import KafkaSettings
 from txmon.contracts import STATUSES, Alert, DeadLetter, DeadLetterReason, WindowCount, encode
+from txmon.kafka.produce import PIPELINE, Sender, producer_config
 from txmon.settings import TestSuite
 
 REPO = Path(__file__).resolve().parents[2]
@@ -103,17 +103,13 @@ def make_dead_letter(reason: str = "unknown_status") -> DeadLetter:
 
 
 def produce(settings: KafkaSettings, topic: str, records, key=lambda r: None) -> None:
-    """Encode structs (or pass raw bytes) to `topic`, all delivered or fail."""
-    producer = Producer(settings.confluent(**{"linger.ms": 5, "enable.idempotence": True}))
-    failures = []
+    """Encode structs (or pass raw bytes) to `topic`, all delivered or DeliveryFailed."""
+    sender = Sender(producer_config(settings, PIPELINE))
     for record in records:
         value = record if isinstance(record, bytes) else encode(record)
         k = key(record)
-        producer.produce(topic, value=value, key=k.encode() if isinstance(k, str) else k,
-                         on_delivery=lambda err, msg: err and failures.append(err))
-        producer.poll(0)
-    producer.flush(30)
-    assert not failures, failures
+        sender.produce(topic, value, k.encode() if isinstance(k, str) else k)
+    sender.settle(30)
 
 
 def window_key(wc) -> str:

@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from evaluation.evaluate import (
     QUICK,
@@ -26,6 +27,7 @@ TXMON = str(Path(sys.executable).with_name("txmon"))
 DAY = datetime(2026, 3, 9, tzinfo=UTC)
 
 
+@pytest.mark.slow
 def test_quick_suite_meets_acceptance(shared_data, tmp_path):
     report = tmp_path / "detection.md"
     report.write_text("# Detection\n\nintro\n\n<!-- evaluate:begin -->\nSTALE-BLOCK\n"

@@ -5,10 +5,14 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
+import tomllib
+from pathlib import Path
 
 import pytest
 
-PACKAGES = ("txmon", "producer", "processor", "exporter", "evaluation", "demo")
+#: The packages the layers contract names: one list, in pyproject.toml.
+PYPROJECT = Path(__file__).resolve().parents[2] / "pyproject.toml"
+PACKAGES = tomllib.loads(PYPROJECT.read_text())["tool"]["importlinter"]["root_packages"]
 
 
 def modules() -> list[str]:

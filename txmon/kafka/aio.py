@@ -5,32 +5,42 @@ broker has acknowledged the record, so an HTTP 200 means the record is durable.
 counted in the poll thread and the request is woken once, by the last of them. A
 future per record would cost a cross-thread wake-up per record; a blocking `flush` per
 request would make concurrent requests wait for each other's records.
+
+The configuration, the wait for room in a full queue and the counting of delivery
+reports are txmon/kafka/produce.py's, as for every txmon producer; the futures are this
+module's. A record that finds the queue full is queued from a worker thread, so the
+event loop serves the other requests meanwhile.
 """
 
 from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from confluent_kafka import KafkaException, Producer
 
 from txmon.config import KafkaSettings
+from txmon.kafka.produce import COMMON, REQUEST, ClientFactory, Sender, Tally, producer_config
 
-#: The API's producer: idempotent (no duplicate on a retry), short linger (a lone /check
-#: waits for it), lz4. The benchmark's bare-producer baseline uses the same.
-PRODUCER_CONFIG: dict[str, object] = {
-    "enable.idempotence": True,
-    "linger.ms": 2,
-    "compression.type": "lz4",
-}
+#: The API's producer settings without the connection: the benchmark's bare-producer
+#: baseline (bench/ingest_api.py) uses the same. Build with
+#: `producer_config(settings, REQUEST)`.
+PRODUCER_CONFIG: dict[str, object] = {**COMMON, **REQUEST}
+
+#: How long a record waiting for room sleeps between tries: the poll thread drains the
+#: queue meanwhile.
+_ROOM_WAIT_S = 0.005
 
 
 class AsyncProducer:
-    def __init__(self, settings: KafkaSettings, **overrides: object):
-        conf = settings.confluent(**{**PRODUCER_CONFIG, **overrides})
-        self._producer = Producer(conf)
+    def __init__(self, settings: KafkaSettings, client: ClientFactory = Producer,
+                 **overrides: object):
+        self._sender = Sender(producer_config(settings, REQUEST, **overrides), client,
+                              wait=lambda: time.sleep(_ROOM_WAIT_S))
+        self._producer = self._sender.client
         self._stop = threading.Event()
         self._poller = threading.Thread(target=self._poll, name="kafka-producer-poll",
                                         daemon=True)
@@ -51,12 +61,7 @@ class AsyncProducer:
             else:
                 loop.call_soon_threadsafe(_settle, done, None)
 
-        while True:
-            try:
-                self._producer.produce(topic, value=value, key=key, on_delivery=on_delivery)
-                break
-            except BufferError:  # local queue full: let the poller drain it
-                await asyncio.sleep(0.01)
+        await self._queue(topic, value, key, on_delivery)
         await done
 
     async def send_all(self, records: Mapping[str, Sequence[tuple[bytes, bytes]]]) -> Delivery:
@@ -64,25 +69,19 @@ class AsyncProducer:
         for all of them. The event loop gets a turn between chunks, so a large batch
         does not stall the other requests while it is being queued."""
         acks = _Acks(asyncio.get_running_loop())
-        produce, delivered = self._producer.produce, acks.delivered
+        offer = self._sender.offer
         for topic, pairs in records.items():
             for start in range(0, len(pairs), _CHUNK):
                 for key, value in pairs[start:start + _CHUNK]:
-                    try:
-                        produce(topic, value, key, on_delivery=delivered)
-                    except BufferError:  # local queue full: wait for the poller, once more
-                        await self._produce_when_room(topic, key, value, delivered)
+                    if not offer(topic, value, key, acks):
+                        await self._queue(topic, value, key, acks)
                 await asyncio.sleep(0)
         return await acks.sealed(sum(len(p) for p in records.values()))
 
-    async def _produce_when_room(self, topic: str, key: bytes, value: bytes, cb) -> None:
-        while True:
-            await asyncio.sleep(0.005)
-            try:
-                self._producer.produce(topic, value, key, on_delivery=cb)
-                return
-            except BufferError:
-                continue
+    async def _queue(self, topic: str, value: bytes, key: bytes | None, on_delivery) -> None:
+        """Queue one record; if the queue is full, wait for room off the event loop."""
+        if not self._sender.offer(topic, value, key, on_delivery):
+            await asyncio.to_thread(self._sender.produce, topic, value, key, on_delivery)
 
     def close(self, timeout: float = 10.0) -> int:
         """Flush and stop; returns how many records were still undelivered."""
@@ -115,26 +114,22 @@ class Delivery:
     first_error: str | None
 
 
-class _Acks:
-    """One batch's delivery reports. `delivered` runs in the poll thread, `sealed` in the
-    event loop; each writes only its own counter and reads the other's, so whichever
-    sees the last report second wakes the batch (twice is harmless, never is not)."""
+class _Acks(Tally):
+    """One batch's delivery reports, counted as every producer's are (`Tally`), in the
+    poll thread; `sealed` runs in the event loop. Each writes only its own counter and
+    reads the other's, so whichever sees the last report second wakes the batch (twice
+    is harmless, never is not)."""
 
-    __slots__ = ("loop", "future", "reported", "failed", "first_error", "expected")
+    __slots__ = ("loop", "future", "expected")
 
     def __init__(self, loop: asyncio.AbstractEventLoop):
+        super().__init__()
         self.loop = loop
         self.future: asyncio.Future = loop.create_future()
-        self.reported = self.failed = 0
-        self.first_error: str | None = None
         self.expected: int | None = None
 
-    def delivered(self, err, msg) -> None:
-        if err is not None:
-            self.failed += 1
-            if self.first_error is None:
-                self.first_error = f"{msg.topic()}: {err.str()}"
-        self.reported += 1
+    def __call__(self, err, msg) -> None:
+        Tally.__call__(self, err, msg)
         if self.reported == self.expected:
             self.loop.call_soon_threadsafe(_settle, self.future, None)
 
