@@ -274,33 +274,18 @@ def stop(proc: subprocess.Popen) -> None:
 def bare_produce(bootstrap: str, keys: list[bytes], values: list[bytes]) -> dict:
     """The floor: the same (key, value) pairs through one confluent-kafka producer with the
     API's settings, a delivery report each (as the API needs), then flush."""
-    from confluent_kafka import Producer
-
-    from txmon.kafka.aio import PRODUCER_CONFIG
+    from txmon.kafka.produce import REQUEST, Sender, producer_config
 
     settings = settings_for(bootstrap)
     topic = fresh_topics(settings, "batch-bare").transactions
-    failed = 0
-
-    def report(err, msg):
-        nonlocal failed
-        failed += err is not None
-
-    producer = Producer(settings.confluent(**PRODUCER_CONFIG, on_delivery=report))
-    producer.produce(topic, values[0], keys[0])  # connection and metadata: untimed
-    producer.flush(30)
+    sender = Sender(producer_config(settings, REQUEST))
+    sender.produce(topic, values[0], keys[0])  # connection and metadata: untimed
+    sender.flush(30)
     start = time.perf_counter()
-    for key, value in zip(keys[1:], values[1:], strict=True):
-        while True:
-            try:
-                producer.produce(topic, value, key)
-                break
-            except BufferError:
-                producer.poll(0.01)
-    left = producer.flush(120)
+    sender.send(topic, keys[1:], values[1:])
+    failed = sender.close(120)
     elapsed = time.perf_counter() - start
-    return {"tx_per_s": (len(values) - 1) / elapsed, "seconds": elapsed,
-            "failed": failed + left}
+    return {"tx_per_s": (len(values) - 1) / elapsed, "seconds": elapsed, "failed": failed}
 
 
 def batch_rows(bootstrap: str, tmp: Path, args) -> tuple[list[dict], dict]:
