@@ -49,8 +49,8 @@ lint: venv
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/lint-imports --no-cache
 
-# What CI runs: ruff, the import layers, every test (unit, integration and faults: one
-# session, one broker).
+# What CI runs: ruff, the import layers, every test (unit, integration and faults) on
+# TEST_WORKERS parallel workers, a broker each.
 # The fault tests record their figures; docs/reliability.md's table is rendered from
 # them. pytest exits 5 when it collects nothing, which fails the target like any error.
 test: system-deps venv kafka-fetch lint

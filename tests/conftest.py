@@ -1,4 +1,5 @@
-"""Shared fixtures: a real Kafka broker for the session, unique topics per test.
+"""Shared fixtures: a real Kafka broker for the session (with pytest-xdist, one per
+worker: topics, groups and ports never clash between them), unique topics per test.
 
 tests/ is laid out by kind: unit/ (pure logic, no broker: `make test-unit`, under a
 minute), integration/ (the real broker, Prometheus, Alertmanager, the CLI) and faults/
