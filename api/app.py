@@ -19,7 +19,6 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from api import batch
 from api.history import History, summary
 from api.live import LiveFeed, mount_live
-from txmon.config import KafkaSettings
 from txmon.contracts import (
     Status,
     Topics,
@@ -32,7 +31,7 @@ from txmon.contracts import (
 from txmon.contracts.minutes import EARLIEST, LATEST
 from txmon.kafka.admin import ensure_topics, pipeline_topics
 from txmon.kafka.aio import AsyncProducer
-from txmon.settings import ApiSettings
+from txmon.settings import ApiSettings, KafkaSettings
 
 
 class CheckRequest(BaseModel):

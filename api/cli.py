@@ -41,9 +41,9 @@ def run_alerts(args: argparse.Namespace) -> int:
 def run_api(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from txmon.config import KafkaSettings
     from txmon.errors import UserError
     from txmon.kafka.admin import require_kafka
+    from txmon.settings import KafkaSettings
 
     cfg = with_flags(ApiSettings.from_env(), args)
     if cfg.workers < 1:

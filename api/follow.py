@@ -9,11 +9,11 @@ from collections.abc import Iterator
 import msgspec
 from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, KafkaError, KafkaException, Message
 
-from txmon.config import KafkaSettings
 from txmon.contracts import Alert, topics
 from txmon.errors import UserError
 from txmon.kafka.admin import require_kafka
 from txmon.kafka.read import follow, read_to_end
+from txmon.settings import KafkaSettings
 
 log = logging.getLogger(__name__)
 

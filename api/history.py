@@ -12,8 +12,8 @@ from collections import OrderedDict, deque
 import msgspec
 
 from api.tail import TopicTail
-from txmon.config import KafkaSettings
 from txmon.contracts import Alert, Topics, WindowCount, minute_key
+from txmon.settings import KafkaSettings
 
 _window_decoder = msgspec.json.Decoder(WindowCount)
 _alert_decoder = msgspec.json.Decoder(Alert)

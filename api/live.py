@@ -21,9 +21,9 @@ from fastapi.staticfiles import StaticFiles
 
 from api.history import History
 from api.tail import TopicTail
-from txmon.config import KafkaSettings
 from txmon.contracts import STATUSES, Alert, DeadLetter, Topics, minute_key
-from txmon.contracts.events import severity_rank
+from txmon.contracts.incidents import fold_incidents
+from txmon.settings import KafkaSettings
 
 STATIC = Path(__file__).with_name("static")
 #: PipelineStalled (prometheus/rules/txmon.yml): no window record for 120 s, held 1 m.
@@ -97,19 +97,16 @@ def _dead_letters(feed: LiveFeed) -> dict:
 
 def open_incidents(alerts: list[Alert]) -> list[dict]:
     """Incidents whose newest record is not `resolved`, newest first, each with the words
-    of its latest record and the worst severity it reached."""
-    by_incident: dict[str, list[Alert]] = {}
-    for a in alerts:
-        by_incident.setdefault(a.incident_id, []).append(a)
+    of its latest record and the worst severity it reached: the fold every reader of the
+    alerts topic shares, so the page and the exporter agree on what is open."""
     rows = []
-    for records in by_incident.values():
-        records.sort(key=lambda a: a.window_start)
-        latest = records[-1]
-        if latest.event == "resolved":
+    for inc in fold_incidents(alerts, keep_alerts=True):
+        if not inc.open:
             continue
-        worst = max((a.severity for a in records), key=severity_rank)
-        since = latest.since or records[0].window_start
-        rows.append({**_alert_row(latest), "severity": worst, "since": since.isoformat(),
+        latest = inc.alerts[-1]
+        since = latest.since or inc.start
+        rows.append({**_alert_row(latest), "severity": inc.severity,
+                     "since": since.isoformat(),
                      "observed": latest.observed, "expected": latest.expected})
     return sorted(rows, key=lambda r: r["since"], reverse=True)
 

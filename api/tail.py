@@ -15,8 +15,8 @@ from typing import Protocol
 
 from confluent_kafka import KafkaException
 
-from txmon.config import KafkaSettings
 from txmon.kafka.read import follow
+from txmon.settings import KafkaSettings
 
 log = logging.getLogger(__name__)
 

@@ -18,7 +18,7 @@ sent in the same step as its count, so these are many samples of the same path) 
 every alert record. Only minutes closed by live traffic count (not the backfill, not the
 last one, which closes by the idle timeout). Baseline, in the same run: one Kafka hop,
 the transactions' own latency from the producer's timestamp to this process's consumer.
-Target (issue 7): alert p99 <= 1 s.
+Target: alert p99 <= 1 s.
 """
 
 from __future__ import annotations

@@ -38,11 +38,11 @@ from support import processor as processor_support  # noqa: E402
 
 from producer.publish import Publisher  # noqa: E402
 from producer.simulate import Scenario, generate  # noqa: E402
-from txmon.config import KafkaSettings  # noqa: E402
 from txmon.contracts import STATUSES, Topics, WindowCount  # noqa: E402
 from txmon.contracts import metrics as m  # noqa: E402
 from txmon.contracts.topics import ENV_PREFIX  # noqa: E402
 from txmon.kafka.admin import ensure_topics, pipeline_topics  # noqa: E402
+from txmon.settings import KafkaSettings  # noqa: E402
 
 TXMON = str(Path(sys.executable).with_name("txmon"))
 WINDOW_MS = 60_000

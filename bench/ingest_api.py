@@ -12,9 +12,9 @@ acknowledged by Kafka), and bench/bare_api.py, FastAPI answering the same JSON w
 doing anything (the floor of this framework on this machine). Load: `wrk` (Debian
 package wrk; C, one thread, keep-alive connections) with the same body for both; without
 wrk, an asyncio httpx client (slower: it competes for the same two cores). Every non-2xx
-answer is counted and reported. Target (issue 7): >= 5,000 req/s per API process.
+answer is counted and reported. Target: >= 5,000 req/s per API process.
 
-Batch ingest (issue 15): one client process posts batches (`--batch-size` records a
+Batch ingest: one client process posts batches (`--batch-size` records a
 request, `--batch-concurrency` requests in flight on keep-alive connections, asyncio
 httpx) of simulated transactions to POST /transactions of a real `txmon api` (NDJSON and
 a JSON array, each with one and two worker processes: `--batch-runs`), each run on fresh

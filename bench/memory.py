@@ -6,7 +6,7 @@ Each size is a fresh `txmon process` over that many preloaded events (bench/pipe
 the peak is the kernel's high-water mark of the process (VmHWM in /proc/PID/status),
 read when every window has closed. The baseline is the smallest run: flat means the
 largest run's peak is within 10 % of it. The default is the issue's 1M-vs-10M
-comparison (a few minutes). Target (issue 7): <= 300 MB, flat.
+comparison (a few minutes). Target: <= 300 MB, flat.
 """
 
 from __future__ import annotations

@@ -41,7 +41,6 @@ from common import (
 from support.kafka import end_offsets
 
 from processor.app import faust_topics
-from processor.config import ProcessorConfig
 from processor.detector import Detector
 from processor.features import LEVEL_MINUTES
 from processor.incidents import IncidentTracker
@@ -49,6 +48,7 @@ from processor.minutes import Minutes, MinuteState
 from processor.windows import WINDOW_MS, MinuteMerger
 from txmon.contracts import WindowPartial, encode
 from txmon.kafka.read import read_range
+from txmon.settings import ProcessorSettings
 
 CLOCK_TICK = os.sysconf("SC_CLK_TCK")
 
@@ -63,7 +63,7 @@ def end_offset(settings, topic: str) -> int:
     return sum(end_offsets(settings, topic).values())
 
 
-def steady_state(partitions: int, cfg: ProcessorConfig, first_ms: int) -> MinuteState:
+def steady_state(partitions: int, cfg: ProcessorSettings, first_ms: int) -> MinuteState:
     """The merge state of a worker long running without a model file: a full warm-up
     history (kept, since a restart re-fits from it) and LEVEL_MINUTES of recent minutes,
     so the record size and the scoring are what a day-old worker has."""
@@ -78,7 +78,7 @@ def steady_state(partitions: int, cfg: ProcessorConfig, first_ms: int) -> Minute
     return state
 
 
-def merge_cost(partials: list[bytes], partitions: int, cfg: ProcessorConfig) -> dict:
+def merge_cost(partials: list[bytes], partitions: int, cfg: ProcessorSettings) -> dict:
     """Seconds per partial of the merge's own work on a steady state: decode, apply
     (closing and scoring minutes), encode the state as the table stores it."""
     decoder = msgspec.json.Decoder(WindowPartial)
@@ -100,8 +100,8 @@ def measure(bootstrap: str, partitions: int, args, work: Path) -> dict:
     settings = settings_for(bootstrap)
     names = fresh_topics(settings, f"merge{partitions}", partitions)
     env = worker_env(bootstrap, names)
-    cfg = ProcessorConfig.from_env()
-    changelog = faust_topics(ProcessorConfig(app_id=env["TXMON_APP_ID"]))[0].name
+    cfg = ProcessorSettings.from_env()
+    changelog = faust_topics(ProcessorSettings(app_id=env["TXMON_APP_ID"]))[0].name
     worker = Worker(env, work, f"merge{partitions}").start()
     feeder = subprocess.Popen(
         [TXMON, "produce", "--rate", str(args.tps), "--topic", names.transactions,

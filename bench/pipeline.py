@@ -303,9 +303,9 @@ def floor(bootstrap: str, n: int, partitions: int = 3, batch: int = 5000) -> dic
 
 def lean_floor(bootstrap: str, n: int, partitions: int = 3, batch: int = 10_000,
                worker_fetch: bool = False) -> dict:
-    """The lean loop (issue 15's yardstick): `consume(10000)`, msgspec-decode to a dict,
-    count per minute prefix of the timestamp string and status. No validation at all:
-    the least Python can do per event on this machine.
+    """The lean loop, the yardstick the processor is measured against: `consume(10000)`,
+    msgspec-decode to a dict, count per minute prefix of the timestamp string and
+    status. No validation at all: the least Python can do per event on this machine.
 
     With librdkafka's defaults it mostly waits on fetches (its CPU time is a fraction of
     its wall time); `worker_fetch` gives it the worker's consumer settings (prefetch and

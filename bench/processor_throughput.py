@@ -5,7 +5,7 @@ bare confluent-kafka loops over the same kind of topic, in the same run.
         [--profile prof.txt] [--json FILE]
 
 Baselines (bench/pipeline.py): the *lean loop* (`consume(10000)`, msgspec to a dict,
-count per minute prefix and status, librdkafka's defaults: issue 15's yardstick), the
+count per minute prefix and status, librdkafka's defaults: the yardstick), the
 same lean loop with the worker's consumer settings (its prefetch and fetch back-off, so
 only the Python work per event differs), and the *struct floor* (decode into
 `Transaction`, datetime parsed). How the worker's time is taken (counting rate,
@@ -13,7 +13,7 @@ close-all time, the idle timeout subtracted) is in bench/pipeline.py. Baselines 
 processor run interleaved `--repeat` times and the best of each counts (the machine is
 shared). `--profile` adds one more processor run recorded by py-spy and prints where its
 time goes (not counted in the figures: sampling slows it).
-Target (issue 15): close every window at >= 75 % of the lean loop, every minute right.
+Target: close every window at >= 75 % of the lean loop, every minute right.
 """
 
 from __future__ import annotations

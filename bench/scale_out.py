@@ -10,7 +10,7 @@ worker holds its share of the partitions to the last one, over that time (rates 
 workers' own counters, summed). The close-all rate (first count to the last minute's
 record, as in processor_throughput.py) is shown too: it includes the rebalance. The
 window counts of both runs must equal the events written, minute by minute.
-Target (issue 7): two workers >= 1.7x one, identical results.
+Target: two workers >= 1.7x one, identical results.
 """
 
 from __future__ import annotations

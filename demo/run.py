@@ -182,9 +182,9 @@ class DemoRun:
         self.state["bootstrap"] = bootstrap
         self.save_state()
         self.env["KAFKA_BOOTSTRAP_SERVERS"] = bootstrap
-        from txmon.config import KafkaSettings
         from txmon.contracts import topics
         from txmon.kafka.admin import ensure_topics, pipeline_topics
+        from txmon.settings import KafkaSettings
 
         with patched_env(self.env):
             ensure_topics(KafkaSettings.from_env(), pipeline_topics(topics()))

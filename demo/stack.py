@@ -14,9 +14,8 @@ import time
 from pathlib import Path
 
 from devstack.processes import port_free, wait_ports_free
-from txmon.config import state_dir
 from txmon.errors import UserError
-from txmon.settings import DemoSettings
+from txmon.settings import DemoSettings, state_dir
 
 HOST = "127.0.0.1"
 EXIT_DOWN = 3

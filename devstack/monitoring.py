@@ -18,7 +18,6 @@ from pathlib import Path
 import yaml
 
 from devstack.processes import pid_alive, port_free, read_pid, terminate, write_pid
-from txmon.config import state_dir
 from txmon.errors import UserError
 from txmon.settings import (
     ApiSettings,
@@ -27,6 +26,7 @@ from txmon.settings import (
     NotifySettings,
     ProcessorSettings,
     default,
+    state_dir,
 )
 
 REPO = Path(__file__).resolve().parent.parent

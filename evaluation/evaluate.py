@@ -55,8 +55,8 @@ from txmon.contracts import (
     WindowCount,
 )
 from txmon.contracts.incidents import fold_incidents
+from txmon.contracts.minutes import DAY_MS, to_ms
 from txmon.contracts.minutes import MINUTE_MS as WINDOW_MS
-from txmon.contracts.minutes import to_ms
 
 #: A detection this long after a label's end still counts for it (resolve + sustain).
 GRACE_MINUTES = 5
@@ -586,7 +586,7 @@ def evaluate_reference(model_path: Path, data_dir: Path) -> list[ReferenceResult
             continue
         windows = windows_from_files([str(path)])
         run = run_windows(model_path, windows)
-        day = windows[0][0] // 86_400_000 * 86_400_000
+        day = windows[0][0] // DAY_MS * DAY_MS
         spans = [(day + _hm(a), day + _hm(b) + WINDOW_MS, group) for a, b, group in periods]
         found = [(a, b, group, any(i.covers({group}, lo, hi) is not None
                                    for i in run.incidents))
@@ -864,8 +864,8 @@ def write_report(path: Path, text: str, command: str) -> None:
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from txmon.config import shared_data_dir
     from txmon.errors import UserError
+    from txmon.settings import shared_data_dir
 
     cases = [c for c in SUITE if not args.quick or c.name in QUICK]
     if args.only:
@@ -901,7 +901,7 @@ def run(args: argparse.Namespace) -> int:
             plot(r.run, f"{c.name}: {specs}", out / f"{c.name}.png",
                  labels=[*sc.labels(), *quiet_labels(c)] if c.expect != "quiet" else [])
         for ref in refs:
-            day = int(ref.run.starts[0]) // 86_400_000 * 86_400_000
+            day = int(ref.run.starts[0]) // DAY_MS * DAY_MS
             spans = [(day + _hm(a), day + _hm(b) + WINDOW_MS) for a, b, _ in REFERENCE[ref.name]]
             plot(ref.run, ref.name, out / f"{Path(ref.name).stem}.png", periods=spans)
         print(f"figures in {out}/")

@@ -13,11 +13,10 @@ from datetime import UTC, date, datetime
 import msgspec
 
 from processor.detector import DEFAULT_FALSE_ALARM_RATE, Detector
-from txmon.config import KafkaSettings
 from txmon.contracts import SCORE_THRESHOLD, STATUS_INDEX, STATUSES, WindowCount, topics
-from txmon.contracts.minutes import to_ms
+from txmon.contracts.minutes import MINUTE_MS, to_ms
 from txmon.errors import UserError
-from txmon.settings import ProcessorSettings, TrainSettings
+from txmon.settings import KafkaSettings, ProcessorSettings, TrainSettings
 
 #: A Monday: simulated training days start here unless told otherwise.
 SIMULATED_START = datetime(2026, 3, 2, tzinfo=UTC)
@@ -36,7 +35,7 @@ def windows_from_files(paths: list[str], day: date | None = None) -> Windows:
         return []
     # Minutes absent from a counts file had no transactions: they are history too.
     first, last = min(per_minute), max(per_minute)
-    return [(t, per_minute.get(t, [0] * len(STATUSES))) for t in range(first, last + 1, 60_000)]
+    return [(t, per_minute.get(t, [0] * len(STATUSES))) for t in range(first, last + 1, MINUTE_MS)]
 
 
 def windows_from_simulation(days: int, rate: float, seed: int) -> Windows:

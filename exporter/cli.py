@@ -56,9 +56,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run_export(args) -> int:
     from exporter.consume import run_exporter
-    from txmon.config import KafkaSettings
     from txmon.contracts import Topics
     from txmon.kafka.admin import require_kafka
+    from txmon.settings import KafkaSettings
 
     cfg = with_flags(ExporterSettings.from_env(), args)
     processor_group = args.processor_group or ProcessorSettings.from_env().app_id
@@ -78,9 +78,9 @@ def run_notify(args) -> int:
 
 def run_grafana_sync(args) -> int:
     from exporter.grafana_sync import run_sync
-    from txmon.config import KafkaSettings
     from txmon.contracts import Topics
     from txmon.errors import UserError
+    from txmon.settings import KafkaSettings
 
     cfg = with_flags(GrafanaSettings.from_env(), args)
     if not cfg.url:
@@ -103,9 +103,9 @@ def run_report(args) -> int:
 
     from exporter.consume import read_topic
     from exporter.report import parse_time, render
-    from txmon.config import KafkaSettings
     from txmon.contracts import Alert, Topics, WindowCount
     from txmon.kafka.admin import require_kafka
+    from txmon.settings import KafkaSettings
 
     settings, names = KafkaSettings.from_env(), Topics.from_env()
     require_kafka(settings)

@@ -23,11 +23,11 @@ from dataclasses import dataclass
 from confluent_kafka import TIMESTAMP_NOT_AVAILABLE, Consumer, KafkaError, KafkaException
 
 from exporter.metrics import PipelineMetrics
-from txmon.config import KafkaSettings
 from txmon.contracts import Topics
 from txmon.errors import UserError
 from txmon.kafka.admin import ensure_topics, pipeline_topics
 from txmon.kafka.read import METADATA_TIMEOUT_S, Tail, read_to_end
+from txmon.settings import KafkaSettings
 
 log = logging.getLogger(__name__)
 

@@ -15,8 +15,8 @@ import threading
 
 from confluent_kafka import Consumer, TopicPartition
 
-from txmon.config import KafkaSettings
 from txmon.kafka.read import watermarks
+from txmon.settings import KafkaSettings
 
 log = logging.getLogger(__name__)
 

@@ -27,30 +27,19 @@ from prometheus_client import (
     Gauge,
     PlatformCollector,
     ProcessCollector,
-    start_http_server,
 )
 
 from exporter.known_labels import start_at_zero
 from txmon.contracts import STATUSES, Alert, DeadLetter, WindowCount
 from txmon.contracts import metrics as m
 from txmon.contracts.incidents import Incident, IncidentFold
+from txmon.settings import ProcessorSettings, default
 
 log = logging.getLogger(__name__)
 
 DEFAULT_RECENT_INCIDENTS = 50
 #: Where an alert record without its own runbook link sends the reader.
-DEFAULT_RUNBOOK_URL = "docs/runbook.md#transactionanomaly"
-
-
-def start_metrics_server(port: int, host: str = "127.0.0.1", registry=None):
-    """Serve /metrics for `registry` (prometheus-client's global one by default) in a
-    daemon thread: the processor and the API call this for their own process metrics.
-
-    Returns the (server, thread) pair; `server.shutdown()` stops it.
-    """
-    from prometheus_client import REGISTRY
-
-    return start_http_server(port, addr=host, registry=registry or REGISTRY)
+DEFAULT_RUNBOOK_URL: str = default(ProcessorSettings, "runbook_url")
 
 
 def _ts(value: datetime) -> float:

@@ -8,10 +8,11 @@
   changelog-backed table, with the offset of the last partial applied; a partial at or
   below that offset was already applied (we crashed before Faust committed): skipped.
 
-Faust's windowed tables and exactly-once mode are not used (see issue 3): windows are
-closed by our own watermark. Ordering rule: everything a state change implies (window
-counts, alerts) is acknowledged by Kafka *before* the state is written, so a crash can
-only cause a re-emission with the same id and content, never a loss.
+Faust's windowed tables and exactly-once mode are not used: windows close on our own
+watermark (event time across partitions), which Faust's wall-clock windows cannot.
+Ordering rule: everything a state change implies (window counts, alerts) is acknowledged
+by Kafka *before* the state is written, so a crash can only cause a re-emission with the
+same id and content, never a loss.
 """
 
 from __future__ import annotations
@@ -25,16 +26,15 @@ import faust
 import msgspec
 from prometheus_client import Counter
 
-from processor.config import ProcessorConfig
 from processor.counting import Counting
 from processor.incidents import IncidentTracker, Policy
 from processor.minutes import Minutes, MinuteState
 from processor.windows import MinuteMerger
-from txmon.config import KafkaSettings
 from txmon.contracts import Topics, WindowPartial, encode
 from txmon.contracts import metrics as m
 from txmon.kafka.admin import TopicSpec
 from txmon.kafka.read import read_range
+from txmon.settings import KafkaSettings, ProcessorSettings
 
 log = logging.getLogger(__name__)
 
@@ -114,7 +114,7 @@ class CountingService(faust.Service):
 class Merging:
     """Stage 2: one record per minute, scored, with its alerts."""
 
-    def __init__(self, settings: KafkaSettings, cfg: ProcessorConfig, table: StateTable,
+    def __init__(self, settings: KafkaSettings, cfg: ProcessorSettings, table: StateTable,
                  source_partitions: int, counts: faust.TopicT, alerts: faust.TopicT):
         self.settings = settings
         self.cfg, self.table = cfg, table
@@ -181,7 +181,7 @@ class Merging:
         self.table.save(partition, MINUTES_KEY, state)
 
 
-def faust_topics(cfg: ProcessorConfig) -> list[TopicSpec]:
+def faust_topics(cfg: ProcessorSettings) -> list[TopicSpec]:
     """The topics Faust would create lazily for the merge app. Created up front: when
     partials arrived before Faust had created its changelog, the merge stalled for good
     ("Topic ...-minutes-changelog not found ... Ignoring missing topic")."""
@@ -192,7 +192,7 @@ def faust_topics(cfg: ProcessorConfig) -> list[TopicSpec]:
     ]
 
 
-def create_app(cfg: ProcessorConfig, settings: KafkaSettings, names: Topics,
+def create_app(cfg: ProcessorSettings, settings: KafkaSettings, names: Topics,
                source_partitions: int) -> faust.App:
     app = faust.App(
         f"{cfg.app_id}-merge",
@@ -222,7 +222,7 @@ def create_app(cfg: ProcessorConfig, settings: KafkaSettings, names: Topics,
     return app
 
 
-def create_worker(cfg: ProcessorConfig, settings: KafkaSettings, names: Topics,
+def create_worker(cfg: ProcessorSettings, settings: KafkaSettings, names: Topics,
                   source_partitions: int, loglevel: str = "INFO") -> faust.Worker:
     app = create_app(cfg, settings, names, source_partitions)
     counting = CountingService(Counting(cfg, settings, names), loop=None)

@@ -29,9 +29,9 @@ def run_process(args: argparse.Namespace) -> int:
     from prometheus_client import start_http_server
 
     from processor.app import create_worker, faust_topics
-    from txmon.config import KafkaSettings
     from txmon.contracts import topics
     from txmon.kafka.admin import ensure_topics, partition_count, pipeline_topics, wait_for_kafka
+    from txmon.settings import KafkaSettings
 
     cfg = with_flags(ProcessorSettings.from_env(), args)
     settings = KafkaSettings.from_env()

@@ -27,10 +27,8 @@ import msgspec
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Message, TopicPartition
 from prometheus_client import Counter, Gauge
 
-from processor.config import ProcessorConfig
 from processor.parse import EventParser
 from processor.windows import PartitionWindows
-from txmon.config import KafkaSettings
 from txmon.contracts import (
     DeadLetter,
     DeadLetterReason,
@@ -43,6 +41,7 @@ from txmon.contracts.minutes import minute_id
 from txmon.kafka import PARTITION_EOF
 from txmon.kafka.produce import PIPELINE, DeliveryFailed, Sender, producer_config
 from txmon.kafka.read import read_to_end
+from txmon.settings import KafkaSettings, ProcessorSettings
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +56,7 @@ WATERMARK = Gauge(m.PROCESSOR_WATERMARK, "Event-time watermark per source partit
 _state_decoder = msgspec.json.Decoder(PartitionWindows)
 
 
-def counting_fetch(cfg: ProcessorConfig) -> dict[str, int]:
+def counting_fetch(cfg: ProcessorSettings) -> dict[str, int]:
     """The counting consumer's prefetch: librdkafka's defaults (100,000 messages a
     partition, up to 64 MiB) made the worker's peak memory grow with the backlog, and
     its 1 s fetch back-off once that smaller prefetch is full left it waiting on the
@@ -69,7 +68,7 @@ def counting_fetch(cfg: ProcessorConfig) -> dict[str, int]:
     }
 
 
-def counting_consumer(cfg: ProcessorConfig, settings: KafkaSettings) -> Consumer:
+def counting_consumer(cfg: ProcessorSettings, settings: KafkaSettings) -> Consumer:
     """The group member: offsets are the state's (see above), committed only for the
     exporter's lag."""
     return Consumer(settings.confluent(**{
@@ -93,7 +92,7 @@ class Counting:
     confluent-kafka Consumer, `producer` a txmon Sender, `read` what reads the state
     topic back; by default the real ones, from the settings."""
 
-    def __init__(self, cfg: ProcessorConfig, settings: KafkaSettings, names: Topics, *,
+    def __init__(self, cfg: ProcessorSettings, settings: KafkaSettings, names: Topics, *,
                  consumer: Consumer | None = None, producer: Sender | None = None,
                  read: ReadTopic = read_to_end):
         self.cfg, self.settings, self.names = cfg, settings, names

@@ -112,7 +112,7 @@ Z_MAX = 40.0
 
 
 def minute_of_day(start_ms: int) -> int:
-    return (start_ms // 60_000) % MINUTES_PER_DAY
+    return (start_ms // MINUTE_MS) % MINUTES_PER_DAY
 
 
 @dataclass
@@ -241,7 +241,7 @@ def expectations(baseline: Baseline, starts: np.ndarray, counts: np.ndarray,
     TODAY_MAX_FACTOR times its usual share: a clear incident right after start-up still
     opens (the demo's), a mix that an hour of history would absorb does not; and the
     sustained evidence of the minutes after does not sum these minutes (`evidence`)."""
-    m = (starts // 60_000) % MINUTES_PER_DAY
+    m = (starts // MINUTE_MS) % MINUTES_PER_DAY
     share = baseline.share[m]
     rising = [IDX[s] for s in RISING]
     if mix_unknown:
@@ -397,7 +397,7 @@ def _sustained(starts: np.ndarray, start_ms: int, known_minutes: int) -> int:
     judged = known_minutes + 1 - LEVEL_MIN_MINUTES  # exact while `recent` is the whole stream
     k = 1
     while (k < min(SUSTAIN_MINUTES, judged) and k < len(starts)
-           and starts[-1 - k] == start_ms - 60_000 * k):
+           and starts[-1 - k] == start_ms - MINUTE_MS * k):
         k += 1
     return k
 

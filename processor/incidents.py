@@ -41,12 +41,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from processor.config import RECOVERY_WINDOW, RUNBOOK_URL
 from processor.detector import FAULT_Z, Verdict, group_z
 from processor.windows import WINDOW_MS
 from txmon.contracts import GROUPS, STATUSES, Alert, worse
 from txmon.contracts.events import severity_rank
-from txmon.contracts.minutes import minute_id, to_datetime
+from txmon.contracts.minutes import DAY_MS, minute_id, to_datetime
+from txmon.settings import ProcessorSettings, default
 
 OPEN_Z = 1.5 * FAULT_Z
 CRITICAL_Z = 3 * FAULT_Z
@@ -62,8 +62,8 @@ TOP_SLICES = 3
 class Policy:
     """How incidents end and where their runbook is: settings, not state."""
 
-    recovery_window: int = RECOVERY_WINDOW
-    runbook_url: str = RUNBOOK_URL
+    recovery_window: int = default(ProcessorSettings, "recovery_window")
+    runbook_url: str = default(ProcessorSettings, "runbook_url")
 
 
 DEFAULT_POLICY = Policy()
@@ -257,7 +257,7 @@ def summarize(inc: OpenIncident, event: str, observed: dict[str, int],
 
 
 def _clock(ms: int, now_ms: int) -> str:
-    same_day = ms // 86_400_000 == (now_ms - 1) // 86_400_000
+    same_day = ms // DAY_MS == (now_ms - 1) // DAY_MS
     return to_datetime(ms).strftime("%H:%M UTC" if same_day else "%Y-%m-%d %H:%M UTC")
 
 

@@ -270,9 +270,9 @@ def run_produce(args) -> int:
     from producer.publish import Publisher
     from producer.simulate import generate
     from producer.stream import Pacer, send_paced
-    from txmon.config import KafkaSettings, state_dir
     from txmon.contracts import topics
     from txmon.kafka.admin import require_kafka
+    from txmon.settings import KafkaSettings, state_dir
 
     make_scenario = _scenario(args)
     settings = KafkaSettings.from_env()
@@ -360,9 +360,9 @@ def run_replay(args) -> int:
     from producer import replay
     from producer.publish import Publisher
     from producer.stream import Pacer, send_paced
-    from txmon.config import KafkaSettings
     from txmon.contracts import STATUSES, topics
     from txmon.kafka.admin import require_kafka
+    from txmon.settings import KafkaSettings
 
     settings = KafkaSettings.from_env()
     require_kafka(settings)

@@ -15,9 +15,9 @@ from dataclasses import dataclass, field
 
 from confluent_kafka import Producer
 
-from txmon.config import KafkaSettings
 from txmon.contracts import DeadLetter, encode
 from txmon.kafka.produce import FULL_WAIT_S, ClientFactory, Sender, bulk, producer_config
+from txmon.settings import KafkaSettings
 
 log = logging.getLogger(__name__)
 

@@ -37,7 +37,7 @@ import numpy as np
 
 from producer.encode import IdFormat, encode_batch
 from txmon.contracts import STATUS_INDEX, STATUSES, Transaction, encode, message_key
-from txmon.contracts.minutes import EARLIEST, LATEST, ONE_MS
+from txmon.contracts.minutes import EARLIEST, LATEST, MINUTE_MS, ONE_MS
 from txmon.errors import UserError
 
 #: The date given to reference-format files (which have none) unless told otherwise.
@@ -305,7 +305,7 @@ def _iso_minute(text: str) -> int:
 def _minute_counts(parsed: ParsedFile) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     if parsed.is_counts:
         return parsed.minute, parsed.status, parsed.count
-    combined = (parsed.ts_ms // 60000) * len(STATUSES) + parsed.status
+    combined = (parsed.ts_ms // MINUTE_MS) * len(STATUSES) + parsed.status
     keys, count = np.unique(combined, return_counts=True)
     return (keys // len(STATUSES)) * 60, keys % len(STATUSES), count
 
@@ -363,7 +363,7 @@ def expand_counts(parsed: ParsedFile) -> tuple[np.ndarray, np.ndarray, np.ndarra
     row = np.repeat(np.arange(len(count)), count)
     rank = np.arange(total, dtype=np.int64) - np.repeat(np.cumsum(count) - count, count)
     n = count[row]
-    ts = parsed.minute[row] * 1000 + ((2 * rank + 1) * 60000) // (2 * n)
+    ts = parsed.minute[row] * 1000 + ((2 * rank + 1) * MINUTE_MS) // (2 * n)
     order = np.argsort(ts, kind="stable")
     return ts[order], parsed.status[row][order], rank[order]
 

@@ -76,8 +76,8 @@ def execute_notebooks(data_dir: Path) -> None:
 
 
 def main() -> int:
-    from txmon.config import shared_data_dir
     from txmon.settings import main as settings_main
+    from txmon.settings import shared_data_dir
 
     data_dir = shared_data_dir()
     step("README configuration table (python -m txmon.settings --update README.md)")

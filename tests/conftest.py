@@ -23,11 +23,10 @@ import pytest
 from support.faults import reference_data
 
 from devstack.kafka.server import BrokerOptions, LocalKafka, free_ports
-from txmon.config import KafkaSettings
 from txmon.contracts import Topics
 from txmon.contracts.topics import ENV_PREFIX
 from txmon.kafka.admin import ensure_topics, pipeline_topics
-from txmon.settings import TestSuite
+from txmon.settings import KafkaSettings, TestSuite
 
 KINDS = ("unit", "integration", "faults")
 

@@ -12,8 +12,8 @@ from support.faults import pipeline_env, run_topics
 from support.kafka import consume_all
 from support.live import ApiProcess
 
-from txmon.config import KafkaSettings
 from txmon.kafka.admin import ensure_topics, pipeline_topics
+from txmon.settings import KafkaSettings
 
 pytestmark = [pytest.mark.timeout(300)]
 

@@ -14,8 +14,8 @@ import pytest
 from support.faults import replay_through, run_topics
 from support.processor import Worker, processor_env, read_windows
 
-from txmon.config import KafkaSettings
 from txmon.kafka.admin import ensure_topics, pipeline_topics
+from txmon.settings import KafkaSettings
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 

@@ -22,9 +22,8 @@ from support.processor import TXMON
 from support.reliability import record
 
 from processor.app import faust_topics
-from processor.config import ProcessorConfig
-from txmon.config import KafkaSettings
 from txmon.kafka.admin import TopicSpec, ensure_topics, pipeline_topics, replicated
+from txmon.settings import KafkaSettings, ProcessorSettings
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1200)]
 
@@ -101,7 +100,7 @@ def test_the_leader_of_the_partials_and_changelog_killed_while_merging(
     names = run_topics("t-merge")
     app_id = slug("victim")
     merge_topics = [s for s in pipeline_topics(names) if s.name == names.window_partials]
-    merge_topics += faust_topics(ProcessorConfig(app_id=app_id))
+    merge_topics += faust_topics(ProcessorSettings(app_id=app_id))
     victim = MERGE_VICTIM
     create_led_by(settings, merge_topics, victim)
     ensure_topics(settings, pipeline_topics(names))

@@ -23,10 +23,10 @@ from support.tls import make_ca, make_server_cert
 
 from devstack.kafka import secure
 from devstack.kafka.server import free_ports
-from txmon.config import KafkaSettings
 from txmon.contracts import STATUSES
 from txmon.kafka import probe_logger
 from txmon.kafka.admin import ensure_topics, pipeline_topics
+from txmon.settings import KafkaSettings
 
 pytestmark = [pytest.mark.timeout(600)]
 

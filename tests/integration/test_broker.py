@@ -29,8 +29,8 @@ from devstack.kafka.server import (
     free_ports,
     port_free,
 )
-from txmon.config import KafkaSettings
 from txmon.kafka.admin import partition_count, pipeline_topics
+from txmon.settings import KafkaSettings
 
 TXMON = [sys.executable, "-m", "txmon.cli"]
 

@@ -80,7 +80,7 @@ def test_librdkafka_lines_go_through_logging_deduplicated(no_broker_env):
     script = (
         "import logging, time\n"
         "from confluent_kafka import Producer\n"
-        "from txmon.config import KafkaSettings\n"
+        "from txmon.settings import KafkaSettings\n"
         "logging.basicConfig(format='LOG %(levelname)s %(name)s: %(message)s')\n"
         "p = Producer(KafkaSettings.from_env().confluent())\n"
         "p.produce('t', b'x')\n"

@@ -12,9 +12,9 @@ from support.obs import wait_for
 
 from devstack.kafka.cluster import LocalCluster
 from devstack.kafka.server import BrokerOptions, free_ports
-from txmon.config import KafkaSettings
 from txmon.contracts import Topics
 from txmon.kafka.admin import ensure_topics, pipeline_topics
+from txmon.settings import KafkaSettings
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(400)]
 

@@ -20,8 +20,8 @@ from support.tls import make_server_cert
 
 from devstack.kafka.cluster import PORT_STEP
 from devstack.kafka.server import free_port, port_free
-from txmon.config import KafkaSettings
 from txmon.kafka import probe_logger
+from txmon.settings import KafkaSettings
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(400)]
 

@@ -11,11 +11,11 @@ from confluent_kafka import Producer
 from support.obs import ExporterProcess, produce, value, wait_for, window_key
 from test_exporter_kafka import commit_processor_offsets, synthetic_windows
 
-from txmon.config import KafkaSettings
 from txmon.contracts import STATUSES, Topics
 from txmon.contracts import metrics as m
 from txmon.contracts.topics import ENV_PREFIX
 from txmon.kafka.admin import ensure_topics, pipeline_topics
+from txmon.settings import KafkaSettings
 
 
 @pytest.mark.timeout(400)

@@ -15,11 +15,10 @@ from pathlib import Path
 import msgspec
 import pandas as pd
 
-from txmon.config import KafkaSettings, shared_data_dir
 from txmon.contracts import STATUSES, Topics, WindowCount
 from txmon.contracts.topics import ENV_PREFIX
 from txmon.kafka.read import follow
-from txmon.settings import TestSuite
+from txmon.settings import KafkaSettings, TestSuite, shared_data_dir
 
 DAY = "2026-03-02"
 OUTPUTS = ("window_counts", "alerts", "dead_letter", "window_partials", "partition_state")

@@ -9,9 +9,9 @@ from dataclasses import dataclass
 from confluent_kafka import KafkaError, KafkaException, Message
 from confluent_kafka.admin import AdminClient
 
-from txmon.config import KafkaSettings
 from txmon.kafka.admin import wait_for_leaders
 from txmon.kafka.read import follow, read_to_end, reader, watermarks
+from txmon.settings import KafkaSettings
 
 
 @dataclass(frozen=True)

@@ -20,10 +20,9 @@ import pytest
 import yaml
 
 from devstack import monitoring
-from txmon.config import KafkaSettings
 from txmon.contracts import STATUSES, Alert, DeadLetter, DeadLetterReason, WindowCount, encode
 from txmon.kafka.produce import PIPELINE, Sender, producer_config
-from txmon.settings import TestSuite
+from txmon.settings import KafkaSettings, TestSuite
 
 REPO = Path(__file__).resolve().parents[2]
 TXMON = str(Path(sys.executable).with_name("txmon"))

@@ -14,8 +14,8 @@ from pathlib import Path
 import msgspec
 
 from support.kafka import consume_all
-from txmon.config import KafkaSettings
 from txmon.contracts import Alert, DeadLetter, WindowCount
+from txmon.settings import KafkaSettings
 
 TXMON = str(Path(sys.executable).with_name("txmon"))
 

@@ -10,19 +10,18 @@ from datetime import UTC, datetime
 import msgspec
 from confluent_kafka import TopicPartition
 
-from processor.config import ProcessorConfig
 from processor.counting import Counting
 from processor.windows import LATE, WINDOW_MS, PartitionWindows, window_start
 from support.fake_kafka import FakeConsumer, FakeMessage, factory
-from txmon.config import KafkaSettings
 from txmon.contracts import STATUS_INDEX, DeadLetter, Topics, WindowPartial
 from txmon.kafka.produce import Sender
+from txmon.settings import KafkaSettings, ProcessorSettings
 
 M = WINDOW_MS
 #: A minute boundary an hour ago: recent enough to be no `future`, old enough for idling.
 T0 = window_start(int(time.time() * 1000)) - 60 * M
 NAMES = Topics()
-CFG = ProcessorConfig(app_id="unit", lateness_s=10.0, idle_timeout_s=15.0)
+CFG = ProcessorSettings(app_id="unit", lateness_s=10.0, idle_timeout_s=15.0)
 
 _partial = msgspec.json.Decoder(WindowPartial)
 _state = msgspec.json.Decoder(PartitionWindows)

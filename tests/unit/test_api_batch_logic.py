@@ -15,11 +15,10 @@ from fastapi import FastAPI
 from support.fake_kafka import factory, too_large
 
 from api.batch import PATH, mount, register
-from txmon.config import KafkaSettings
 from txmon.contracts import DeadLetter, Topics, message_key
 from txmon.contracts.events import decode_transaction
 from txmon.kafka.aio import AsyncProducer, Delivery
-from txmon.settings import ApiSettings
+from txmon.settings import ApiSettings, KafkaSettings
 
 NAMES = Topics()
 NDJSON = "application/x-ndjson"

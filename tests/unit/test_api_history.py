@@ -11,8 +11,8 @@ from support.obs import make_alert, make_dead_letter
 
 from api.history import History
 from api.live import LiveFeed
-from txmon.config import KafkaSettings
 from txmon.contracts import STATUSES, Topics, WindowCount, encode
+from txmon.settings import KafkaSettings
 
 NAMES = Topics()
 SETTINGS = KafkaSettings(bootstrap="broker.invalid:9092")

@@ -14,16 +14,15 @@ import msgspec
 import pytest
 
 from processor.app import CountingService, StateTable, create_app, faust_topics
-from processor.config import ProcessorConfig
-from txmon.config import KafkaSettings
 from txmon.contracts import Topics
+from txmon.settings import KafkaSettings, ProcessorSettings
 
 NOT_JSON = b"\xff\x00{not json"
 
 
 @pytest.fixture
 def app(tmp_path) -> faust.App:
-    cfg = ProcessorConfig(app_id="contract", model_path=None, data_dir=str(tmp_path))
+    cfg = ProcessorSettings(app_id="contract", model_path=None, data_dir=str(tmp_path))
     return create_app(cfg, KafkaSettings(bootstrap="127.0.0.1:1"), Topics(), 1)
 
 
@@ -40,7 +39,7 @@ def test_bytes_typed_table_stores_and_logs_raw_bytes(app):
 
 
 def test_precreated_topics_are_the_ones_faust_uses(app):
-    cfg = ProcessorConfig(app_id="contract", model_path=None)
+    cfg = ProcessorSettings(app_id="contract", model_path=None)
     names = {spec.name for spec in faust_topics(cfg)}
     assert app.tables["minutes"].changelog_topic.get_topic_name() in names
     assert app._leader_assignor._leader_topic_name in names

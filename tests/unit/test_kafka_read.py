@@ -10,9 +10,9 @@ import time
 import pytest
 from confluent_kafka import OFFSET_BEGINNING, KafkaError, KafkaException, TopicPartition
 
-from txmon.config import KafkaSettings
 from txmon.kafka import read
 from txmon.kafka.read import Ends, Tail, reader_config, retry
+from txmon.settings import KafkaSettings
 
 SETTINGS = KafkaSettings(bootstrap="broker.invalid:9092")
 

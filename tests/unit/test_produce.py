@@ -14,7 +14,6 @@ from support.fake_kafka import FakeProducer, factory, too_large
 
 from producer import publish
 from producer.publish import Publisher
-from txmon.config import KafkaSettings
 from txmon.contracts import DeadLetter, DeadLetterReason
 from txmon.kafka.aio import PRODUCER_CONFIG, AsyncProducer
 from txmon.kafka.produce import (
@@ -25,7 +24,7 @@ from txmon.kafka.produce import (
     bulk,
     producer_config,
 )
-from txmon.settings import ProducerSettings
+from txmon.settings import KafkaSettings, ProducerSettings
 
 SETTINGS = KafkaSettings(bootstrap="broker.invalid:9092")
 BIG = b"x" * 2000

@@ -8,9 +8,9 @@ import pandas as pd
 import pytest
 
 from producer import replay
-from txmon.config import shared_data_dir
 from txmon.contracts import STATUSES
 from txmon.contracts.events import decode_transaction
+from txmon.settings import shared_data_dir
 
 
 def _write(tmp_path, name, text: str | bytes):

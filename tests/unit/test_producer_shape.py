@@ -9,8 +9,8 @@ import pytest
 
 from producer import shape
 from producer.replay import counts_frame
-from txmon.config import shared_data_dir
 from txmon.contracts import STATUSES
+from txmon.settings import shared_data_dir
 
 
 @pytest.fixture(scope="module")

@@ -11,11 +11,10 @@ from dataclasses import dataclass, field
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic, TopicMetadata
 
-from txmon.config import KafkaSettings
 from txmon.contracts import Topics
 from txmon.errors import UserError
 from txmon.kafka import TIMED_OUT, TRANSPORT, probe_logger
-from txmon.settings import TopicLayout
+from txmon.settings import KafkaSettings, TopicLayout
 
 log = logging.getLogger(__name__)
 

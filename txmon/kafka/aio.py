@@ -22,8 +22,8 @@ from dataclasses import dataclass
 
 from confluent_kafka import KafkaException, Producer
 
-from txmon.config import KafkaSettings
 from txmon.kafka.produce import COMMON, REQUEST, ClientFactory, Sender, Tally, producer_config
+from txmon.settings import KafkaSettings
 
 #: The API's producer settings without the connection: the benchmark's bare-producer
 #: baseline (bench/ingest_api.py) uses the same. Build with

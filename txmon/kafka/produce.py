@@ -18,8 +18,7 @@ from typing import Any
 
 from confluent_kafka import Producer
 
-from txmon.config import KafkaSettings
-from txmon.settings import ProducerSettings
+from txmon.settings import KafkaSettings, ProducerSettings
 
 #: Every txmon producer: idempotent, so a retry never writes a record twice and a
 #: partition keeps its order (which needs acks=all: nothing is acknowledged that a

@@ -26,9 +26,9 @@ from confluent_kafka import (
     TopicPartition,
 )
 
-from txmon.config import KafkaSettings
 from txmon.kafka import TIMED_OUT
 from txmon.kafka.admin import NOT_READY as TOPIC_NOT_READY
+from txmon.settings import KafkaSettings
 
 #: (topic, partition): a partition, as every reader here keys its bookkeeping.
 Key = tuple[str, int]
