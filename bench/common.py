@@ -76,7 +76,7 @@ def worker_env(bootstrap: str, names: Topics, **extra: str) -> dict[str, str]:
 
 
 def free_port() -> int:
-    from devstack.kafka.server import free_port as fp
+    from devstack.processes import free_port as fp
 
     return fp()
 

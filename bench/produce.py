@@ -60,7 +60,8 @@ class Broker:
     def __enter__(self) -> str:
         if self.bootstrap:
             return self.bootstrap
-        from devstack.kafka.server import LocalKafka, free_port
+        from devstack.kafka.server import LocalKafka
+        from devstack.processes import free_port
 
         data = Path(tempfile.mkdtemp(prefix="txmon-bench-kafka-"))
         self.kafka = LocalKafka(data_dir=data, port=free_port(), controller_port=free_port())

@@ -22,7 +22,8 @@ from pathlib import Path
 import pytest
 from support.faults import reference_data
 
-from devstack.kafka.server import BrokerOptions, LocalKafka, free_ports
+from devstack.kafka.server import BrokerOptions, LocalKafka
+from devstack.processes import free_ports
 from txmon.contracts import Topics
 from txmon.contracts.topics import ENV_PREFIX
 from txmon.kafka.admin import ensure_topics, pipeline_topics

@@ -25,22 +25,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from devstack.kafka.fetch import FetchResult, fetch, java_executable, kafka_home
-
-# free_port(s) and port_free are re-exported: the tests, benchmarks and demo import them
-# from here.
 from devstack.processes import (
     cmdline,
     force_kill,
     pid_alive,
     port_accepts,
+    port_free,
     read_pid,
     terminate,
     wait_ports_free,
     write_pid,
 )
-from devstack.processes import free_port as free_port
-from devstack.processes import free_ports as free_ports
-from devstack.processes import port_free as port_free
 from txmon.errors import UserError
 from txmon.settings import BrokerSettings
 

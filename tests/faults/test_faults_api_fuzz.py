@@ -17,7 +17,7 @@ import pytest
 from support.processor import TXMON
 from support.reliability import record
 
-from devstack.kafka.server import free_port
+from devstack.processes import free_port
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 

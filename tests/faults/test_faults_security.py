@@ -22,7 +22,7 @@ from support.reliability import record
 from support.tls import make_ca, make_server_cert
 
 from devstack.kafka import secure
-from devstack.kafka.server import free_ports
+from devstack.processes import free_ports
 from txmon.contracts import STATUSES
 from txmon.kafka import probe_logger
 from txmon.kafka.admin import ensure_topics, pipeline_topics

@@ -16,7 +16,7 @@ import pytest
 from support.kafka import consume_all
 from support.processor import TXMON
 
-from devstack.kafka.server import free_port
+from devstack.processes import free_port
 from txmon.contracts import DeadLetter, DeadLetterReason
 from txmon.contracts.events import decoder
 

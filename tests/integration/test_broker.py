@@ -21,14 +21,8 @@ from support.kafka import consume_all
 
 from devstack.kafka import kafka_version
 from devstack.kafka.fetch import cached, fetch, java_executable
-from devstack.kafka.server import (
-    BrokerOptions,
-    LocalKafka,
-    cds_archive,
-    free_port,
-    free_ports,
-    port_free,
-)
+from devstack.kafka.server import BrokerOptions, LocalKafka, cds_archive
+from devstack.processes import free_port, free_ports, port_free
 from txmon.kafka.admin import partition_count, pipeline_topics
 from txmon.settings import KafkaSettings
 
@@ -183,7 +177,8 @@ def test_broker_stopped_when_its_owner_dies(tmp_path: Path, kafka_libs: Path) ->
     data = tmp_path / "kafka"
     script = (
         "import os, sys\n"
-        "from devstack.kafka.server import BrokerOptions, LocalKafka, free_ports\n"
+        "from devstack.kafka.server import BrokerOptions, LocalKafka\n"
+        "from devstack.processes import free_ports\n"
         "port, cport = free_ports(2)\n"
         f"k = LocalKafka({str(data)!r}, port=port, controller_port=cport,"
         " options=BrokerOptions(heap='256m', owner_pid=os.getpid()))\n"

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from devstack.kafka.server import free_ports
+from devstack.processes import free_ports
 
 TXMON = str(Path(sys.executable).with_name("txmon"))
 RAW_LIBRDKAFKA = re.compile(r"^%\d", re.M)

@@ -11,7 +11,8 @@ from support.kafka import leaders
 from support.obs import wait_for
 
 from devstack.kafka.cluster import LocalCluster
-from devstack.kafka.server import BrokerOptions, free_ports
+from devstack.kafka.server import BrokerOptions
+from devstack.processes import free_ports
 from txmon.contracts import Topics
 from txmon.kafka.admin import ensure_topics, pipeline_topics
 from txmon.settings import KafkaSettings

@@ -19,7 +19,7 @@ from support.processor import TXMON
 from support.tls import make_server_cert
 
 from devstack.kafka.cluster import PORT_STEP
-from devstack.kafka.server import free_port, port_free
+from devstack.processes import free_port, port_free
 from txmon.kafka import probe_logger
 from txmon.settings import KafkaSettings
 

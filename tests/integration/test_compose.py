@@ -431,7 +431,7 @@ def test_services_start_and_pass_their_healthchecks(built, txmon_env, tmp_path):
     container changes is translated: the broker address, the state volume's path, free
     ports instead of the fixed ones, and loopback instead of 0.0.0.0 (tests bind nothing
     else); the static tests above check the 0.0.0.0 variables themselves."""
-    from devstack.kafka.server import free_port
+    from devstack.processes import free_port
 
     state = tmp_path / "compose-state"
     state.mkdir()

@@ -14,9 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from devstack.kafka.server import free_ports, port_free
 from devstack.monitoring import alertmanager_binary, prometheus_binary
-from devstack.processes import pid_alive
+from devstack.processes import free_ports, pid_alive, port_free
 
 PORT_VARS = ("TXMON_API_PORT", "TXMON_PROCESSOR_METRICS_PORT", "TXMON_EXPORTER_PORT",
              "TXMON_NOTIFY_PORT", "TXMON_PROMETHEUS_PORT", "TXMON_ALERTMANAGER_PORT")
