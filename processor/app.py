@@ -29,6 +29,7 @@ from prometheus_client import Counter
 from processor.counting import Counting
 from processor.incidents import IncidentTracker, Policy
 from processor.minutes import Minutes, MinuteState
+from processor.state_schema import StateSchema
 from processor.windows import MinuteMerger
 from txmon.contracts import Topics, WindowPartial, encode
 from txmon.contracts import metrics as m
@@ -42,7 +43,7 @@ WINDOWS_EMITTED = Counter(m.PROCESSOR_WINDOWS_EMITTED_TOTAL.removesuffix("_total
                           "Closed minutes emitted by this worker")
 
 MINUTES_KEY = b"minutes"
-_minutes_decoder = msgspec.json.Decoder(MinuteState)
+_minutes_schema = StateSchema("minutes", MinuteState)
 _partial_decoder = msgspec.json.Decoder(WindowPartial)
 
 
@@ -70,13 +71,13 @@ class StateTable:
     (which has no current event) can persist too.
     """
 
-    def __init__(self, table: faust.Table, decoder: msgspec.json.Decoder):
+    def __init__(self, table: faust.Table, schema: StateSchema):
         self.table = table
-        self.decoder = decoder
+        self.schema = schema
 
     def load(self, key: bytes):
         raw = self.table.data.get(key)
-        return None if raw is None else self.decoder.decode(raw)
+        return None if raw is None else self.schema.decode(raw)
 
     def save(self, partition: int, key: bytes, state) -> None:
         raw = encode(state)
@@ -99,7 +100,7 @@ class CountingService(faust.Service):
         except BaseException:
             # Counting without its state would lose or double-count: die, and let the
             # restart resume from the stored state.
-            log.critical("counting thread failed: stopping the worker")
+            log.critical("counting thread failed: stopping the worker", exc_info=True)
             logging.shutdown()
             os._exit(1)
 
@@ -211,7 +212,7 @@ def create_app(cfg: ProcessorSettings, settings: KafkaSettings, names: Topics,
     counts = raw_topic(app, names.window_counts)
     alerts = raw_topic(app, names.alerts)
     minute_table = raw_table(app, "minutes", 1)
-    merging = Merging(settings, cfg, StateTable(minute_table, _minutes_decoder),
+    merging = Merging(settings, cfg, StateTable(minute_table, _minutes_schema),
                       source_partitions, counts, alerts)
 
     @app.agent(partials, name="merge-minutes")

@@ -23,11 +23,11 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 
-import msgspec
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Message, TopicPartition
 from prometheus_client import Counter, Gauge
 
 from processor.parse import EventParser
+from processor.state_schema import StateSchema
 from processor.windows import PartitionWindows
 from txmon.contracts import (
     DeadLetter,
@@ -53,7 +53,7 @@ EVENTS = Counter(m.PROCESSOR_EVENTS_TOTAL.removesuffix("_total"),
 WATERMARK = Gauge(m.PROCESSOR_WATERMARK, "Event-time watermark per source partition",
                   ["partition"])
 
-_state_decoder = msgspec.json.Decoder(PartitionWindows)
+_states = StateSchema("partition", PartitionWindows)
 
 
 def counting_fetch(cfg: ProcessorSettings) -> dict[str, int]:
@@ -116,7 +116,7 @@ class Counting:
         for msg in self.read(self.settings, self.names.partition_state,
                              f"{self.cfg.app_id}-state"):
             if msg.key() in wanted and msg.value() is not None:
-                found[int(msg.key())] = _state_decoder.decode(msg.value())
+                found[int(msg.key())] = _states.decode(msg.value())
         return found
 
     def _on_assign(self, consumer: Consumer, tps: list[TopicPartition]) -> None:

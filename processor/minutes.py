@@ -12,7 +12,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from processor import levels
+from processor import levels, state_schema
 from processor.detector import Detector, Signals, Verdict
 from processor.features import APPROVED, LEVEL_MINUTES, minute_of_day
 from processor.incidents import DEFAULT_POLICY, IncidentTracker, Policy
@@ -49,6 +49,8 @@ class MinuteState:
     sources: SourceWatch = field(default_factory=SourceWatch)
     #: Suspect and watched terminals (processor/slices.py).
     slices: SliceWatch = field(default_factory=SliceWatch)
+    #: Which shape of this record a reader expects (processor/state_schema.py).
+    schema: int = state_schema.CURRENT
 
 
 @dataclass

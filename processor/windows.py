@@ -19,6 +19,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from processor import state_schema
 from processor.sketch import HeavyHitters
 from txmon.contracts.minutes import LATE_SLOT, MINUTE_MS, minute_id
 from txmon.contracts.statuses import STATUS_INDEX
@@ -73,6 +74,8 @@ class PartitionWindows:
     #: Per window start, open or closed, its terminals' summary (`slice_batch`), as
     #: wire rows at rest (`pack`); live summaries are kept beside, in `_live`.
     slices: dict[int, Wire] = field(default_factory=dict)
+    #: Which shape of this record a reader expects (processor/state_schema.py).
+    schema: int = state_schema.CURRENT
 
     def seen(self, offset: int) -> bool:
         return offset <= self.last_offset
