@@ -52,6 +52,7 @@ def consume_all(
     *,
     expected: int | None = None,
     timeout: float = 60.0,
+    **overrides: object,
 ) -> list[Record]:
     """Everything in `topic` from the beginning up to its end offsets at call time (none
     for a topic that does not exist yet), or, with `expected`, the records as they come
@@ -59,7 +60,8 @@ def consume_all(
     if expected is None:
         try:
             return [Record.of(msg) for msg in read_to_end(
-                settings, topic, "test", deadline_s=timeout, on_error=lambda err: None)]
+                settings, topic, "test", deadline_s=timeout, on_error=lambda err: None,
+                **overrides)]
         except KafkaException as exc:
             if exc.args[0].code() == KafkaError.UNKNOWN_TOPIC_OR_PART:
                 return []

@@ -59,6 +59,9 @@ def reader_config(settings: KafkaSettings, purpose: str, **overrides: object) ->
         "enable.auto.commit": False,
         "enable.partition.eof": False,
         "auto.offset.reset": "earliest",
+        # Records of aborted or open transactions are never read (librdkafka's default,
+        # said here because exactly-once output depends on it).
+        "isolation.level": "read_committed",
         **overrides,
     })
 
@@ -177,12 +180,13 @@ def _drain(consumer: Consumer, ends: Ends, deadline: float, on_error: OnError,
 
 def read_to_end(settings: KafkaSettings, topic: str, purpose: str = "txmon-read",
                 timeout: float = WATERMARK_TIMEOUT_S, *, deadline_s: float | None = None,
-                on_error: OnError = None) -> Iterator[Message]:
+                on_error: OnError = None, **overrides: object) -> Iterator[Message]:
     """Every record now in `topic` (none written after the look), in offset order within
     each partition. KafkaException for a topic that does not exist and, unless
-    `on_error` takes them, for error events; TimeoutError after `deadline_s`."""
+    `on_error` takes them, for error events; TimeoutError after `deadline_s`.
+    `overrides` are the reader's (`reader_config`)."""
     deadline = math.inf if deadline_s is None else time.monotonic() + deadline_s
-    consumer = reader(settings, purpose)
+    consumer = reader(settings, purpose, **overrides)
     try:
         ends = Ends({(topic, p): m for p, m in _existing(consumer, topic, timeout).items()})
         yield from _drain(consumer, ends, deadline, on_error)

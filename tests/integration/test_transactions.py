@@ -1,0 +1,81 @@
+"""txmon.kafka.transact on the real broker: a batch is visible to read_committed readers
+whole or not at all, concurrent batches share transactions, and a writer whose id was
+taken over is fenced."""
+
+from __future__ import annotations
+
+import concurrent.futures
+
+from support.kafka import consume_all
+
+from txmon.kafka.produce import REQUEST, producer_config
+from txmon.kafka.transact import TransactionalWriter, transactional_id
+
+MISSING = "no-such-topic-for-transactions"
+
+
+def writer(settings, tid: str | None = None, **kw) -> TransactionalWriter:
+    config = producer_config(settings, REQUEST,
+                             **{"transactional.id": tid or transactional_id("test"),
+                                "transaction.timeout.ms": 10_000})
+    return TransactionalWriter(config, commit_timeout_s=15, **kw)
+
+
+def values(settings, topic: str, committed: bool = True) -> list[bytes]:
+    level = "read_committed" if committed else "read_uncommitted"
+    return [m.value for m in consume_all(settings, topic, **{"isolation.level": level})]
+
+
+def test_concurrent_batches_are_each_written_once_and_whole(kafka_settings, unique_topics):
+    w = writer(kafka_settings)
+    topic = unique_topics.transactions
+    batches = [[(b"k%d" % i, b"%d-%d" % (b, i)) for i in range(500)] for b in range(20)]
+    futures = [w.submit({topic: batch}) for batch in batches]
+    outcomes = [f.result(60) for f in futures]
+    w.close()
+    assert {o.state for o in outcomes} == {"committed"}
+    assert [o.records for o in outcomes] == [500] * 20
+    got = values(kafka_settings, topic)
+    assert sorted(got) == sorted(v for batch in batches for _, v in batch)
+
+
+def test_a_failed_batch_is_invisible_to_read_committed_readers(kafka_settings, unique_topics):
+    w = writer(kafka_settings)
+    topic = unique_topics.transactions
+    bad = w.submit({topic: [(b"k", b"written-then-aborted")] * 50,
+                    MISSING: [(b"k", b"nowhere")]}).result(60)
+    good = w.submit({topic: [(b"k", b"kept")]}).result(60)
+    w.close()
+    assert bad.state == "aborted" and bad.error, bad
+    assert good.committed
+    assert values(kafka_settings, topic) == [b"kept"]
+    # The aborted records did reach the log: only the transaction hides them.
+    assert values(kafka_settings, topic, committed=False).count(b"written-then-aborted") == 50
+
+
+def test_a_writer_whose_id_is_taken_over_is_fenced(kafka_settings, unique_topics):
+    tid = transactional_id("fence")
+    old = writer(kafka_settings, tid)
+    topic = unique_topics.transactions
+    assert old.submit({topic: [(b"k", b"before")]}).result(60).committed
+    new = writer(kafka_settings, tid)
+    zombie = old.submit({topic: [(b"k", b"zombie")]}).result(60)
+    assert zombie.state == "aborted" and "fenced" in zombie.error.lower(), zombie
+    assert new.submit({topic: [(b"k", b"after")]}).result(60).committed
+    # The zombie stays fenced: it never takes the id back from the newer writer.
+    assert old.submit({topic: [(b"k", b"zombie again")]}).result(60).state == "aborted"
+    assert new.submit({topic: [(b"k", b"still mine")]}).result(60).committed
+    old.close()
+    new.close()
+    assert values(kafka_settings, topic) == [b"before", b"after", b"still mine"]
+
+
+def test_batches_from_many_threads_share_transactions(kafka_settings, unique_topics):
+    w = writer(kafka_settings)
+    topic = unique_topics.transactions
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        outcomes = list(pool.map(
+            lambda i: w.submit({topic: [(b"k", b"%d" % i)]}).result(60), range(200)))
+    w.close()
+    assert all(o.committed for o in outcomes)
+    assert sorted(values(kafka_settings, topic), key=int) == [b"%d" % i for i in range(200)]

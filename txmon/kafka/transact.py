@@ -1,0 +1,226 @@
+"""Writing batches all or nothing: Kafka transactions, shared by concurrent callers.
+
+A transactional producer runs one transaction at a time, and a commit costs a round
+trip to the transaction coordinator and to every partition written. So batches are
+group-committed: whatever batches are waiting when a transaction starts go into it
+together, and each caller learns the outcome of the transaction its batch was in. A
+batch is never split across transactions, so a read_committed consumer sees all of it
+or none of it.
+
+The outcomes a caller can get (`Outcome`):
+- committed: every record is written, once;
+- aborted: nothing of it is or will become visible (the transaction was aborted, or
+  never began);
+- unknown: the commit was sent but its answer did not come before the deadline. The
+  transaction may yet commit; the writer resolves it (re-sending the commit, or
+  fencing its own old transaction with a new producer of the same transactional.id)
+  before it starts another, so a later read of the topic is the truth. Records that
+  must say whether a batch was written (an idempotency key) are written in the same
+  transaction, so a retry can find out.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import logging
+import queue
+import threading
+import time
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from confluent_kafka import KafkaError, KafkaException, Producer
+
+from txmon.kafka.produce import ClientFactory
+
+__all__ = ["Outcome", "TransactionalWriter", "transactional_id"]
+
+log = logging.getLogger(__name__)
+
+Records = Mapping[str, Sequence[tuple[bytes, bytes]]]
+
+#: Batches grouped into one transaction at most: bounds the records a failed
+#: transaction takes down with it and the time before its callers hear.
+GROUP_RECORDS = 200_000
+#: Errors that mean another producer now holds this transactional.id.
+FENCED = frozenset({KafkaError._FENCED,  # noqa: SLF001 (librdkafka's local codes)
+                    KafkaError.PRODUCER_FENCED})
+#: How long a record waiting for room in the local queue sleeps between tries.
+ROOM_WAIT_S = 0.005
+
+
+def transactional_id(prefix: str) -> str:
+    """A process's own id: two API processes must never share one (each would fence
+    the other's transactions). A crashed process's open transaction is aborted by the
+    broker after `transaction.timeout.ms`."""
+    return f"{prefix}-{uuid.uuid4().hex[:12]}"
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What happened to a batch: `committed`, `aborted` or `unknown`, and why not."""
+
+    state: str
+    records: int
+    error: str | None = None
+
+    @property
+    def committed(self) -> bool:
+        return self.state == "committed"
+
+
+@dataclass
+class _Batch:
+    records: Records
+    future: concurrent.futures.Future = field(default_factory=concurrent.futures.Future)
+
+    @property
+    def size(self) -> int:
+        return sum(len(pairs) for pairs in self.records.values())
+
+
+class TransactionalWriter:
+    """One transactional producer, one writer thread, batches from any thread.
+
+    `config` is a producer configuration with a `transactional.id`; `commit_timeout_s`
+    bounds how long a caller waits for its transaction's outcome."""
+
+    def __init__(self, config: Mapping[str, object], client: ClientFactory = Producer,
+                 commit_timeout_s: float = 30.0, init_timeout_s: float = 60.0):
+        if "transactional.id" not in config:
+            raise ValueError("a transactional writer needs a transactional.id")
+        self.config, self.client = dict(config), client
+        self.commit_timeout_s, self.init_timeout_s = commit_timeout_s, init_timeout_s
+        self._queue: queue.Queue[_Batch | None] = queue.Queue()
+        self._producer = self._new_producer()
+        self._unresolved = False
+        self._fenced: str | None = None
+        self._thread = threading.Thread(target=self._run, name="kafka-transactions",
+                                        daemon=True)
+        self._thread.start()
+
+    def submit(self, records: Records) -> concurrent.futures.Future:
+        """The batch's future `Outcome`, once its transaction is over."""
+        batch = _Batch(records)
+        self._queue.put(batch)
+        return batch.future
+
+    def close(self, timeout: float = 10.0) -> None:
+        self._queue.put(None)
+        self._thread.join(timeout)
+        self._producer.flush(timeout)
+
+    def _new_producer(self):
+        producer = self.client(self.config)
+        producer.init_transactions(self.init_timeout_s)
+        return producer
+
+    def _run(self) -> None:
+        while (group := self._take()) is not None:
+            outcome = self._write(group)
+            for batch in group:
+                batch.future.set_result(Outcome(outcome.state, batch.size, outcome.error))
+
+    def _take(self) -> list[_Batch] | None:
+        first = self._queue.get()
+        if first is None:
+            return None
+        group, records = [first], first.size
+        while records < GROUP_RECORDS:
+            try:
+                batch = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if batch is None:
+                self._queue.put(None)  # stop after this group
+                break
+            group.append(batch)
+            records += batch.size
+        return group
+
+    def _write(self, group: list[_Batch]) -> Outcome:
+        total = sum(b.size for b in group)
+        if self._fenced:
+            return Outcome("aborted", total, f"fenced by a newer writer: {self._fenced}")
+        if self._unresolved and not self._resolve():
+            return Outcome("aborted", total, "an earlier transaction is still unresolved")
+        try:
+            self._producer.begin_transaction()
+            for batch in group:
+                self._produce(batch.records)
+        except KafkaException as exc:
+            return Outcome("aborted", total, self._abort(exc.args[0].str()))
+        except BufferError as exc:
+            return Outcome("aborted", total, self._abort(f"local queue full: {exc}"))
+        return self._commit(total)
+
+    def _produce(self, records: Records) -> None:
+        produce, poll = self._producer.produce, self._producer.poll
+        deadline = time.monotonic() + self.commit_timeout_s
+        for topic, pairs in records.items():
+            for key, value in pairs:
+                while True:
+                    try:
+                        produce(topic, value, key)
+                        break
+                    except BufferError:
+                        if time.monotonic() > deadline:
+                            raise
+                        poll(ROOM_WAIT_S)
+
+    def _commit(self, total: int) -> Outcome:
+        try:
+            self._producer.commit_transaction(self.commit_timeout_s)
+            return Outcome("committed", total)
+        except KafkaException as exc:
+            err: KafkaError = exc.args[0]
+        if err.txn_requires_abort():
+            return Outcome("aborted", total, self._abort(err.str()))
+        if err.fatal():  # the coordinator has aborted it
+            self._after_fatal(err)
+            return Outcome("aborted", total, err.str())
+        if err.retriable():  # librdkafka's advice: send the commit again
+            try:
+                self._producer.commit_transaction(self.commit_timeout_s)
+                return Outcome("committed", total)
+            except KafkaException as again:
+                err = again.args[0]
+        self._unresolved = True
+        return Outcome("unknown", total, err.str())
+
+    def _resolve(self) -> bool:
+        """Settles a transaction whose outcome is unknown, or whose abort failed: a new
+        producer of the same id, whose init completes a commit that reached the
+        coordinator and aborts anything else. False while the broker cannot say."""
+        return self._replace()
+
+    def _abort(self, reason: str) -> str:
+        """Aborts the open transaction; returns `reason`, the caller's answer."""
+        try:
+            self._producer.abort_transaction(self.commit_timeout_s)
+        except KafkaException as again:
+            log.warning("abort failed: %s", again.args[0].str())
+            if not again.args[0].fatal() or not self._after_fatal(again.args[0]):
+                self._unresolved = True
+        return reason
+
+    def _after_fatal(self, err: KafkaError) -> bool:
+        """A new producer, unless this one was fenced: then another process holds its
+        transactional.id, and taking it back would fence that one in turn."""
+        if err.code() in FENCED:
+            self._fenced = err.str()
+            return False
+        return self._replace()
+
+    def _replace(self) -> bool:
+        """A fresh producer with the same transactional.id: its init fences this one
+        and aborts whatever transaction it left open."""
+        try:
+            self._producer = self._new_producer()
+            self._unresolved = False
+            return True
+        except KafkaException as exc:
+            log.error("cannot start a transactional producer: %s", exc.args[0].str())
+            self._unresolved = True
+            return False
