@@ -21,6 +21,10 @@ class Topics(Group):
     partition_state: str = setting(
         "TXMON_TOPIC_PARTITION_STATE", "txmon-partition-state",
         "internal topic: the counting stage's state per source partition (compacted)")
+    idempotency: str = setting(
+        "TXMON_TOPIC_IDEMPOTENCY", "txmon-idempotency",
+        "internal topic: the answer to each POST /transactions batch sent with an "
+        "Idempotency-Key, written in the batch's own transaction (compacted)")
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Topics:

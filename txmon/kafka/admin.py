@@ -69,6 +69,11 @@ def pipeline_topics(names: Topics) -> list[TopicSpec]:
         TopicSpec(names.window_counts, 1, replication, keep),
         TopicSpec(names.alerts, 1, replication, keep),
         TopicSpec(names.dead_letter, 1, replication),
+        # The latest answer per key, for as long as a retry may come.
+        TopicSpec(names.idempotency, 1, replication, {
+            "cleanup.policy": "compact,delete",
+            "retention.ms": str(layout.idempotency_hours * 3600_000),
+            "segment.ms": str(3600_000)}),
     ]
 
 
