@@ -94,11 +94,27 @@ def setting(var: str, default: Any, doc: str, *, derive: Derive | None = None,
             shown: str | None = None, secret: bool = False) -> Any:
     """A field read from `var`. `derive` computes a default that depends on other
     variables (the state dir); `shown` is how the README writes such a default; a
-    `secret` (a password, a token) is left out of repr, and so of logs and tracebacks."""
+    `secret` (a password, a token) is masked in repr, and so in logs and tracebacks."""
     if derive is not None:
         _DERIVED[var] = derive
-    return Field(default, validation_alias=var, description=doc, repr=not secret,
-                 json_schema_extra={"shown": shown} if shown else None)
+    extra = {**({"shown": shown} if shown else {}), **({"secret": True} if secret else {})}
+    return Field(default, validation_alias=var, description=doc, json_schema_extra=extra or None)
+
+
+#: What a set secret looks like in a repr: that it is set, never what it is.
+MASK = "***"
+#: librdkafka properties whose values are secrets (KafkaSettings.extra).
+_SECRET_PROPERTY = re.compile(r"password|secret|private|token", re.IGNORECASE)
+
+
+def masked(value: Any, f: FieldInfo) -> Any:
+    """`value` as a repr may show it."""
+    extra = f.json_schema_extra if isinstance(f.json_schema_extra, dict) else {}
+    if extra.get("secret"):
+        return None if value is None else MASK
+    if isinstance(value, dict):
+        return {k: MASK if _SECRET_PROPERTY.search(str(k)) else v for k, v in value.items()}
+    return value
 
 
 def variable(f: FieldInfo) -> str | None:
@@ -160,6 +176,10 @@ class Group(BaseSettings):
     def from_env(cls, env: Mapping[str, str] | None = None) -> Self:
         """This group from `env` (os.environ by default): see `load`."""
         return load(cls, env)
+
+    def __repr_args__(self):
+        for name, f in type(self).model_fields.items():
+            yield name, masked(getattr(self, name), f)
 
 
 G = TypeVar("G", bound=Group)
@@ -346,6 +366,10 @@ class TopicLayout(Group):
     partials_retention_hours: Integer = setting(
         "TXMON_PARTIALS_RETENTION_HOURS", 24,
         "retention of the internal partials topic, which the merge re-reads after a restart")
+    idempotency_hours: Integer = setting(
+        "TXMON_IDEMPOTENCY_HOURS", 24,
+        "how long POST /transactions remembers an `Idempotency-Key` and its answer (the "
+        "idempotency topic's retention, and the API's memory of it)")
 
 
 class BrokerSettings(Group):
@@ -475,6 +499,10 @@ class ApiSettings(Group):
         "TXMON_API_DELIVERY_TIMEOUT_MS", 300_000,
         "a record the broker has not acknowledged by then fails its request (POST "
         "/transactions 503, /check 500); librdkafka's own default")
+    transaction_timeout_ms: Integer = setting(
+        "TXMON_API_TRANSACTION_TIMEOUT_MS", 30_000,
+        "longest a POST /transactions batch's Kafka transaction may stay open; after an "
+        "API crash, read_committed consumers wait up to this for its open transaction")
     workers: Integer = setting(
         "TXMON_API_WORKERS", 1,
         "`api --workers`: uvicorn worker processes sharing the port (each its own producer)")

@@ -18,6 +18,7 @@ from txmon.settings import (
     ApiSettings,
     BrokerSettings,
     DemoSettings,
+    KafkaSettings,
     Paths,
     ProcessorSettings,
     export,
@@ -160,3 +161,15 @@ def test_the_cli_names_a_malformed_variable(argv, variable, message, tmp_path):
     assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
     if argv[0] == "demo":
         assert not any(tmp_path.iterdir()), "the demo started something"
+
+
+def test_secrets_are_masked_in_repr_and_str_but_kept_for_the_clients():
+    kafka = KafkaSettings.from_env({"KAFKA_SASL_USERNAME": "svc", "KAFKA_SASL_PASSWORD": "pw-1"})
+    kafka = kafka.model_copy(update={"extra": {"ssl.key.password": "pw-2", "linger.ms": "5"}})
+    api = ApiSettings.from_env({"TXMON_API_TOKEN": "tok-3"})
+    shown = " ".join([repr(kafka), str(kafka), repr(api), f"{api}"])
+    assert not {"pw-1", "pw-2", "tok-3"} & set(shown.replace("'", " ").split()), shown
+    assert "sasl_password='***'" in repr(kafka) and "token='***'" in repr(api)
+    assert "'linger.ms': '5'" in repr(kafka) and "sasl_username='svc'" in repr(kafka)
+    assert kafka.confluent()["sasl.password"] == "pw-1"
+    assert "token=None" in repr(ApiSettings.from_env({}))
