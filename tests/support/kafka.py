@@ -13,6 +13,9 @@ from txmon.kafka.admin import wait_for_leaders
 from txmon.kafka.read import follow, read_to_end, reader, watermarks
 from txmon.settings import KafkaSettings
 
+UNCOMMITTED = "read_uncommitted"
+SETTLE_POLL_S = 0.1
+
 
 @dataclass(frozen=True)
 class Record:
@@ -38,12 +41,28 @@ def leaders(settings: KafkaSettings, topic: str, timeout: float = 30.0) -> dict[
     return {p: part.leader for p, part in meta.partitions.items()}
 
 
-def end_offsets(settings: KafkaSettings, topic: str, timeout: float = 30.0) -> dict[int, int]:
+def end_offsets(settings: KafkaSettings, topic: str, timeout: float = 30.0,
+                **overrides: object) -> dict[int, int]:
     """Each partition's end offset, once every partition has a leader to ask; {} for a
-    topic that does not exist (yet): nothing to read."""
-    with closing(reader(settings, "probe")) as consumer:
+    topic that does not exist (yet): nothing to read. A read_committed reader's end is
+    the last stable offset, before the first transaction still open."""
+    with closing(reader(settings, "probe", **overrides)) as consumer:
         marks = watermarks(consumer, topic, timeout) or {}
     return {p: high for p, (_, high) in marks.items()}
+
+
+def settle(settings: KafkaSettings, topic: str, timeout: float = 60.0) -> None:
+    """Waits until no transaction is open on `topic`: a commit returns once the
+    coordinator decided it, and the markers that make its records visible to
+    read_committed readers reach the partitions a moment later."""
+    deadline = time.monotonic() + timeout
+    while True:
+        stable = end_offsets(settings, topic, timeout)
+        if stable == end_offsets(settings, topic, timeout, **{"isolation.level": UNCOMMITTED}):
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{topic}: transactions still open after {timeout}s")
+        time.sleep(SETTLE_POLL_S)
 
 
 def consume_all(
@@ -58,6 +77,8 @@ def consume_all(
     for a topic that does not exist yet), or, with `expected`, the records as they come
     until that many arrived and then none for half a second (waiting up to `timeout`)."""
     if expected is None:
+        if overrides.get("isolation.level") != UNCOMMITTED:
+            settle(settings, topic, timeout)
         try:
             return [Record.of(msg) for msg in read_to_end(
                 settings, topic, "test", deadline_s=timeout, on_error=lambda err: None,
