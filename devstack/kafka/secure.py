@@ -13,8 +13,10 @@ allows. Users:
 
 Passwords are random, generated once into ``credentials.env`` in the data dir (mode
 0600, the dir 0700; never in the repo) and the SCRAM credentials are written into the
-metadata when the storage is formatted (StorageTool ``--add-scram``), so they exist
-before the broker first starts. A cluster keeps one ``credentials.env`` (and one
+metadata when the storage is formatted (StorageTool ``--add-scram``, given in a 0600
+@argfile rather than on the command line: devstack.kafka.server), so they exist before
+the broker first starts. The admin password is also in each node's server.properties
+(its JAAS config), kept 0600 as well. A cluster keeps one ``credentials.env`` (and one
 ``tls`` dir) in its own data dir for all its nodes, each formatted with the same users.
 Services read them from the environment (KAFKA_SECURITY_PROTOCOL, KAFKA_SASL_MECHANISM,
 KAFKA_SASL_USERNAME, KAFKA_SASL_PASSWORD, KAFKA_SSL_CAFILE).
@@ -178,7 +180,8 @@ def server_properties(host: str, port: int, controller_port: int,
 
 
 def format_args(creds: dict[str, str]) -> list[str]:
-    """StorageTool arguments creating every user's SCRAM credential at format time."""
+    """StorageTool arguments creating every user's SCRAM credential at format time
+    (LocalKafka passes them in a private @argfile, never on a command line)."""
     out = []
     for user, password in creds.items():
         out += ["--add-scram", f"{MECHANISM}=[name={user},password={password}]"]
@@ -198,6 +201,15 @@ def make_secure(kafka, sec: Secured) -> None:
         server_properties(HOST, kafka.port, kafka.controller_port, sec))
     kafka.client_config.update(sec.client_config(ADMIN))
     kafka.format_args = format_args(sec.creds)
+    _private_file(kafka.properties_file)
+
+
+def _private_file(path: Path) -> None:
+    """Make `path` 0600, creating it empty if need be: server.properties holds the admin
+    password, and LocalKafka's rewrite at each start keeps the mode of the file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
+    os.chmod(path, 0o600)
 
 
 def apply_acls(bootstrap: str, sec: Secured, read_topics: list[str] | None = None,

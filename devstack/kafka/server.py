@@ -42,6 +42,9 @@ from txmon.settings import BrokerSettings
 HOST = "127.0.0.1"
 MAIN_CLASS = "kafka.Kafka"
 STORAGE_TOOL = "kafka.tools.StorageTool"
+FORMAT_ARGFILE = "format.args"
+_ARGFILE_ESCAPES = str.maketrans(
+    {"\\": "\\\\", '"': '\\"', "\n": "\\n", "\r": "\\r", "\t": "\\t", "\f": "\\f"})
 # Generous: on a shared 2-core machine under heavy load a start can take ~40 s.
 START_TIMEOUT_S = 120.0
 STOP_TIMEOUT_S = 30.0
@@ -59,10 +62,6 @@ _HEAP_RE = re.compile(r"^\d+[kKmMgG]?$")
 log = logging.getLogger(__name__)
 
 
-def default_data_dir() -> Path:
-    return BrokerSettings.from_env().data_dir
-
-
 def _random_cluster_id() -> str:
     """Kafka's Uuid text form: 16 random bytes, URL-safe base64 without padding. Like
     Kafka's Uuid.randomUuid, never one starting with `-`: kafka-storage's argument
@@ -71,6 +70,26 @@ def _random_cluster_id() -> str:
         text = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
         if not text.startswith("-"):
             return text
+
+
+def argfile_text(args: list[str]) -> str:
+    """The java launcher's @argfile syntax: each argument double-quoted on its own line,
+    so whitespace, `#` (a comment) and quotes stay in it; inside quotes `\\` escapes."""
+    return "".join(f'"{arg.translate(_ARGFILE_ESCAPES)}"\n' for arg in args)
+
+
+@contextlib.contextmanager
+def private_argfile(path: Path, args: list[str]):
+    """`args` in an @argfile at `path` that only the owner can read, for the length of
+    the block and no longer. O_EXCL: never through a file or link planted there."""
+    path.unlink(missing_ok=True)  # left by a format that was killed
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(argfile_text(args))
+        yield path
+    finally:
+        path.unlink(missing_ok=True)
 
 
 def cds_archive(java: str, version: str) -> Path:
@@ -345,16 +364,29 @@ class LocalKafka:
     def _storage_formatted(self) -> bool:
         return (self.log_dirs / "meta.properties").is_file()
 
-    def _format(self, java: str, libs: Path) -> None:
+    @property
+    def format_argfile(self) -> Path:
+        return self.data_dir / FORMAT_ARGFILE
+
+    def format_command(self, java: str, libs: Path) -> tuple[list[str], list[str]]:
+        """(java's command line, the StorageTool arguments it reads from format_argfile).
+
+        The arguments carry the SCRAM passwords (format_args), which must not show in
+        /proc/<pid>/cmdline. The launcher expands an @argfile only before the main class
+        (one after it reaches the tool verbatim), so the file holds the main class and
+        all its arguments; -XX:-UsePerfData keeps them out of hsperfdata too."""
         archive = cds_archive(java, self.version)
         cds = [f"-XX:SharedArchiveFile={archive}", "-Xlog:cds*=off"] if archive.is_file() else []
-        cmd = [
-            java, *cds, f"-Dlog4j2.configurationFile={self.log4j_file}", "-cp", f"{libs}/*",
-            STORAGE_TOOL, "format", "-t", self.cluster_id or _random_cluster_id(),
-            "-c", str(self.properties_file),
-            *self.format_args,
-        ]
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+        cmd = [java, *cds, "-XX:-UsePerfData", f"-Dlog4j2.configurationFile={self.log4j_file}",
+               "-cp", f"{libs}/*", f"@{self.format_argfile}"]
+        tool = [STORAGE_TOOL, "format", "-t", self.cluster_id or _random_cluster_id(),
+                "-c", str(self.properties_file), *self.format_args]
+        return cmd, tool
+
+    def _format(self, java: str, libs: Path) -> None:
+        cmd, tool = self.format_command(java, libs)
+        with private_argfile(self.format_argfile, tool):
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
         if proc.returncode != 0:
             lines = [ln for ln in (proc.stderr + proc.stdout).splitlines() if ln.strip()]
             raise UserError(f"formatting Kafka storage in {self.log_dirs} failed: "

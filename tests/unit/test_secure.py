@@ -1,9 +1,11 @@
 """The secure broker's pure pieces: listeners with and without TLS, what clients are
-told, the TLS flags' refusals and the operator's files copied into the data dir."""
+told, the TLS flags' refusals, the operator's files copied into the data dir, and the
+passwords kept off command lines and in private files."""
 
 from __future__ import annotations
 
 import os
+import secrets
 import stat
 import subprocess
 from pathlib import Path
@@ -11,7 +13,8 @@ from pathlib import Path
 import pytest
 from support.tls import make_server_cert
 
-from devstack.kafka import secure, tls
+from devstack.kafka import secure, server, tls
+from devstack.kafka.server import STORAGE_TOOL, LocalKafka
 from txmon.errors import UserError
 
 CREDS = {"admin": "a-pw", "txmon": "t-pw", "reader": "r-pw"}
@@ -108,3 +111,49 @@ def test_unusable_tls_files_leave_a_new_data_dir_untouched(tmp_path):
     with pytest.raises(UserError, match="not a PEM CA certificate"):
         secure.prepare(data, tls.TlsFiles(made.cert, made.key, made.key))
     assert not data.exists()
+
+
+def secure_node(tmp_path: Path) -> tuple[LocalKafka, dict[str, str]]:
+    creds = {user: secrets.token_urlsafe(24) for user in secure.USERS}
+    kafka = LocalKafka(tmp_path / "kafka", port=19092, controller_port=19094)
+    secure.make_secure(kafka, secure.Secured(creds))
+    return kafka, creds
+
+
+def test_the_format_command_line_holds_no_password_only_the_private_argfile(tmp_path):
+    kafka, creds = secure_node(tmp_path)
+    cmd, tool = kafka.format_command("java", tmp_path / "libs")
+    assert not [arg for arg in cmd for pw in creds.values() if pw in arg]
+    assert cmd[-1] == f"@{kafka.format_argfile}" and STORAGE_TOOL not in cmd
+    assert tool[:2] == [STORAGE_TOOL, "format"]
+    for user, pw in creds.items():
+        assert f"SCRAM-SHA-512=[name={user},password={pw}]" in tool
+
+
+def test_the_argfile_is_0600_while_the_tool_runs_and_gone_after_success_or_failure(
+        tmp_path, monkeypatch):
+    kafka, creds = secure_node(tmp_path)
+    seen = []
+
+    def run(cmd, returncode, **_):
+        path = Path(cmd[-1][1:])
+        seen.append((stat.S_IMODE(os.stat(path).st_mode), path.read_text()))
+        return subprocess.CompletedProcess(cmd, returncode, "", "Error: no")
+
+    monkeypatch.setattr(server.subprocess, "run", lambda cmd, **kw: run(cmd, 0, **kw))
+    kafka._format("java", tmp_path / "libs")
+    monkeypatch.setattr(server.subprocess, "run", lambda cmd, **kw: run(cmd, 1, **kw))
+    kafka.format_argfile.symlink_to(tmp_path / "planted")  # a stale or planted one
+    with pytest.raises(UserError, match="Error: no"):
+        kafka._format("java", tmp_path / "libs")
+    assert [mode for mode, _ in seen] == [0o600, 0o600]
+    assert all(pw in seen[0][1] for pw in creds.values())
+    assert not kafka.format_argfile.exists() and not kafka.format_argfile.is_symlink()
+    assert not (tmp_path / "planted").exists()
+
+
+def test_server_properties_with_the_admin_password_stay_0600(tmp_path):
+    kafka, creds = secure_node(tmp_path)
+    kafka.write_config()
+    assert creds[secure.ADMIN] in kafka.properties_file.read_text()
+    assert stat.S_IMODE(os.stat(kafka.properties_file).st_mode) == 0o600
