@@ -149,10 +149,9 @@ class Counting:
     # --- I/O helpers ---
 
     def _dead_letter(self, msg, reason: str, detail: str) -> None:
-        record = DeadLetter(
-            reason=reason, detail=detail, source="processor", topic=msg.topic(),
-            partition=msg.partition(), offset=msg.offset(),
-            payload_b64=DeadLetter.wrap(msg.value() or b""),
+        record = DeadLetter.of(
+            msg.value() or b"", reason=reason, detail=detail, source="processor",
+            topic=msg.topic(), partition=msg.partition(), offset=msg.offset(),
         )
         key = f"{msg.topic()}:{msg.partition()}:{msg.offset()}".encode()
         self.producer.produce(self.names.dead_letter, encode(record), key)

@@ -343,8 +343,8 @@ def _dead_letter_bad_rows(publisher, parsed: list, topic: str) -> int:
     bad_rows = [b for p in parsed for b in p.bad]
     for bad in bad_rows:
         publisher.dead_letter(
-            DeadLetter(reason=DeadLetterReason.BAD_ROW, detail=str(bad), source="replay",
-                       payload_b64=DeadLetter.wrap(bad.raw)),
+            DeadLetter.of(bad.raw, reason=DeadLetterReason.BAD_ROW, detail=str(bad),
+                          source="replay"),
             key=f"{bad.path}:{bad.line}".encode(),
         )
     if bad_rows:

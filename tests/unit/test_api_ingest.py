@@ -4,13 +4,16 @@ has, and that each is judged exactly as the processor judges the transactions to
 from __future__ import annotations
 
 import json
+import tracemalloc
 
 import pytest
 
 from api.ingest import (
+    DECODE_AT_ONCE,
     BadBatch,
     TooManyRecords,
     UnsupportedMediaType,
+    count_elements,
     judge,
     media_type,
     split,
@@ -95,3 +98,62 @@ def test_each_record_is_judged_as_the_processor_does():
         with pytest.raises(InvalidTransaction) as caught:
             decode_transaction(r.payload)
         assert (caught.value.reason, caught.value.detail) == (r.reason, r.detail)
+
+
+MIB = 1024 * 1024
+#: What splitting a 16 MiB body may cost: decoding 8 million tiny elements first cost
+#: 473 MB (a view of ~56 bytes each), one re.sub over millions of strings about 1 GB.
+PEAK_LIMIT = 64 * MIB
+
+
+@pytest.mark.parametrize("element", [b"1", b'""', b'{"a":1,"b":[1,2]}'])
+def test_an_array_of_millions_of_tiny_elements_is_refused_before_it_is_decoded(element):
+    body = b"[" + b",".join([element] * (16 * MIB // (len(element) + 1))) + b"]"
+    tracemalloc.start()
+    try:
+        with pytest.raises(TooManyRecords, match=r"^\d+ records > limit 100000$"):
+            split(body, "application/json", 100_000)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < PEAK_LIMIT, f"{peak / MIB:.0f} MiB"
+
+
+AWKWARD = [
+    [],
+    [1],
+    ["a,b", "[", "]", "{", "}", ",,,", ""],
+    ['say "hi", then [go]', "\\", "\\\"", 'ends with a backslash \\', "é,ü"],
+    [{"a": [1, 2, {"b": "x,]"}], "c": {}}, [[], [[]], [1, [2, [3, "4,5"]]]], {}],
+    [{"id": "t,0", "status": "approved", "nested": {"k": ["v", "w", {"z": "}{"}]}}] * 5,
+    [[[[[[[[[[1, 2], 3], 4], 5], 6], 7], 8], 9], 10], [1, 2]],
+]
+
+
+@pytest.mark.parametrize("array", AWKWARD)
+@pytest.mark.parametrize("indent", [None, 2])
+def test_elements_are_counted_exactly_whatever_their_strings_and_nesting(array, indent):
+    body = json.dumps(array, indent=indent).encode()
+    assert count_elements(body) == len(array)
+    assert count_elements(b" \n" + body + b"\n ") == len(array)
+
+
+def test_counted_arrays_within_the_limit_are_split_as_before():
+    commas = json.dumps(["," * 40, "x", {"a": [1, 2, 3], "b": "]]]"}]).encode()
+    assert commas.count(b",") + 1 > DECODE_AT_ONCE * 3, "the counting path is taken"
+    assert split(commas, "application/json", 3) == [
+        json.dumps("," * 40).encode(), b'"x"', b'{"a": [1, 2, 3], "b": "]]]"}']
+    with pytest.raises(TooManyRecords, match="^3 records > limit 2$"):
+        split(commas, "application/json", 2)
+    assert split(b"[" + b" " * 100 + b"]", "application/json", 0) == []
+
+
+@pytest.mark.parametrize("body", [
+    b'["' + b"," * 40 + b'" oops]',  # counted as one, then the decoder finds the error
+    b'{"a": "' + b"," * 40 + b'"}',
+    b"[" + b"[" * 5000 + b"]" * 5000 + b"]",  # deeper than msgspec goes: was a 500
+    b"[" + b"[" * 100 + b"," * 40 + b"]" * 100 + b"]",
+])
+def test_malformed_bodies_within_the_limit_are_still_bad_batches(body):
+    with pytest.raises(BadBatch):
+        split(body, "application/json", 2)

@@ -171,10 +171,21 @@ class DeadLetterReason(enum.StrEnum):
     BAD_ROW = "bad_row"
 
 
+#: The most of a refused record's bytes its dead letter keeps. Every record short enough
+#: to be a transaction (MAX_TRANSACTION_BYTES) is kept whole, and an oversized one keeps
+#: sixteen times that, plenty to see what was sent; in base64 that is 87,384 bytes, so a
+#: dead letter stays far under the 1,000,000 bytes a producer sends by default
+#: (message.max.bytes) and is never itself refused for its size.
+DEAD_LETTER_PAYLOAD_MAX = 64 * 1024
+
+
 class DeadLetter(msgspec.Struct, kw_only=True):
     """A record we could not use, kept with why and where it came from.
 
-    `payload_b64` carries the original bytes untouched (they may not be UTF-8).
+    `payload_b64` carries the original bytes untouched (they may not be UTF-8), their
+    first DEAD_LETTER_PAYLOAD_MAX bytes when `truncated`; `payload_bytes` is the
+    original size (None in dead letters written before it was recorded). Build one with
+    `DeadLetter.of`, which fills the three consistently.
     """
 
     reason: DeadLetterReason
@@ -185,6 +196,15 @@ class DeadLetter(msgspec.Struct, kw_only=True):
     offset: int | None = None
     payload_b64: str = ""
     at: datetime = msgspec.field(default_factory=lambda: datetime.now(UTC))
+    payload_bytes: int | None = None
+    truncated: bool = False
+
+    @classmethod
+    def of(cls, payload: bytes, **fields) -> DeadLetter:
+        """A dead letter of `payload`, cut to DEAD_LETTER_PAYLOAD_MAX bytes with its
+        original size kept; `fields` are the others (reason, detail, source, where)."""
+        return cls(payload_b64=cls.wrap(payload), payload_bytes=len(payload),
+                   truncated=len(payload) > DEAD_LETTER_PAYLOAD_MAX, **fields)
 
     @property
     def payload(self) -> bytes:
@@ -192,7 +212,9 @@ class DeadLetter(msgspec.Struct, kw_only=True):
 
     @staticmethod
     def wrap(payload: bytes) -> str:
-        return base64.b64encode(payload).decode("ascii")
+        """base64 of at most DEAD_LETTER_PAYLOAD_MAX bytes of `payload`: prefer `of`,
+        which also records whether it was cut."""
+        return base64.b64encode(payload[:DEAD_LETTER_PAYLOAD_MAX]).decode("ascii")
 
 
 class InvalidTransaction(ValueError):

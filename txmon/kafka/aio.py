@@ -9,7 +9,11 @@ request would make concurrent requests wait for each other's records.
 The configuration, the wait for room in a full queue and the counting of delivery
 reports are txmon/kafka/produce.py's, as for every txmon producer; the futures are this
 module's. A record that finds the queue full is queued from a worker thread, so the
-event loop serves the other requests meanwhile.
+event loop serves the other requests meanwhile. A record the client refuses as it is
+queued (larger than message.max.bytes, an unknown topic: librdkafka raises
+KafkaException at once) fails as one the broker refused would: `send` raises
+KafkaException, `send_all` counts it, so a request gets its documented answer, not a
+crash halfway through a batch.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from confluent_kafka import KafkaException, Producer
+from confluent_kafka import KafkaError, KafkaException, Producer
 
 from txmon.kafka.produce import COMMON, REQUEST, ClientFactory, Sender, Tally, producer_config
 from txmon.settings import KafkaSettings
@@ -73,8 +77,11 @@ class AsyncProducer:
         for topic, pairs in records.items():
             for start in range(0, len(pairs), _CHUNK):
                 for key, value in pairs[start:start + _CHUNK]:
-                    if not offer(topic, value, key, acks):
-                        await self._queue(topic, value, key, acks)
+                    try:
+                        if not offer(topic, value, key, acks):
+                            await self._queue(topic, value, key, acks)
+                    except KafkaException as exc:
+                        acks.refuse(topic, exc)
                 await asyncio.sleep(0)
         return await acks.sealed(sum(len(p) for p in records.values()))
 
@@ -107,35 +114,52 @@ _CHUNK = 2000
 @dataclass(frozen=True)
 class Delivery:
     """A batch's outcome: how many records the broker acknowledged, how many it did not
-    (after librdkafka's own retries) and the first error."""
+    (refused by the client as they were queued, or by the broker after librdkafka's own
+    retries) and the first error, a refusal's if there was one."""
 
     acked: int
     failed: int
     first_error: str | None
 
 
+def reason(exc: KafkaException) -> str:
+    """librdkafka's words for a KafkaException."""
+    err = exc.args[0] if exc.args else None
+    return err.str() if isinstance(err, KafkaError) else str(exc)
+
+
 class _Acks(Tally):
     """One batch's delivery reports, counted as every producer's are (`Tally`), in the
-    poll thread; `sealed` runs in the event loop. Each writes only its own counter and
-    reads the other's, so whichever sees the last report second wakes the batch (twice
-    is harmless, never is not)."""
+    poll thread; `refuse` and `sealed` run in the event loop. Each writes only its own
+    counters and reads the other's, so whichever sees the last report second wakes the
+    batch (twice is harmless, never is not). A refused record gets no report: the
+    reports expected are the records minus the refused."""
 
-    __slots__ = ("loop", "future", "expected")
+    __slots__ = ("loop", "future", "expected", "refused", "refusal")
 
     def __init__(self, loop: asyncio.AbstractEventLoop):
         super().__init__()
         self.loop = loop
         self.future: asyncio.Future = loop.create_future()
         self.expected: int | None = None
+        self.refused = 0
+        self.refusal: str | None = None
+
+    def refuse(self, topic: str, exc: KafkaException) -> None:
+        """A record the client would not queue."""
+        self.refused += 1
+        if self.refusal is None:
+            self.refusal = f"{topic}: {reason(exc)}"
 
     def __call__(self, err, msg) -> None:
         Tally.__call__(self, err, msg)
         if self.reported == self.expected:
             self.loop.call_soon_threadsafe(_settle, self.future, None)
 
-    async def sealed(self, expected: int) -> Delivery:
-        self.expected = expected
-        if self.reported == expected:
+    async def sealed(self, records: int) -> Delivery:
+        self.expected = reports = records - self.refused
+        if self.reported == reports:
             _settle(self.future, None)
         await self.future
-        return Delivery(expected - self.failed, self.failed, self.first_error)
+        failed = self.failed + self.refused
+        return Delivery(records - failed, failed, self.refusal or self.first_error)
