@@ -17,13 +17,16 @@ from txmon.contracts import (
     SEVERITIES,
     STATUSES,
     Alert,
+    DeadLetterReason,
     MinuteCounts,
     WindowPartial,
+    decode_transaction,
     encode,
     minute_id,
     minute_key,
     worse,
 )
+from txmon.contracts.events import MAX_TRANSACTION_BYTES, InvalidTransaction
 from txmon.contracts.incidents import IncidentFold, fold_incidents
 from txmon.contracts.minutes import MINUTE_MS, to_datetime, to_ms
 
@@ -119,3 +122,18 @@ def test_rules_and_dashboards_use_the_contract_group_names():
                           if a["exp_labels"]["alertname"].startswith("TransactionAnomaly")}
     assert found, "no group label found: the test reads the files wrong"
     assert found <= set(GROUPS), found - set(GROUPS)
+
+
+def test_a_record_nested_past_the_decoders_depth_is_a_dead_letter_not_a_crash():
+    """msgspec raises RecursionError past its depth limit, even inside a field it skips:
+    stage 1 would die on the record and the API answer a 500."""
+    nested = b"[" * 2000 + b"]" * 2000
+    record = (b'{"x":' + nested + b',"id":"a","status":"approved",'
+              b'"timestamp":"2026-01-01T00:00:00Z"}')
+    assert len(record) < MAX_TRANSACTION_BYTES
+    try:
+        decode_transaction(record)
+    except InvalidTransaction as exc:
+        assert exc.reason == DeadLetterReason.MALFORMED_JSON and "nested" in exc.detail
+    else:
+        raise AssertionError("decoded a record nested past the limit")

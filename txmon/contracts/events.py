@@ -263,6 +263,9 @@ def decode_transaction(data: bytes, max_bytes: int = MAX_TRANSACTION_BYTES) -> T
         raise InvalidTransaction(_classify(str(exc)), str(exc)) from None
     except msgspec.DecodeError as exc:
         raise InvalidTransaction(DeadLetterReason.MALFORMED_JSON, str(exc)) from None
+    except RecursionError:  # msgspec's depth limit, hit by arrays nested in an extra field
+        raise InvalidTransaction(DeadLetterReason.MALFORMED_JSON,
+                                 "nested too deeply to decode") from None
     ts = tx.timestamp
     if ts.tzinfo is not UTC:  # msgspec gives `Z` the UTC singleton: most events skip this
         ts = ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)
