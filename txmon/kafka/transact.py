@@ -12,16 +12,22 @@ The outcomes a caller can get (`Outcome`):
 - aborted: nothing of it is or will become visible (the transaction was aborted, or
   never began);
 - unknown: the commit was sent but its answer did not come before the deadline. The
-  transaction may yet commit; the writer resolves it (re-sending the commit, or
-  fencing its own old transaction with a new producer of the same transactional.id)
-  before it starts another, so a later read of the topic is the truth. Records that
-  must say whether a batch was written (an idempotency key) are written in the same
+  transaction may yet commit; the writer resolves it at once (a new producer of the
+  same transactional.id, whose init completes a commit that reached the coordinator
+  and aborts anything else), tried again until the broker answers, and starts no other
+  before; `settled()` says when. Then a read of the topic is the truth: records that
+  must say whether a batch was written (an idempotency key) go in the same
   transaction, so a retry can find out.
+
+A caller that stops waiting cancels its future: a batch not yet in a transaction is
+then never written (its outcome is a sure "not written"); one already in a
+transaction cannot be taken back.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import logging
 import queue
 import threading
@@ -48,6 +54,8 @@ FENCED = frozenset({KafkaError._FENCED,  # noqa: SLF001 (librdkafka's local code
                     KafkaError.PRODUCER_FENCED})
 #: How long a record waiting for room in the local queue sleeps between tries.
 ROOM_WAIT_S = 0.005
+#: Pause between tries to resolve a transaction while the broker cannot answer.
+RESOLVE_RETRY_S = 1.0
 
 
 def transactional_id(prefix: str) -> str:
@@ -96,6 +104,9 @@ class TransactionalWriter:
         self._producer = self._new_producer()
         self._unresolved = False
         self._fenced: str | None = None
+        self._closing = threading.Event()
+        self._settled: list[concurrent.futures.Future] = []
+        self._settled_lock = threading.Lock()
         self._thread = threading.Thread(target=self._run, name="kafka-transactions",
                                         daemon=True)
         self._thread.start()
@@ -106,7 +117,19 @@ class TransactionalWriter:
         self._queue.put(batch)
         return batch.future
 
+    def settled(self) -> concurrent.futures.Future:
+        """Done once no transaction's outcome is unknown (at once if none is): from then
+        on, what a read_committed reader finds of a batch is all there will be."""
+        future: concurrent.futures.Future = concurrent.futures.Future()
+        with self._settled_lock:
+            if self._unresolved:
+                self._settled.append(future)
+                return future
+        future.set_result(None)
+        return future
+
     def close(self, timeout: float = 10.0) -> None:
+        self._closing.set()
         self._queue.put(None)
         self._thread.join(timeout)
         self._producer.flush(timeout)
@@ -121,23 +144,38 @@ class TransactionalWriter:
             outcome = self._write(group)
             for batch in group:
                 batch.future.set_result(Outcome(outcome.state, batch.size, outcome.error))
+            self._settle()
 
     def _take(self) -> list[_Batch] | None:
-        first = self._queue.get()
-        if first is None:
-            return None
-        group, records = [first], first.size
+        """The next group of batches whose callers still wait (None: closed)."""
+        group: list[_Batch] = []
+        records = 0
         while records < GROUP_RECORDS:
             try:
-                batch = self._queue.get_nowait()
+                batch = self._queue.get_nowait() if group else self._queue.get()
             except queue.Empty:
                 break
             if batch is None:
-                self._queue.put(None)  # stop after this group
-                break
-            group.append(batch)
-            records += batch.size
+                if group:
+                    self._queue.put(None)  # stop after this group
+                    break
+                return None
+            if batch.future.set_running_or_notify_cancel():
+                group.append(batch)
+                records += batch.size
         return group
+
+    def _settle(self) -> None:
+        """Resolves an unknown outcome now rather than at the next batch: a caller may
+        be waiting on `settled` to learn what became of its batch."""
+        while self._unresolved and not self._fenced and not self._closing.is_set():
+            if not self._resolve():
+                self._closing.wait(RESOLVE_RETRY_S)
+        if not self._unresolved or self._fenced:
+            with self._settled_lock:
+                waiting, self._settled = self._settled, []
+            for future in waiting:
+                future.set_result(None)
 
     def _write(self, group: list[_Batch]) -> Outcome:
         total = sum(b.size for b in group)
@@ -216,6 +254,8 @@ class TransactionalWriter:
     def _replace(self) -> bool:
         """A fresh producer with the same transactional.id: its init fences this one
         and aborts whatever transaction it left open."""
+        with contextlib.suppress(KafkaException, RuntimeError):
+            self._producer.purge()  # the old one's retries would only be fenced
         try:
             self._producer = self._new_producer()
             self._unresolved = False
