@@ -11,13 +11,15 @@ from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 
 import msgspec
-from fastapi import Depends, FastAPI, HTTPException, Query, Request
+from confluent_kafka import KafkaException
+from fastapi import FastAPI, HTTPException, Query
 from fastapi.responses import JSONResponse
 from prometheus_client import make_asgi_app
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from api import batch
 from api.history import History, summary
+from api.idempotency import Answers, IdempotencyTail
 from api.live import LiveFeed, mount_live
 from txmon.contracts import (
     Status,
@@ -28,10 +30,13 @@ from txmon.contracts import (
     minute_key,
     topics,
 )
-from txmon.contracts.minutes import EARLIEST, LATEST
+from txmon.contracts.minutes import EARLIEST, HOUR_MS, LATEST
 from txmon.kafka.admin import ensure_topics, pipeline_topics
-from txmon.kafka.aio import AsyncProducer
-from txmon.settings import ApiSettings, KafkaSettings
+from txmon.kafka.aio import AsyncProducer, reason
+from txmon.kafka.produce import REQUEST, producer_config
+from txmon.kafka.read import read_to_end
+from txmon.kafka.transact import TransactionalWriter, transactional_id
+from txmon.settings import ApiSettings, KafkaSettings, TopicLayout
 
 
 class CheckRequest(BaseModel):
@@ -84,6 +89,37 @@ class BodyLimit:
             await _too_large(send, limit)
 
 
+#: Paths anyone may reach when TXMON_API_TOKEN is set: liveness (the Compose health
+#: check has no token), Prometheus' scrape of process metrics, the API's own docs, and
+#: the live page's HTML and assets (the page sends the token, from its URL fragment,
+#: with its data requests). Everything that reads or writes transactions needs it.
+OPEN_PATHS = frozenset({"/", "/healthz", "/metrics", "/docs", "/docs/oauth2-redirect",
+                        "/redoc", "/openapi.json", "/live"})
+OPEN_PREFIXES = ("/metrics/", "/live/static/")
+
+
+def needs_token(path: str) -> bool:
+    return path not in OPEN_PATHS and not path.startswith(OPEN_PREFIXES)
+
+
+class BearerToken:
+    """`Authorization: Bearer <token>` on every path but the open ones: one check in
+    front of the routes and the mounted apps alike, so a new route cannot forget it."""
+
+    def __init__(self, app, token: str):
+        self.app = app
+        self.expected = f"Bearer {token}".encode()
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or not needs_token(scope["path"]):
+            return await self.app(scope, receive, send)
+        given = dict(scope["headers"]).get(b"authorization", b"")
+        if hmac.compare_digest(given, self.expected):
+            return await self.app(scope, receive, send)
+        await JSONResponse({"detail": "missing or wrong bearer token"}, 401,
+                           headers={"WWW-Authenticate": "Bearer"})(scope, receive, send)
+
+
 class _TooLarge(Exception):
     pass
 
@@ -101,33 +137,11 @@ def create_api(settings: KafkaSettings | None = None, api: ApiSettings | None = 
     state: dict = {}
     lifespan = _lifespan(state, settings, api, names)
 
-    async def authorized(request: Request) -> None:
-        given = request.headers.get("authorization", "")
-        if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
-            raise HTTPException(401, "missing or wrong bearer token",
-                                headers={"WWW-Authenticate": "Bearer"})
-
-    # Without a token there is nothing to check: no per-request dependency at all.
-    app = FastAPI(title="txmon", version="0.1.0", lifespan=lifespan,
-                  dependencies=[Depends(authorized)] if token else [])
+    app = FastAPI(title="txmon", version="0.1.0", lifespan=lifespan)
     app.mount("/metrics", make_asgi_app())
     mount_live(app, state)
 
-    @app.post("/check")
-    async def check(body: CheckRequest):
-        """Register a transaction. When a newer minute has closed since the previous
-        call, answer with that minute's summary and whether it raised an alert."""
-        tx = Transaction(id=body.id or str(uuid.uuid4()), status=body.status,
-                         timestamp=body.timestamp, amount=body.amount,
-                         terminal_id=body.terminal_id)
-        await state["producer"].send(names.transactions, encode(tx), message_key(tx))
-        history: History = state["history"]
-        newest = history.newest()
-        if newest is not None and (state["reported"] is None or newest.start > state["reported"]):
-            state["reported"] = newest.start
-            return summary(newest, history.has_alert(newest))
-        return {"message": "Transaction registered"}
-
+    _mount_check(app, state, names)
     batch.mount(app, state, names, api)
 
     @app.get("/history_counts")
@@ -145,13 +159,44 @@ def create_api(settings: KafkaSettings | None = None, api: ApiSettings | None = 
             for a in state["history"].recent_alerts(limit)
         ]
 
-    @app.get("/healthz", dependencies=[])
+    @app.get("/healthz")
     async def healthz():
         return {"ok": True}
 
     app.add_middleware(BodyLimit, max_bytes=api.max_body_bytes,
                        per_path={batch.PATH: api.max_batch_bytes})
+    if token:  # outermost: nothing is read or written before the token is checked
+        app.add_middleware(BearerToken, token=token)
     return app
+
+
+#: /check's answer when Kafka did not take the transaction, refused as it was queued or
+#: unacknowledged by TXMON_API_DELIVERY_TIMEOUT_MS: a 500, as /check has always answered.
+CHECK_UNSENT = 500
+
+
+def _mount_check(app: FastAPI, state: dict, names: Topics) -> None:
+    """POST /check; `state` holds the API's "producer", "history" and "reported"."""
+
+    @app.post("/check", responses={CHECK_UNSENT: {"description": "Kafka did not take it"}})
+    async def check(body: CheckRequest):
+        """Register a transaction. When a newer minute has closed since the previous
+        call, answer with that minute's summary and whether it raised an alert."""
+        tx = Transaction(id=body.id or str(uuid.uuid4()), status=body.status,
+                         timestamp=body.timestamp, amount=body.amount,
+                         terminal_id=body.terminal_id)
+        try:
+            await state["producer"].send(names.transactions, encode(tx), message_key(tx))
+        except KafkaException as exc:
+            raise HTTPException(CHECK_UNSENT, f"Kafka did not take the transaction "
+                                f"({reason(exc)}): it may not be registered, send it again"
+                                ) from None
+        history: History = state["history"]
+        newest = history.newest()
+        if newest is not None and (state["reported"] is None or newest.start > state["reported"]):
+            state["reported"] = newest.start
+            return summary(newest, history.has_alert(newest))
+        return {"message": "Transaction registered"}
 
 
 def _lifespan(state: dict, settings: KafkaSettings, api: ApiSettings, names: Topics):
@@ -162,15 +207,33 @@ def _lifespan(state: dict, settings: KafkaSettings, api: ApiSettings, names: Top
         ensure_topics(settings, pipeline_topics(names))
         state["producer"] = AsyncProducer(settings,
                                           **{"message.timeout.ms": api.delivery_timeout_ms})
+        state["batches"] = batch_writer(settings, api)
+        state["answers"] = answers = Answers(TopicLayout.from_env().idempotency_hours * HOUR_MS)
+        known = state["idempotency"] = IdempotencyTail(settings, names.idempotency, answers)
+        # Every answer so far is known before the first request: a retry after a
+        # restart is a replay. The tail then reads on (from the start: cheap, idempotent).
+        known.feed(read_to_end(settings, names.idempotency, "txmon-idempotency-load"))
+        known.start()
         state["history"] = History(settings, names).start()
         state["live"] = LiveFeed(settings, names).start()
         state["reported"] = None
         yield
         state["live"].stop()
         state["history"].stop()
+        state["idempotency"].stop()
+        state["batches"].close()
         state["producer"].close()
 
     return lifespan
+
+
+def batch_writer(settings: KafkaSettings, api: ApiSettings) -> TransactionalWriter:
+    """POST /transactions' writer: a transactional.id of this process's own."""
+    config = producer_config(settings, REQUEST, **{
+        "transactional.id": transactional_id("txmon-api"),
+        "transaction.timeout.ms": api.transaction_timeout_ms})
+    timeout_s = api.transaction_timeout_ms / 1000
+    return TransactionalWriter(config, commit_timeout_s=timeout_s, init_timeout_s=timeout_s)
 
 
 def _plain(alert) -> dict:

@@ -1,6 +1,8 @@
-"""POST /transactions with the broker gone: the API answers 503 once the delivery timeout
-passes, reports nothing accepted, and none of that batch is on the topic once the broker
-is back; the API then serves batches again without a restart."""
+"""POST /transactions with the broker gone: the API answers 503 once the transaction
+timeout passes and reports nothing accepted; the batch's retry with the same
+Idempotency-Key, once the broker is back, is written exactly once, and nothing of the
+first attempt is visible to a read_committed reader. The API serves batches again
+without a restart."""
 
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ from txmon.settings import KafkaSettings
 pytestmark = [pytest.mark.timeout(300)]
 
 NDJSON = {"content-type": "application/x-ndjson"}
+KEYED = {**NDJSON, "Idempotency-Key": "batch-lost-1"}
 TIMEOUT_MS = 4000
 
 
@@ -32,7 +35,7 @@ def test_a_batch_the_broker_never_acknowledged_is_a_503(local_kafka_factory, tmp
     settings = KafkaSettings(bootstrap=kafka.bootstrap)
     names = run_topics("t-api-down")
     ensure_topics(settings, pipeline_topics(names))
-    env = pipeline_env(settings, names, TXMON_API_DELIVERY_TIMEOUT_MS=str(TIMEOUT_MS),
+    env = pipeline_env(settings, names, TXMON_API_TRANSACTION_TIMEOUT_MS=str(TIMEOUT_MS),
                        TXMON_STATE_DIR=str(tmp_path / "state"))
     api = ApiProcess(env, tmp_path / "api.log", timeout=120)
     client = api.client
@@ -42,22 +45,33 @@ def test_a_batch_the_broker_never_acknowledged_is_a_503(local_kafka_factory, tmp
 
         kafka.kill()
         t = time.monotonic()
-        lost = client.post("/transactions", content=batch("lost"), headers=NDJSON)
+        lost = client.post("/transactions", content=batch("lost"), headers=KEYED)
         waited = time.monotonic() - t
         assert lost.status_code == 503, lost.text
-        assert "accepted" not in lost.json() and "did not acknowledge" in lost.json()["detail"]
+        assert "accepted" not in lost.json() and "written" in lost.json()["detail"]
         assert TIMEOUT_MS / 1000 * 0.9 <= waited < TIMEOUT_MS / 1000 + 30, waited
 
         kafka.up(timeout=120)
-        deadline = time.monotonic() + 60
-        while (after := client.post("/transactions", content=batch("after"),
-                                    headers=NDJSON)).status_code != 200:
-            assert after.status_code == 503 and time.monotonic() < deadline, after.text
+        retried = until_200(client, batch("lost"), KEYED)
+        assert retried.json()["accepted"] == 50
+        again = client.post("/transactions", content=batch("lost"), headers=KEYED)
+        assert again.status_code == 200 and again.headers["Idempotent-Replayed"] == "true"
+        assert again.json() == retried.json()
+        after = until_200(client, batch("after"), NDJSON)
         assert after.json()["accepted"] == 50
     finally:
         api.stop()
     ids = [json.loads(r.value)["id"] for r in consume_all(settings, names.transactions)]
-    assert not [i for i in ids if i.startswith("lost-")]
-    assert sorted(i for i in ids if i.startswith("before-")) == sorted(
-        f"before-{i}" for i in range(50))
-    assert {i for i in ids if i.startswith("after-")} >= {f"after-{i}" for i in range(50)}
+    for tag in ("before", "lost", "after"):
+        assert sorted(i for i in ids if i.startswith(f"{tag}-")) == sorted(
+            f"{tag}-{i}" for i in range(50)), f"{tag}: each record once"
+
+
+def until_200(client, body: bytes, headers: dict, within_s: float = 90):
+    """The answer once the API writes again: 503 while the broker is coming back, 409
+    while the first attempt's outcome is still held."""
+    deadline = time.monotonic() + within_s
+    while (r := client.post("/transactions", content=body, headers=headers)).status_code != 200:
+        assert r.status_code in (409, 503) and time.monotonic() < deadline, r.text
+        time.sleep(0.5)
+    return r

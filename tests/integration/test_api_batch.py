@@ -1,6 +1,8 @@
 """POST /transactions against the real broker: a mixed batch lands exactly once, good
-records on the transactions topic and bad ones as dead letters with their reason; the
-batch limits answer 413; `txmon api --workers 2` serves it with the flags it was given."""
+records on the transactions topic and bad ones as dead letters with their reason; a
+record of 750 KB is dead-lettered cut, its batch answered 200; the batch limits answer
+413; `txmon api --workers 2` serves it with the flags it was given; with a token,
+/healthz still answers without one."""
 
 from __future__ import annotations
 
@@ -18,7 +20,7 @@ from support.processor import TXMON
 
 from devstack.processes import free_port
 from txmon.contracts import DeadLetter, DeadLetterReason
-from txmon.contracts.events import decoder
+from txmon.contracts.events import DEAD_LETTER_PAYLOAD_MAX, decoder
 
 NDJSON = {"content-type": "application/x-ndjson"}
 DAY = "2026-03-02"
@@ -39,7 +41,7 @@ def start_api(env: dict[str, str], log: Path, *flags: str, workers: int = 1):
         while True:
             started = log.read_text(errors="replace").count("Application startup complete.")
             try:
-                client.get("/healthz")  # any answer: with a token it is a 401
+                client.get("/healthz")
                 if started >= workers:
                     return proc, client, out
             except httpx.TransportError:
@@ -174,12 +176,39 @@ def test_the_token_guards_the_batch_route(txmon_env, tmp_path):
     proc, client, out = start_api(dict(txmon_env, TXMON_API_TOKEN="s3cret"),
                                   tmp_path / "api.log")
     try:
+        assert client.get("/healthz").status_code == 200, "Compose's health check has no token"
         assert client.post("/transactions", content=tx("a"), headers=NDJSON).status_code == 401
         r = client.post("/transactions", content=tx("a"),
                         headers={**NDJSON, "Authorization": "Bearer s3cret"})
         assert r.status_code == 200 and r.json()["accepted"] == 1
     finally:
         stop_api(proc, client, out)
+
+
+def test_a_huge_record_is_dead_lettered_cut_and_its_batch_lands(
+        txmon_env, tmp_path, kafka_settings, unique_topics):
+    """Copied whole, its dead letter (1 MB in base64) was more than the producer sends:
+    the client refused it and the batch was answered with a 500."""
+    proc, client, out = start_api(txmon_env, tmp_path / "api.log")  # 16 MiB batches
+    try:
+        huge = tx("huge", terminal_id="x" * 760_000)
+        good = [tx(f"ok-{i}", terminal_id=f"T-{i % 3}") for i in range(20)]
+        records = [*good[:10], huge, *good[10:]]
+        r = client.post("/transactions", content=b"\n".join(records), headers=NDJSON)
+    finally:
+        stop_api(proc, client, out)
+    assert r.status_code == 200, r.text
+    answer = r.json()
+    assert (answer["accepted"], answer["rejected"]) == (20, 1)
+    assert [(e["index"], e["reason"]) for e in answer["errors"]] == [(10, "oversized")]
+    [dead] = consume_all(kafka_settings, unique_topics.dead_letter, expected=1)
+    letter = decoder(DeadLetter).decode(dead.value)
+    assert dead.key == f"api:{answer['batch_id']}:10".encode()
+    assert (letter.reason, letter.payload_bytes, letter.truncated) == (
+        "oversized", len(huge), True)
+    assert letter.payload == huge[:DEAD_LETTER_PAYLOAD_MAX]
+    on_topic = consume_all(kafka_settings, unique_topics.transactions, expected=len(good))
+    assert sorted(m.value for m in on_topic) == sorted(good), "each once"
 
 
 def worker_pids(log: Path) -> set[int]:

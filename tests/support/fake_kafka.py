@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from confluent_kafka import KafkaError
+from confluent_kafka import KafkaError, KafkaException
 
 
 @dataclass
@@ -160,3 +160,49 @@ class FakeConsumer:
 
     def close(self) -> None:
         self.closed = True
+
+
+class FakeTransactionalProducer(FakeProducer):
+    """A transactional producer: what a transaction produced is held back until its
+    commit, and dropped by an abort or by a commit that finds a refused record (which
+    raises, as librdkafka does, an error that requires an abort)."""
+
+    def __init__(self, conf: dict | None = None, **kw):
+        super().__init__(conf, **kw)
+        self.committed: list[FakeMessage] = []
+        self.aborted: list[FakeMessage] = []
+        self._start = 0
+        self.transactions = 0
+
+    def init_transactions(self, timeout: float = -1) -> None:
+        pass
+
+    def purge(self, *_, **__) -> None:
+        with self._lock:
+            self.queue = []
+
+    def begin_transaction(self) -> None:
+        self.poll()
+        self._start = len(self.delivered) + len(self.failed)
+
+    def _this_transaction(self) -> tuple[list[FakeMessage], list[FakeMessage]]:
+        self.poll()
+        done = self.delivered + self.failed
+        mine = done[self._start:]
+        return [m for m in mine if m in self.delivered], [m for m in mine if m in self.failed]
+
+    def commit_transaction(self, timeout: float = -1) -> None:
+        ok, refused = self._this_transaction()
+        if refused:
+            raise KafkaException(KafkaError(KafkaError.MSG_SIZE_TOO_LARGE,
+                                            "a record was refused", txn_requires_abort=True))
+        self.committed += ok
+        self.transactions += 1
+
+    def abort_transaction(self, timeout: float = -1) -> None:
+        ok, refused = self._this_transaction()
+        self.aborted += ok + refused
+
+    def on(self, topic: str) -> list[FakeMessage]:
+        """What read_committed readers see of `topic`, in order."""
+        return [m for m in self.committed if m.topic() == topic]

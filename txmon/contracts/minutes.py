@@ -11,6 +11,7 @@ from typing import NamedTuple
 from txmon.contracts.statuses import STATUSES
 
 MINUTE_MS = 60_000
+HOUR_MS = 3_600_000
 DAY_MS = 86_400_000
 MINUTES_PER_DAY = DAY_MS // MINUTE_MS
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
