@@ -171,8 +171,11 @@ class FakeTransactionalProducer(FakeProducer):
         super().__init__(conf, **kw)
         self.committed: list[FakeMessage] = []
         self.aborted: list[FakeMessage] = []
-        self._start = 0
+        self._start = (0, 0)
         self.transactions = 0
+        #: The input offsets each committed transaction carried (send_offsets_to_transaction).
+        self.offsets: list[list[tuple[str, int, int]]] = []
+        self._offsets_sent: list[tuple[str, int, int]] = []
 
     def init_transactions(self, timeout: float = -1) -> None:
         pass
@@ -183,13 +186,16 @@ class FakeTransactionalProducer(FakeProducer):
 
     def begin_transaction(self) -> None:
         self.poll()
-        self._start = len(self.delivered) + len(self.failed)
+        self._start = (len(self.delivered), len(self.failed))
+        self._offsets_sent = []
+
+    def send_offsets_to_transaction(self, offsets, group_metadata, timeout: float = -1) -> None:
+        self._offsets_sent = [(tp.topic, tp.partition, tp.offset) for tp in offsets]
 
     def _this_transaction(self) -> tuple[list[FakeMessage], list[FakeMessage]]:
         self.poll()
-        done = self.delivered + self.failed
-        mine = done[self._start:]
-        return [m for m in mine if m in self.delivered], [m for m in mine if m in self.failed]
+        ok, failed = self._start
+        return self.delivered[ok:], self.failed[failed:]
 
     def commit_transaction(self, timeout: float = -1) -> None:
         ok, refused = self._this_transaction()
@@ -198,6 +204,8 @@ class FakeTransactionalProducer(FakeProducer):
                                             "a record was refused", txn_requires_abort=True))
         self.committed += ok
         self.transactions += 1
+        if self._offsets_sent:
+            self.offsets.append(self._offsets_sent)
 
     def abort_transaction(self, timeout: float = -1) -> None:
         ok, refused = self._this_transaction()

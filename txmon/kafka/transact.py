@@ -36,11 +36,11 @@ import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from confluent_kafka import KafkaError, KafkaException, Producer
+from confluent_kafka import KafkaError, KafkaException, Producer, TopicPartition
 
 from txmon.kafka.produce import ClientFactory
 
-__all__ = ["Outcome", "TransactionalWriter", "transactional_id"]
+__all__ = ["Outcome", "StepFailed", "Steps", "TransactionalWriter", "transactional_id"]
 
 log = logging.getLogger(__name__)
 
@@ -264,3 +264,65 @@ class TransactionalWriter:
             log.error("cannot start a transactional producer: %s", exc.args[0].str())
             self._unresolved = True
             return False
+
+
+class StepFailed(RuntimeError):
+    """A step's transaction cannot be known to have ended, or this producer may write no
+    more (fenced by a newer one, a fatal error): the loop must stop; its successor's
+    `init_transactions` settles what this one left."""
+
+
+class Steps:
+    """A consume-process-produce loop's writes, one transaction a step: the step's
+    records and its input offsets (`send_offsets_to_transaction`, with the consumer
+    group's metadata: exactly-once v2) commit together or not at all.
+
+    `producer` has a transactional.id stable for the input it serves: its
+    `init_transactions` (here) fences an older producer of that id, a zombie, and
+    settles what it left open before this one reads anything."""
+
+    def __init__(self, producer, consumer, timeout_s: float):
+        self.producer, self.consumer, self.timeout_s = producer, consumer, timeout_s
+        producer.init_transactions(timeout_s)
+
+    def commit(self, records: Sequence[tuple[str, bytes, bytes | None]],
+               offsets: Sequence[TopicPartition]) -> bool:
+        """Writes `records` (topic, key, value) and commits `offsets`: True once
+        committed, False once aborted (nothing of it visible: the caller goes back to
+        its last committed state and offsets). StepFailed otherwise."""
+        producer = self.producer
+        try:
+            producer.begin_transaction()
+            for topic, key, value in records:
+                while True:
+                    try:
+                        producer.produce(topic, value, key)
+                        break
+                    except BufferError:
+                        producer.poll(ROOM_WAIT_S)
+            producer.send_offsets_to_transaction(
+                list(offsets), self.consumer.consumer_group_metadata(), self.timeout_s)
+            self._commit()
+            return True
+        except KafkaException as exc:
+            err: KafkaError = exc.args[0]
+            if not err.txn_requires_abort():
+                raise StepFailed(err.str()) from exc
+            log.warning("transaction aborted: %s", err.str())
+        try:
+            producer.abort_transaction(self.timeout_s)
+        except KafkaException as exc:
+            raise StepFailed(f"abort failed: {exc.args[0].str()}") from exc
+        return False
+
+    def _commit(self) -> None:
+        """librdkafka's advice for a retriable commit error: send the commit again."""
+        try:
+            self.producer.commit_transaction(self.timeout_s)
+        except KafkaException as exc:
+            if not exc.args[0].retriable():
+                raise
+            self.producer.commit_transaction(self.timeout_s)
+
+    def close(self, timeout: float = 10.0) -> None:
+        self.producer.flush(timeout)
