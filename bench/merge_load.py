@@ -40,10 +40,10 @@ from common import (
 )
 from support.kafka import end_offsets
 
-from processor.app import faust_topics
 from processor.detector import Detector
 from processor.features import LEVEL_MINUTES
 from processor.incidents import IncidentTracker
+from processor.merging import state_topic
 from processor.minutes import Minutes, MinuteState
 from processor.windows import WINDOW_MS, MinuteMerger
 from txmon.contracts import WindowPartial, encode
@@ -101,7 +101,7 @@ def measure(bootstrap: str, partitions: int, args, work: Path) -> dict:
     names = fresh_topics(settings, f"merge{partitions}", partitions)
     env = worker_env(bootstrap, names)
     cfg = ProcessorSettings.from_env()
-    changelog = faust_topics(ProcessorSettings(app_id=env["TXMON_APP_ID"]))[0].name
+    changelog = state_topic(ProcessorSettings(app_id=env["TXMON_APP_ID"]))
     worker = Worker(env, work, f"merge{partitions}").start()
     feeder = subprocess.Popen(
         [TXMON, "produce", "--rate", str(args.tps), "--topic", names.transactions,

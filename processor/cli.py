@@ -28,7 +28,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run_process(args: argparse.Namespace) -> int:
     from prometheus_client import start_http_server
 
-    from processor.app import create_worker, faust_topics
+    from processor.app import create_worker
+    from processor.merging import merge_topics
     from txmon.contracts import topics
     from txmon.kafka.admin import ensure_topics, partition_count, pipeline_topics, wait_for_kafka
     from txmon.settings import KafkaSettings
@@ -37,7 +38,7 @@ def run_process(args: argparse.Namespace) -> int:
     settings = KafkaSettings.from_env()
     names = topics()
     wait_for_kafka(settings, cfg.kafka_wait_s)
-    ensure_topics(settings, pipeline_topics(names) + faust_topics(cfg))
+    ensure_topics(settings, pipeline_topics(names) + merge_topics(cfg))
     partitions = partition_count(settings, names.transactions)
     if cfg.metrics_port:
         start_http_server(cfg.metrics_port, addr=cfg.metrics_host)

@@ -415,7 +415,8 @@ class ProcessorSettings(Group):
     """The streaming worker (`txmon process`)."""
 
     app_id: str = setting("TXMON_APP_ID", "txmon-processor",
-                          "the worker's consumer group (the merge stage uses `<id>-merge`)")
+                          "the worker's consumer group (the merge stage uses `<id>-merge`, and its "
+                          "transactional.id `<id>-merge-p0`)")
     lateness_s: Number = setting(
         "TXMON_ALLOWED_LATENESS_SECONDS", 10.0,
         "an event this much older than the newest one seen still counts in its window "
@@ -440,6 +441,11 @@ class ProcessorSettings(Group):
     tick_s: Number = setting(
         "TXMON_TICK_SECONDS", 1.0,
         "heartbeat, idle check and checkpoint (partition state saved) period")
+    transaction_timeout_ms: Integer = setting(
+        "TXMON_TRANSACTION_TIMEOUT_MS", 15_000,
+        "the merge stage's Kafka transactions: longer than a step and its commit; a "
+        "worker that dies mid-step holds up read_committed readers of the partials' "
+        "outputs at most this long, unless its successor fences it first")
     prefetch_kbytes: Integer = setting(
         "TXMON_PREFETCH_KBYTES", 16_384,
         "the counting consumer's prefetch (librdkafka `queued.max.messages.kbytes`, "

@@ -21,7 +21,7 @@ from support.obs import wait_for
 from support.processor import TXMON
 from support.reliability import record
 
-from processor.app import faust_topics
+from processor.merging import merge_topics as merge_state_topics
 from txmon.kafka.admin import TopicSpec, ensure_topics, pipeline_topics, replicated
 from txmon.settings import KafkaSettings, ProcessorSettings
 
@@ -100,7 +100,7 @@ def test_the_leader_of_the_partials_and_changelog_killed_while_merging(
     names = run_topics("t-merge")
     app_id = slug("victim")
     merge_topics = [s for s in pipeline_topics(names) if s.name == names.window_partials]
-    merge_topics += faust_topics(ProcessorSettings(app_id=app_id))
+    merge_topics += merge_state_topics(ProcessorSettings(app_id=app_id))
     victim = MERGE_VICTIM
     create_led_by(settings, merge_topics, victim)
     ensure_topics(settings, pipeline_topics(names))

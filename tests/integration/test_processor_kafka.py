@@ -289,11 +289,11 @@ def test_late_events_are_counted_within_lateness_and_dead_lettered_after(
     assert dead[0].topic == unique_topics.transactions and dead[0].offset == 3
 
 
-def test_merge_catches_up_when_faust_committed_past_its_state(kafka_settings, txmon_env,
-                                                           unique_topics, tmp_path):
-    """The failure seen after a SIGKILL, made deterministic: the merge group's committed
-    offset is ahead of the merge state (here: a brand-new state). The agent must go back
-    to what its state applied, not trust the commit, or minutes lose counts."""
+def test_merge_resumes_from_its_state_not_its_group_offset(kafka_settings, txmon_env,
+                                                          unique_topics, tmp_path):
+    """The merge group's committed offset ahead of the merge state (here: a brand-new
+    state, as when an operator resets or copies offsets): the merge goes by what its
+    state applied, not by the commit, or minutes lose counts."""
     from confluent_kafka import Consumer, TopicPartition
 
     env = processor_env(txmon_env)
@@ -325,4 +325,4 @@ def test_merge_catches_up_when_faust_committed_past_its_state(kafka_settings, tx
     want = {k: v.counts for k, v in unique_by_id(reference, "window").items() if k <= last}
     got = {k: v.counts for k, v in unique_by_id(again, "window").items() if k <= last}
     assert got == want
-    assert "skipped partials first" in second.log.read_text()
+    assert "merging from partial [-2]" in second.log.read_text(), "from the beginning"
