@@ -5,19 +5,24 @@ taken over is fenced."""
 from __future__ import annotations
 
 import concurrent.futures
+import os
 
 from support.kafka import consume_all
 
 from txmon.kafka.produce import REQUEST, producer_config
 from txmon.kafka.transact import TransactionalWriter, transactional_id
 
-MISSING = "no-such-topic-for-transactions"
+#: Over the broker's message.max.bytes (1 MB) and incompressible: the broker refuses it
+#: at once, where a record for a missing topic waits for the topic as long as the
+#: transaction may last, and the coordinator's timeout then races the abort.
+TOO_LARGE = os.urandom(1_200_000)
 
 
 def writer(settings, tid: str | None = None, **kw) -> TransactionalWriter:
     config = producer_config(settings, REQUEST,
                              **{"transactional.id": tid or transactional_id("test"),
-                                "transaction.timeout.ms": 10_000})
+                                "transaction.timeout.ms": 10_000,
+                                "message.max.bytes": 2_000_000})
     return TransactionalWriter(config, commit_timeout_s=15, **kw)
 
 
@@ -42,8 +47,8 @@ def test_concurrent_batches_are_each_written_once_and_whole(kafka_settings, uniq
 def test_a_failed_batch_is_invisible_to_read_committed_readers(kafka_settings, unique_topics):
     w = writer(kafka_settings)
     topic = unique_topics.transactions
-    bad = w.submit({topic: [(b"k", b"written-then-aborted")] * 50,
-                    MISSING: [(b"k", b"nowhere")]}).result(60)
+    bad = w.submit({topic: [(b"k", b"written-then-aborted")] * 50 + [(b"k", TOO_LARGE)]},
+                   ).result(60)
     good = w.submit({topic: [(b"k", b"kept")]}).result(60)
     w.close()
     assert bad.state == "aborted" and bad.error, bad

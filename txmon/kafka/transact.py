@@ -56,6 +56,8 @@ FENCED = frozenset({KafkaError._FENCED,  # noqa: SLF001 (librdkafka's local code
 ROOM_WAIT_S = 0.005
 #: Pause between tries to resolve a transaction while the broker cannot answer.
 RESOLVE_RETRY_S = 1.0
+#: librdkafka's transaction.timeout.ms when the configuration does not say.
+DEFAULT_TRANSACTION_TIMEOUT_MS = 60_000
 
 
 def transactional_id(prefix: str) -> str:
@@ -105,6 +107,7 @@ class TransactionalWriter:
         self._unresolved = False
         self._fenced: str | None = None
         self._closing = threading.Event()
+        self._began = time.monotonic()
         self._settled: list[concurrent.futures.Future] = []
         self._settled_lock = threading.Lock()
         self._thread = threading.Thread(target=self._run, name="kafka-transactions",
@@ -132,7 +135,8 @@ class TransactionalWriter:
         self._closing.set()
         self._queue.put(None)
         self._thread.join(timeout)
-        self._producer.flush(timeout)
+        with contextlib.suppress(KafkaException):  # a fenced producer has nothing to send
+            self._producer.flush(timeout)
 
     def _new_producer(self):
         producer = self.client(self.config)
@@ -185,6 +189,7 @@ class TransactionalWriter:
             return Outcome("aborted", total, "an earlier transaction is still unresolved")
         try:
             self._producer.begin_transaction()
+            self._began = time.monotonic()
             for batch in group:
                 self._produce(batch.records)
         except KafkaException as exc:
@@ -215,9 +220,11 @@ class TransactionalWriter:
             err: KafkaError = exc.args[0]
         if err.txn_requires_abort():
             return Outcome("aborted", total, self._abort(err.str()))
-        if err.fatal():  # the coordinator has aborted it
-            self._after_fatal(err)
-            return Outcome("aborted", total, err.str())
+        if err.fatal():
+            # Fenced by another writer of the id: aborted. Else a new producer settles
+            # it, and the commit may have reached the coordinator first: unknown.
+            state = "unknown" if self._after_fatal(err) else "aborted"
+            return Outcome(state, total, err.str())
         if err.retriable():  # librdkafka's advice: send the commit again
             try:
                 self._producer.commit_transaction(self.commit_timeout_s)
@@ -234,19 +241,24 @@ class TransactionalWriter:
         return self._replace()
 
     def _abort(self, reason: str) -> str:
-        """Aborts the open transaction; returns `reason`, the caller's answer."""
+        """Aborts the open transaction, then starts afresh with a new producer: after a
+        record the broker refused, librdkafka's next transaction fails on the gap in
+        its sequence numbers ("skipped sequence numbers"), taking the next caller's
+        batch with it. Returns `reason`, the caller's answer."""
         try:
             self._producer.abort_transaction(self.commit_timeout_s)
         except KafkaException as again:
             log.warning("abort failed: %s", again.args[0].str())
             if not again.args[0].fatal() or not self._after_fatal(again.args[0]):
                 self._unresolved = True
+            return reason
+        self._replace()
         return reason
 
     def _after_fatal(self, err: KafkaError) -> bool:
-        """A new producer, unless this one was fenced: then another process holds its
-        transactional.id, and taking it back would fence that one in turn."""
-        if err.code() in FENCED:
+        """A new producer, unless this one was fenced by another: then another process
+        holds its transactional.id, and taking it back would fence that one in turn."""
+        if err.code() in FENCED and not outlived(self._began, self.config):
             self._fenced = err.str()
             return False
         return self._replace()
@@ -266,10 +278,18 @@ class TransactionalWriter:
             return False
 
 
+def outlived(began: float, config: Mapping[str, object]) -> bool:
+    """Whether a transaction begun at `began` (monotonic) outlived its timeout: the
+    coordinator then aborted it and bumped the producer's epoch, and the producer's next
+    call reports it fenced "by a newer instance", though it was fenced by its own
+    slowness (a broker away, a record stuck that long). Such a producer may take its id
+    back; one fenced sooner was fenced by another producer of its id."""
+    timeout_ms = float(config.get("transaction.timeout.ms", DEFAULT_TRANSACTION_TIMEOUT_MS))
+    return time.monotonic() - began >= timeout_ms / 1000
+
+
 class StepFailed(RuntimeError):
-    """A step's transaction cannot be known to have ended, or this producer may write no
-    more (fenced by a newer one, a fatal error): the loop must stop; its successor's
-    `init_transactions` settles what this one left."""
+    """No transactional producer can be started: the loop must stop."""
 
 
 class Steps:
@@ -277,19 +297,55 @@ class Steps:
     records and its input offsets (`send_offsets_to_transaction`, with the consumer
     group's metadata: exactly-once v2) commit together or not at all.
 
-    `producer` has a transactional.id stable for the input it serves: its
+    `config` has a transactional.id stable for the input it serves: the producer's
     `init_transactions` (here) fences an older producer of that id, a zombie, and
     settles what it left open before this one reads anything."""
 
-    def __init__(self, producer, consumer, timeout_s: float):
-        self.producer, self.consumer, self.timeout_s = producer, consumer, timeout_s
-        producer.init_transactions(timeout_s)
+    def __init__(self, config: Mapping[str, object], consumer, client: ClientFactory = Producer,
+                 stop: threading.Event | None = None):
+        self.config, self.consumer, self.client = dict(config), consumer, client
+        self.timeout_s = float(self.config.get("transaction.timeout.ms",
+                                               DEFAULT_TRANSACTION_TIMEOUT_MS)) / 1000
+        self.stop = stop or threading.Event()
+        self.producer = self._new_producer()
+
+    def _new_producer(self):
+        """A producer whose init succeeded, tried with new clients until the broker
+        answers or the loop stops."""
+        while True:
+            producer = self.client(self.config)
+            try:
+                self._again(lambda p=producer: p.init_transactions(self.timeout_s))
+                return producer
+            except KafkaException as exc:
+                if not exc.args[0].retriable() or self.stop.is_set():
+                    raise
+                log.warning("no transactional producer yet: %s", exc.args[0].str())
+
+    def _again(self, call):
+        """`call()`, made again while its error is retriable (librdkafka's advice: the
+        broker is away or busy, the same call will do), for up to twice the transaction
+        timeout: a client whose coordinator connection did not come back after a broker
+        restart times out for good, and a new one is the cure."""
+        deadline = time.monotonic() + 2 * self.timeout_s
+        while True:
+            try:
+                return call()
+            except KafkaException as exc:
+                if not exc.args[0].retriable() or self.stop.is_set() \
+                        or time.monotonic() > deadline:
+                    raise
+                log.warning("transaction call failed, trying again: %s", exc.args[0].str())
 
     def commit(self, records: Sequence[tuple[str, bytes, bytes | None]],
                offsets: Sequence[TopicPartition]) -> bool:
         """Writes `records` (topic, key, value) and commits `offsets`: True once
-        committed, False once aborted (nothing of it visible: the caller goes back to
-        its last committed state and offsets). StepFailed otherwise."""
+        committed. False when it may not have been: aborted, or its outcome unknown (a
+        commit unanswered past the transaction's timeout, a producer fenced meanwhile).
+        A new producer then settles it, so the caller's state read back from Kafka,
+        read_committed, is the truth either way (the generation in the offsets keeps
+        a member that lost its partitions from committing). StepFailed when no new
+        producer can start."""
         producer = self.producer
         try:
             producer.begin_transaction()
@@ -300,29 +356,31 @@ class Steps:
                         break
                     except BufferError:
                         producer.poll(ROOM_WAIT_S)
-            producer.send_offsets_to_transaction(
-                list(offsets), self.consumer.consumer_group_metadata(), self.timeout_s)
-            self._commit()
+            metadata = self.consumer.consumer_group_metadata()
+            self._again(lambda: producer.send_offsets_to_transaction(
+                list(offsets), metadata, self.timeout_s))
+            self._again(lambda: producer.commit_transaction(self.timeout_s))
             return True
         except KafkaException as exc:
             err: KafkaError = exc.args[0]
-            if not err.txn_requires_abort():
-                raise StepFailed(err.str()) from exc
-            log.warning("transaction aborted: %s", err.str())
-        try:
-            producer.abort_transaction(self.timeout_s)
-        except KafkaException as exc:
-            raise StepFailed(f"abort failed: {exc.args[0].str()}") from exc
+            log.warning("transaction not committed: %s", err.str())
+            if not err.fatal():
+                with contextlib.suppress(KafkaException):
+                    self._again(lambda: producer.abort_transaction(self.timeout_s))
+        self._renew()
         return False
 
-    def _commit(self) -> None:
-        """librdkafka's advice for a retriable commit error: send the commit again."""
+    def _renew(self) -> None:
+        """A new producer of the id: its init settles whatever the old one left, and it
+        starts with fresh sequence numbers (after a refused record, librdkafka's next
+        transaction fails on the gap)."""
+        with contextlib.suppress(KafkaException, RuntimeError):
+            self.producer.purge()
         try:
-            self.producer.commit_transaction(self.timeout_s)
+            self.producer = self._new_producer()
         except KafkaException as exc:
-            if not exc.args[0].retriable():
-                raise
-            self.producer.commit_transaction(self.timeout_s)
+            raise StepFailed(f"no transactional producer: {exc.args[0].str()}") from exc
 
     def close(self, timeout: float = 10.0) -> None:
-        self.producer.flush(timeout)
+        with contextlib.suppress(KafkaException):
+            self.producer.flush(timeout)
