@@ -110,8 +110,6 @@ class Merging:
                                Policy(cfg.recovery_window, cfg.runbook_url))
         self.steps: Steps | None = None
         self.state: MinuteState | None = None
-        #: The state as last committed: what an aborted step goes back to.
-        self.committed: bytes | None = None
         self.stop_event = threading.Event()
         self.error: BaseException | None = None
 
@@ -121,13 +119,11 @@ class Merging:
         if not tps:
             return
         if self.steps is None:  # fence a zombie before reading what it left
-            self.steps = Steps(self.producer_factory(producer_config(
-                self.settings, PIPELINE, **{
-                    "transactional.id": f"{merge_group(self.cfg)}-p0",
-                    "transaction.timeout.ms": self.cfg.transaction_timeout_ms})),
-                consumer, self.cfg.transaction_timeout_ms / 1000)
-        self.committed = self._load()
-        self.state = self._decode(self.committed)
+            self.steps = Steps(producer_config(self.settings, PIPELINE, **{
+                "transactional.id": f"{merge_group(self.cfg)}-p0",
+                "transaction.timeout.ms": self.cfg.transaction_timeout_ms}),
+                consumer, self.producer_factory, self.stop_event)
+        self.state = self._decode(self._load())
         self.minutes.pending_slices.clear()
         for tp in tps:
             tp.offset = self._resume_at()
@@ -183,15 +179,16 @@ class Merging:
                                 encode(minute.window)))
                 records += [(self.names.alerts, a.id.encode(), encode(a)) for a in minute.alerts]
                 emitted += 1
-        raw = encode(state)
-        records.append((state_topic(self.cfg), MINUTES_KEY, raw))
+        records.append((state_topic(self.cfg), MINUTES_KEY, encode(state)))
         position = TopicPartition(self.names.window_partials, 0, state.last_offset + 1)
         if self.steps.commit(records, [position]):
-            self.committed = raw
             WINDOWS_EMITTED.inc(emitted)
             return emitted
-        self.state = self._decode(self.committed)
+        # Not known to have committed: what did is in the state topic, read_committed.
+        self.state = self._decode(self._load())
         self.minutes.pending_slices.clear()
+        log.warning("step not committed: merging again from partial %d",
+                    self.state.last_offset + 1)
         self.consumer.seek(TopicPartition(self.names.window_partials, 0, self._resume_at()))
         return 0
 

@@ -1,5 +1,7 @@
 """The worker SIGKILLed at random points of a reference day and restarted gives the
-same windows and alerts as an undisturbed run, 10 trials.
+same windows and alerts as an undisturbed run, 10 trials, and none of them twice: the
+merge commits each step's minutes and alerts in one transaction with its state, so Kafka's
+own Java consumer, read_committed, finds every window and alert id exactly once.
 
 The day's afternoon (12:00-18:59, its incidents included) is replayed once into one
 transactions topic: the crashes are the point, and seven hours of minutes give them as
@@ -34,6 +36,7 @@ from support.faults import (
     tally_records,
     tally_windows,
 )
+from support.kafka import java_read_keys
 from support.processor import TXMON, Worker, processor_env, read_alerts, read_windows
 from support.reliability import record
 
@@ -122,9 +125,11 @@ def _trial(n: int, day, kafka_settings, tmp_path) -> dict:
         worker.stop()
     windows = read_windows(kafka_settings, names.window_counts)
     alerts = read_alerts(kafka_settings, names.alerts)
+    outside = java_read_keys(kafka_settings, names.window_counts, names.alerts)
     last_start = max(w.start for w in day["windows"] if w.id <= day["last"])
     return dict(
         kills=len(kills), targets=kills, killed_at=at,
+        outside_twice=len(outside) - len(set(outside)),
         counts=tally_windows(windows, day["truth"]),
         windows=tally_records([w for w in windows if w.id <= day["last"]],
                               [w for w in day["windows"] if w.id <= day["last"]]),
@@ -141,6 +146,7 @@ def test_sigkilled_worker_equals_an_undisturbed_run(day, kafka_settings, tmp_pat
         r = _trial(n, day, kafka_settings, tmp_path)
         print(f"trial {n}: kills at windows {r['killed_at']} (aimed {r['targets']}), "
               f"counts {r['counts']}, windows {r['windows']}, alerts {r['alerts']}, "
+              f"read twice by the Java consumer {r['outside_twice']}, "
               f"{time.monotonic() - t0:.0f}s", flush=True)
         return r
 
@@ -168,6 +174,8 @@ def test_sigkilled_worker_equals_an_undisturbed_run(day, kafka_settings, tmp_pat
               + " windows; re-emitted windows "
               + str(sum(r["windows"].reemitted for r in results))
               + ", alerts " + str(sum(r["alerts"].reemitted for r in results))
+              + "; ids a read_committed Java consumer read twice "
+              + str(sum(r["outside_twice"] for r in results))
               + "".join(f"; FAILED trial {n}: counts {r['counts']!r}, windows {r['windows']}, "
                         f"alerts {r['alerts']!r}"
                         for n, r in enumerate(results)
@@ -178,3 +186,5 @@ def test_sigkilled_worker_equals_an_undisturbed_run(day, kafka_settings, tmp_pat
         assert r["counts"].clean(), f"trial {n}: counts differ from the CSV: {r['counts']}"
         assert r["windows"].clean(), f"trial {n}: windows differ: {r['windows']}"
         assert r["alerts"].clean(), f"trial {n}: alerts differ: {r['alerts']}"
+        assert r["windows"].reemitted == r["alerts"].reemitted == 0, f"trial {n}: {r}"
+        assert r["outside_twice"] == 0, f"trial {n}: read twice outside txmon: {r}"

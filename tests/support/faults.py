@@ -248,6 +248,9 @@ class ReplayOutcome:
         assert self.counts.clean(), self.counts
         assert self.windows.clean(), f"windows differ from an undisturbed run: {self.windows}"
         assert self.alerts.clean(), f"alerts differ from an undisturbed run: {self.alerts}"
+        # Each minute and alert is committed once, with the merge state that made it.
+        assert self.windows.reemitted == self.alerts.reemitted == 0, (
+            f"re-emitted: windows {self.windows}, alerts {self.alerts}")
         assert not self.dead, f"{len(self.dead)} dead letters, e.g. {self.dead[0]}"
 
 

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import subprocess
 import time
 from contextlib import closing
 from dataclasses import dataclass
+from pathlib import Path
 
 from confluent_kafka import KafkaError, KafkaException, Message
 from confluent_kafka.admin import AdminClient
 
+from devstack.kafka.fetch import fetch, java_executable
 from txmon.kafka.admin import wait_for_leaders
 from txmon.kafka.read import follow, read_to_end, reader, watermarks
 from txmon.settings import KafkaSettings
@@ -97,3 +100,24 @@ def consume_all(
             if len(records) >= expected and time.monotonic() - last > 0.5:
                 break
     return records
+
+
+#: Kafka's Java consumer, read_committed: the outside reader of exactly-once tests.
+READ_COMMITTED_JAVA = Path(__file__).parent / "java" / "ReadCommitted.java"
+
+
+def java_read_keys(settings: KafkaSettings, *topics: str, timeout: float = 120.0,
+                   ) -> list[tuple[str, str]]:
+    """(topic, key) of every record of `topics`, in each partition's order, as Kafka's
+    own Java client with isolation.level=read_committed reads them (once no transaction
+    is open on them): what a consumer outside txmon sees, duplicates included."""
+    for topic in topics:
+        settle(settings, topic, timeout)
+    libs = fetch().libs
+    proc = subprocess.run(
+        [java_executable(), "-cp", f"{libs}/*", str(READ_COMMITTED_JAVA),
+         settings.bootstrap, *topics],
+        capture_output=True, text=True, timeout=timeout, check=False)
+    if proc.returncode != 0:
+        raise AssertionError(f"the Java reader failed ({proc.returncode}): {proc.stderr[-2000:]}")
+    return [tuple(line.split("\t", 1)) for line in proc.stdout.splitlines() if "\t" in line]
