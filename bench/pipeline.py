@@ -127,7 +127,7 @@ def _wait_settled(procs: list[Worker], quiet_s: float = 5.0, timeout: float = 18
 def run_processor(bootstrap: str, n: int, workdir: Path, *, partitions: int = 3,
                   workers: int = 1, start_first: bool = False, profile: Path | None = None,
                   label: str = "processor", timeout: float = 900.0,
-                  terminals: int = 0) -> dict:
+                  terminals: int = 0, guarantee: str | None = None) -> dict:
     """Run `workers` real `txmon process` over n events; see the module docstring.
 
     start_first: start the workers on the empty topic and write the events once every
@@ -135,11 +135,13 @@ def run_processor(bootstrap: str, n: int, workdir: Path, *, partitions: int = 3,
     of rebalancing mid-run); otherwise the events are preloaded before the start.
     profile: record the first worker with py-spy (raw collapsed stacks) into this file.
     terminals: the events carry terminal ids from a fleet that size (0: none).
+    guarantee: TXMON_PROCESSING_GUARANTEE for the workers (None: the default).
     """
     settings = settings_for(bootstrap)
     names = fresh_topics(settings, label, partitions)
     scenario = bench_scenario(n, terminals=terminals)
-    env = worker_env(bootstrap, names, TXMON_IDLE_TIMEOUT_SECONDS=str(IDLE_TIMEOUT_S))
+    env = worker_env(bootstrap, names, TXMON_IDLE_TIMEOUT_SECONDS=str(IDLE_TIMEOUT_S),
+                     **({"TXMON_PROCESSING_GUARANTEE": guarantee} if guarantee else {}))
     load = None
     if not start_first:
         load = preload(settings, names.transactions, scenario, n)

@@ -34,7 +34,7 @@ from txmon.contracts import metrics as m
 from txmon.kafka.admin import TopicSpec
 from txmon.kafka.produce import PIPELINE, producer_config
 from txmon.kafka.read import read_to_end
-from txmon.kafka.transact import StepFailed, Steps
+from txmon.kafka.transact import PlainSteps, StepFailed, Steps
 from txmon.settings import KafkaSettings, ProcessorSettings
 
 __all__ = ["Clients", "Merging", "StepFailed", "merge_group", "merge_topics", "state_topic"]
@@ -108,7 +108,7 @@ class Merging:
         self.producer_factory, self.read = clients.producer, clients.read
         self.minutes = Minutes(cfg.model_path, cfg.warmup_windows,
                                Policy(cfg.recovery_window, cfg.runbook_url))
-        self.steps: Steps | None = None
+        self.steps: Steps | PlainSteps | None = None
         self.state: MinuteState | None = None
         self.stop_event = threading.Event()
         self.error: BaseException | None = None
@@ -119,16 +119,22 @@ class Merging:
         if not tps:
             return
         if self.steps is None:  # fence a zombie before reading what it left
-            self.steps = Steps(producer_config(self.settings, PIPELINE, **{
-                "transactional.id": f"{merge_group(self.cfg)}-p0",
-                "transaction.timeout.ms": self.cfg.transaction_timeout_ms}),
-                consumer, self.producer_factory, self.stop_event)
+            self.steps = self._steps(consumer)
         self.state = self._decode(self._load())
         self.minutes.pending_slices.clear()
         for tp in tps:
             tp.offset = self._resume_at()
         log.info("merging from partial %s", [tp.offset for tp in tps])
         consumer.assign(tps)
+
+    def _steps(self, consumer: Consumer) -> Steps | PlainSteps:
+        if self.cfg.processing_guarantee == "at_least_once":
+            return PlainSteps(producer_config(self.settings, PIPELINE), consumer,
+                              self.producer_factory, self.cfg.transaction_timeout_ms / 1000)
+        return Steps(producer_config(self.settings, PIPELINE, **{
+            "transactional.id": f"{merge_group(self.cfg)}-p0",
+            "transaction.timeout.ms": self.cfg.transaction_timeout_ms}),
+            consumer, self.producer_factory, self.stop_event)
 
     def _on_revoke(self, consumer: Consumer, tps: list[TopicPartition]) -> None:
         """Every step committed whole: nothing to save. The producer goes too: the next

@@ -18,7 +18,7 @@ import ssl
 import sys
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Annotated, Any, Self, TypeVar
+from typing import Annotated, Any, Literal, Self, TypeVar
 
 from pydantic import BeforeValidator, Field, ValidationError
 from pydantic.fields import FieldInfo
@@ -441,6 +441,12 @@ class ProcessorSettings(Group):
     tick_s: Number = setting(
         "TXMON_TICK_SECONDS", 1.0,
         "heartbeat, idle check and checkpoint (partition state saved) period")
+    processing_guarantee: Literal["exactly_once", "at_least_once"] = setting(
+        "TXMON_PROCESSING_GUARANTEE", "exactly_once",
+        "`exactly_once`: each merge step one Kafka transaction, so a read_committed "
+        "reader sees every minute and alert once; `at_least_once`: no transactions, a "
+        "crash may write a minute or alert again with the same id and content "
+        "(bench/README.md has the cost of each)")
     transaction_timeout_ms: Integer = setting(
         "TXMON_TRANSACTION_TIMEOUT_MS", 15_000,
         "the merge stage's Kafka transactions: longer than a step and its commit; a "

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import msgspec
 from confluent_kafka import KafkaError, TopicPartition
-from support.fake_kafka import FakeMessage, FakeTransactionalProducer
+from support.fake_kafka import FakeMessage, FakeProducer, FakeTransactionalProducer
 
 from processor.merging import Clients, Merging, state_topic
 from txmon.contracts import STATUSES, Topics, WindowCount, WindowPartial, encode
@@ -59,16 +59,21 @@ class Log:
     def consumer_group_metadata(self) -> str:
         return "group-metadata"
 
+    def commit(self, offsets=None, asynchronous: bool = True) -> None:
+        self.commits = [*getattr(self, "commits", []),
+                        [(tp.topic, tp.partition, tp.offset) for tp in offsets]]
+
     def close(self) -> None:
         pass
 
 
-def merge(log: Log, producer: FakeTransactionalProducer, state_from=None) -> Merging:
+def merge(log: Log, producer: FakeTransactionalProducer, state_from=None,
+          cfg: ProcessorSettings = CFG) -> Merging:
     """Runs the loop until `log` is consumed."""
     def read(settings, topic, purpose):
         return (producer if state_from is None else state_from).on(topic)
 
-    loop = Merging(CFG, SETTINGS, NAMES, 1, Clients(log, lambda conf: producer, read))
+    loop = Merging(cfg, SETTINGS, NAMES, 1, Clients(log, lambda conf: producer, read))
     log.stop = loop.stop_event
     loop.run()
     return loop
@@ -112,3 +117,12 @@ def test_a_restarted_loop_carries_on_after_the_committed_state():
     assert after.offsets == [[(NAMES.window_partials, 0, 8)]]
     assert minutes(producer) + minutes(after) == [
         minute_id(START + i * MINUTE_MS) for i in range(8)]
+
+
+def test_at_least_once_writes_each_step_s_outputs_before_its_state_without_transactions():
+    producer, log = FakeProducer(), Log([partial(i) for i in range(6)], 3)
+    merge(log, producer, cfg=CFG.model_copy(update={"processing_guarantee": "at_least_once"}))
+    assert minutes(producer) == [minute_id(START + i * MINUTE_MS) for i in range(6)]
+    topics = [m.topic() for m in producer.delivered]
+    assert topics == ([NAMES.window_counts] * 3 + [state_topic(CFG)]) * 2, "state last"
+    assert log.commits == [[(NAMES.window_partials, 0, 3)], [(NAMES.window_partials, 0, 6)]]

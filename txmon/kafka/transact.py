@@ -40,7 +40,8 @@ from confluent_kafka import KafkaError, KafkaException, Producer, TopicPartition
 
 from txmon.kafka.produce import ClientFactory
 
-__all__ = ["Outcome", "StepFailed", "Steps", "TransactionalWriter", "transactional_id"]
+__all__ = ["Outcome", "PlainSteps", "StepFailed", "Steps", "TransactionalWriter",
+           "transactional_id"]
 
 log = logging.getLogger(__name__)
 
@@ -384,3 +385,53 @@ class Steps:
     def close(self, timeout: float = 10.0) -> None:
         with contextlib.suppress(KafkaException):
             self.producer.flush(timeout)
+
+
+class PlainSteps:
+    """Steps without transactions (TXMON_PROCESSING_GUARANTEE=at_least_once): the
+    step's records but the last are acknowledged first, then the last (the loop's
+    state), then the offsets are committed. A crash between the two can only write a
+    step's outputs again, with the same keys and content; what it saves is the
+    transaction's round trips (bench/README.md compares the two)."""
+
+    def __init__(self, config: Mapping[str, object], consumer, client: ClientFactory = Producer,
+                 timeout_s: float = 30.0):
+        self.consumer, self.timeout_s = consumer, timeout_s
+        self.producer = client(dict(config))
+
+    def commit(self, records: Sequence[tuple[str, bytes, bytes | None]],
+               offsets: Sequence[TopicPartition]) -> bool:
+        """True once every record is acknowledged, the last one after the others;
+        False when the broker refused or did not acknowledge one."""
+        *outputs, last = records
+        if not (self._written(outputs) and self._written([last])):
+            return False
+        try:
+            self.consumer.commit(offsets=list(offsets), asynchronous=False)
+        except KafkaException as exc:  # informational: the state holds the offset
+            log.warning("offset commit failed: %s", exc.args[0].str())
+        return True
+
+    def _written(self, records) -> bool:
+        failed: list[KafkaError] = []
+
+        def report(err, _msg) -> None:
+            if err is not None:
+                failed.append(err)
+
+        for topic, key, value in records:
+            while True:
+                try:
+                    self.producer.produce(topic, value, key, on_delivery=report)
+                    break
+                except BufferError:
+                    self.producer.poll(ROOM_WAIT_S)
+        unsent = self.producer.flush(self.timeout_s)
+        if failed or unsent:
+            log.warning("step not written: %s", failed[0].str() if failed else
+                        f"{unsent} records unacknowledged after {self.timeout_s:.0f} s")
+            return False
+        return True
+
+    def close(self, timeout: float = 10.0) -> None:
+        self.producer.flush(timeout)
