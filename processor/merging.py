@@ -31,6 +31,7 @@ from processor.state_schema import StateSchema
 from processor.windows import MinuteMerger
 from txmon.contracts import Topics, WindowPartial, encode
 from txmon.contracts import metrics as m
+from txmon.contracts.minutes import minute_id
 from txmon.kafka.admin import TopicSpec
 from txmon.kafka.produce import PIPELINE, producer_config
 from txmon.kafka.read import read_to_end
@@ -124,7 +125,8 @@ class Merging:
         self.minutes.pending_slices.clear()
         for tp in tps:
             tp.offset = self._resume_at()
-        log.info("merging from partial %s", [tp.offset for tp in tps])
+        log.info("merging from partial %s, minutes emitted before %s",
+                 [tp.offset for tp in tps], self._emitted())
         consumer.assign(tps)
 
     def _steps(self, consumer: Consumer) -> Steps | PlainSteps:
@@ -164,6 +166,10 @@ class Merging:
                                 int(2 * self.cfg.tick_s * 1000)),
             incidents=IncidentTracker())
 
+    def _emitted(self) -> str:
+        until = self.state.merger.emitted_until
+        return "none" if until is None else minute_id(until)
+
     def _resume_at(self) -> int:
         last = self.state.last_offset
         return last + 1 if last >= 0 else OFFSET_BEGINNING
@@ -193,8 +199,8 @@ class Merging:
         # Not known to have committed: what did is in the state topic, read_committed.
         self.state = self._decode(self._load())
         self.minutes.pending_slices.clear()
-        log.warning("step not committed: merging again from partial %d",
-                    self.state.last_offset + 1)
+        log.warning("step not committed: merging again from partial %d, minutes emitted "
+                    "before %s", self.state.last_offset + 1, self._emitted())
         self.consumer.seek(TopicPartition(self.names.window_partials, 0, self._resume_at()))
         return 0
 

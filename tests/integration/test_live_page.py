@@ -81,7 +81,8 @@ def test_live_page_follows_the_pipeline(stack, kafka_settings, unique_topics, tm
         total = sum(sum(c.values()) for c in expected.values())
         assert page.inner_text("#t-transactions") == f"{total:,}"
         assert page.inner_text("#t-windows") == str(MINUTES)
-        assert page.is_hidden("#stall")
+        # No banner check here: the replay's last minute may be STALL_AFTER old by now
+        # (a loaded machine, Chromium's start); it is checked below while minutes flow.
         assert f"newest minute {minutes[-1]} UTC" in page.inner_text("#freshness")
 
         since = START + timedelta(minutes=8)

@@ -57,6 +57,9 @@ FENCED = frozenset({KafkaError._FENCED,  # noqa: SLF001 (librdkafka's local code
 ROOM_WAIT_S = 0.005
 #: Pause between tries to resolve a transaction while the broker cannot answer.
 RESOLVE_RETRY_S = 1.0
+#: How long past its own timeout a transactional call may take before its client is
+#: taken for hung (Steps._bounded).
+HUNG_MARGIN_S = 5.0
 #: librdkafka's transaction.timeout.ms when the configuration does not say.
 DEFAULT_TRANSACTION_TIMEOUT_MS = 60_000
 
@@ -308,18 +311,20 @@ class Steps:
         self.timeout_s = float(self.config.get("transaction.timeout.ms",
                                                DEFAULT_TRANSACTION_TIMEOUT_MS)) / 1000
         self.stop = stop or threading.Event()
+        #: The producer was left inside a call that did not return (`_bounded`).
+        self.hung = False
         self.producer = self._new_producer()
 
     def _new_producer(self):
         """A producer whose init succeeded, tried with new clients until the broker
         answers or the loop stops."""
         while True:
-            producer = self.client(self.config)
+            producer, self.hung = self.client(self.config), False
             try:
                 self._again(lambda p=producer: p.init_transactions(self.timeout_s))
                 return producer
             except KafkaException as exc:
-                if not exc.args[0].retriable() or self.stop.is_set():
+                if not (exc.args[0].retriable() or self.hung) or self.stop.is_set():
                     raise
                 log.warning("no transactional producer yet: %s", exc.args[0].str())
 
@@ -327,16 +332,42 @@ class Steps:
         """`call()`, made again while its error is retriable (librdkafka's advice: the
         broker is away or busy, the same call will do), for up to twice the transaction
         timeout: a client whose coordinator connection did not come back after a broker
-        restart times out for good, and a new one is the cure."""
+        restart times out for good, and a new one is the cure. Never again on a client
+        left hung."""
         deadline = time.monotonic() + 2 * self.timeout_s
         while True:
             try:
-                return call()
+                return self._bounded(call)
             except KafkaException as exc:
-                if not exc.args[0].retriable() or self.stop.is_set() \
+                if self.hung or not exc.args[0].retriable() or self.stop.is_set() \
                         or time.monotonic() > deadline:
                     raise
                 log.warning("transaction call failed, trying again: %s", exc.args[0].str())
+
+    def _bounded(self, call):
+        """`call()` in a thread of its own, given up on HUNG_MARGIN_S after its own
+        timeout: librdkafka's send_offsets_to_transaction can block long past its
+        timeout while the group coordinator is away (librdkafka#5456, #5511; 10 minutes
+        after a broker restart here), and a merge blocked that long stops every minute.
+        The client is then abandoned to its call (`hung`): a new producer of the id
+        fences it, so whatever it sends when it wakes is refused."""
+        done: concurrent.futures.Future = concurrent.futures.Future()
+
+        def run() -> None:
+            try:
+                done.set_result(call())
+            except BaseException as exc:  # noqa: BLE001 (handed to the caller)
+                done.set_exception(exc)
+
+        threading.Thread(target=run, name="kafka-transaction-call", daemon=True).start()
+        try:
+            return done.result(self.timeout_s + HUNG_MARGIN_S)
+        except concurrent.futures.TimeoutError:
+            self.hung = True
+            raise KafkaException(KafkaError(
+                KafkaError._TIMED_OUT,  # noqa: SLF001
+                f"no answer {self.timeout_s + HUNG_MARGIN_S:.0f} s into a call with a "
+                f"{self.timeout_s:.0f} s timeout: client abandoned")) from None
 
     def commit(self, records: Sequence[tuple[str, bytes, bytes | None]],
                offsets: Sequence[TopicPartition]) -> bool:
@@ -365,7 +396,7 @@ class Steps:
         except KafkaException as exc:
             err: KafkaError = exc.args[0]
             log.warning("transaction not committed: %s", err.str())
-            if not err.fatal():
+            if not err.fatal() and not self.hung:
                 with contextlib.suppress(KafkaException):
                     self._again(lambda: producer.abort_transaction(self.timeout_s))
         self._renew()
@@ -375,16 +406,18 @@ class Steps:
         """A new producer of the id: its init settles whatever the old one left, and it
         starts with fresh sequence numbers (after a refused record, librdkafka's next
         transaction fails on the gap)."""
-        with contextlib.suppress(KafkaException, RuntimeError):
-            self.producer.purge()
+        if not self.hung:  # a hung client is left alone: its call still runs
+            with contextlib.suppress(KafkaException, RuntimeError):
+                self.producer.purge()
         try:
             self.producer = self._new_producer()
         except KafkaException as exc:
             raise StepFailed(f"no transactional producer: {exc.args[0].str()}") from exc
 
     def close(self, timeout: float = 10.0) -> None:
-        with contextlib.suppress(KafkaException):
-            self.producer.flush(timeout)
+        if not self.hung:
+            with contextlib.suppress(KafkaException):
+                self.producer.flush(timeout)
 
 
 class PlainSteps:
