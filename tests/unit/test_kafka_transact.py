@@ -79,12 +79,6 @@ def _unreachable(timeout: float = -1) -> None:
     raise KafkaException(KafkaError(KafkaError._TRANSPORT, "broker down"))  # noqa: SLF001
 
 
-@pytest.fixture(autouse=True)
-def _fresh_gate():
-    Gated.gate.clear()
-    Gated.entered.clear()
-
-
 class Stuck(FakeTransactionalProducer):
     """send_offsets_to_transaction blocks past its timeout until `release` (librdkafka
     while the group coordinator is away); every other call on it is recorded."""
@@ -134,3 +128,10 @@ def test_a_step_whose_call_never_returns_is_given_up_and_its_client_left_alone(m
         assert made[0].calls_after == []
     finally:
         Stuck.release.set()
+
+
+@pytest.fixture(autouse=True)
+def _fresh_gate():
+    Gated.gate.clear()
+    Gated.entered.clear()
+    Stuck.release.clear()
