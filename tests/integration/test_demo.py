@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -59,6 +60,24 @@ def alive(pid: int) -> bool:
     return pid_alive(pid)
 
 
+def live_minute(out: str, before: datetime) -> str:
+    """The minute id ("2026-12-06T00:01") the live stream began in: the demo's log says
+    only its time of day, and the stream began before `before`, maybe the day before."""
+    hh, mm = map(int, re.search(r"^\[(\d\d):(\d\d):\d\d [^]]*\] produce\s+streaming in "
+                                r"real", out, re.M).groups())
+    began = before.replace(hour=hh, minute=mm, second=0, microsecond=0)
+    if began > before:
+        began -= timedelta(days=1)
+    return f"{began:%Y-%m-%dT%H:%M}"
+
+
+def test_the_live_minute_is_read_across_midnight():
+    line = "[00:01:05 demo] produce   streaming in real time: ~20 tx/s"
+    assert live_minute(line, datetime(2026, 12, 6, 0, 2, tzinfo=UTC)) == "2026-12-06T00:01"
+    assert live_minute(line.replace("00:01", "23:59", 1),
+                       datetime(2026, 12, 6, 0, 0, 30, tzinfo=UTC)) == "2026-12-05T23:59"
+
+
 @pytest.mark.slow
 def test_demo_up_streams_and_down_stops_everything(demo_env: dict, kafka_settings) -> None:
     home = Path(demo_env["TXMON_STATE_DIR"]) / "demo"
@@ -68,7 +87,7 @@ def test_demo_up_streams_and_down_stops_everything(demo_env: dict, kafka_setting
     try:
         started = time.monotonic()
         up = txmon(demo_env, "demo", "up", timeout=300)
-        took = time.monotonic() - started
+        took, up_ended = time.monotonic() - started, datetime.now(UTC)
         out = up.stdout + up.stderr
         assert up.returncode == 0, out
         for name in ("processor", "api", "exporter", "notify"):
@@ -86,18 +105,17 @@ def test_demo_up_streams_and_down_stops_everything(demo_env: dict, kafka_setting
         assert status.returncode == 0, status.stdout + status.stderr
         # The minute(s) streamed live close too, once the worker's idle timeout passes
         # (the demo may have ended first on a loaded machine).
-        live_from = re.search(r"^\[(\d\d:\d\d):\d\d [^]]*\] produce\s+streaming in real",
-                              out, re.M).group(1)
+        live_from = live_minute(out, up_ended)
         deadline = time.monotonic() + 60
         while True:
             code, body = get(f"http://127.0.0.1:{ports['TXMON_API_PORT']}/history_counts")
             minutes = json.loads(body)
-            if any(m["minute"][11:] >= live_from for m in minutes) or time.monotonic() > deadline:
+            if any(m["minute"] >= live_from for m in minutes) or time.monotonic() > deadline:
                 break
             time.sleep(2)
         assert code == 200 and len(minutes) >= 4, minutes
         assert all(sum(m["summary"].values()) > 0 for m in minutes[:4])
-        assert minutes[-1]["minute"][11:] >= live_from, (live_from, minutes[-1])
+        assert minutes[-1]["minute"] >= live_from, (live_from, minutes[-1])
         printed = re.findall(r"\] minute\s+.*?(\d{4}-\d\d-\d\dT\d\d:\d\d)Z", out)
         assert printed and set(printed) <= {m["minute"] for m in minutes}, out
         live = f"http://127.0.0.1:{ports['TXMON_API_PORT']}/live"
