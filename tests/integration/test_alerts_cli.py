@@ -42,15 +42,23 @@ def test_alerts_lists_each_alert_once(kafka_settings, unique_topics, txmon_env):
             if line.startswith("{")] == [a.id for a in alerts]
 
 
-def lines_of(proc: subprocess.Popen) -> queue.Queue[str]:
-    """The process's output lines, as they come."""
+def lines_of(proc: subprocess.Popen, errors: list[str] | None = None) -> queue.Queue[str]:
+    """The process's output lines, as they come; its stderr read into `errors` as it
+    comes too: an undrained pipe fills, and the process then blocks writing its logs
+    and cannot exit."""
     lines: queue.Queue[str] = queue.Queue()
 
     def pump() -> None:
         for line in proc.stdout:
             lines.put(line.rstrip("\n"))
 
+    def drain() -> None:
+        for line in proc.stderr:
+            if errors is not None:
+                errors.append(line)
+
     threading.Thread(target=pump, daemon=True).start()
+    threading.Thread(target=drain, daemon=True).start()
     return lines
 
 
@@ -78,14 +86,19 @@ def test_alerts_follow_prints_new_alerts(kafka_settings, unique_topics, txmon_en
                             env=txmon_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)
     try:
-        lines = lines_of(proc)
+        errors: list[str] = []
+        lines = lines_of(proc, errors)
         if from_start:
             assert [lines.get(timeout=60) for _ in old] == [render(a) for a in old]
         printed = first_new(kafka_settings, unique_topics.alerts, lines)
         assert printed is not None, proc.poll()
         assert "[new-" in printed, printed  # nothing old without --from-start
         proc.send_signal(signal.SIGINT)
-        assert proc.wait(30) == 0
+        try:
+            code = proc.wait(30)
+        except subprocess.TimeoutExpired:
+            code = None
+        assert code == 0, f"exit {code} after SIGINT; stderr: {''.join(errors)[-3000:]}"
     finally:
         proc.kill()
         proc.wait()
