@@ -40,14 +40,12 @@ from confluent_kafka import KafkaError, KafkaException, Producer, TopicPartition
 
 from txmon.kafka.produce import ClientFactory
 
-__all__ = ["Outcome", "PlainSteps", "Record", "StepFailed", "Steps", "TransactionalWriter",
+__all__ = ["Outcome", "PlainSteps", "StepFailed", "Steps", "TransactionalWriter",
            "transactional_id"]
 
 log = logging.getLogger(__name__)
 
 Records = Mapping[str, Sequence[tuple[bytes, bytes]]]
-#: One record of a step: (topic, key, value).
-Record = tuple[str, bytes, bytes | None]
 
 #: Batches grouped into one transaction at most: bounds the records a failed
 #: transaction takes down with it and the time before its callers hear.
@@ -371,10 +369,10 @@ class Steps:
                 f"no answer {self.timeout_s + HUNG_MARGIN_S:.0f} s into a call with a "
                 f"{self.timeout_s:.0f} s timeout: client abandoned")) from None
 
-    def commit(self, outputs: Sequence[Record], states: Sequence[Record],
+    def commit(self, records: Sequence[tuple[str, bytes, bytes | None]],
                offsets: Sequence[TopicPartition]) -> bool:
-        """Writes `outputs` and then `states` (topic, key, value) and commits `offsets`:
-        True once committed. False when it may not have been: aborted, or its outcome unknown (a
+        """Writes `records` (topic, key, value) and commits `offsets`: True once
+        committed. False when it may not have been: aborted, or its outcome unknown (a
         commit unanswered past the transaction's timeout, a producer fenced meanwhile).
         A new producer then settles it, so the caller's state read back from Kafka,
         read_committed, is the truth either way (the generation in the offsets keeps
@@ -383,7 +381,7 @@ class Steps:
         producer = self.producer
         try:
             producer.begin_transaction()
-            for topic, key, value in (*outputs, *states):
+            for topic, key, value in records:
                 while True:
                     try:
                         producer.produce(topic, value, key)
@@ -424,8 +422,8 @@ class Steps:
 
 class PlainSteps:
     """Steps without transactions (TXMON_PROCESSING_GUARANTEE=at_least_once): the
-    step's outputs are acknowledged first, then its states, then the offsets are
-    committed. A crash between the two can only write a
+    step's records but the last are acknowledged first, then the last (the loop's
+    state), then the offsets are committed. A crash between the two can only write a
     step's outputs again, with the same keys and content; what it saves is the
     transaction's round trips (bench/README.md compares the two)."""
 
@@ -434,15 +432,15 @@ class PlainSteps:
         self.consumer, self.timeout_s = consumer, timeout_s
         self.producer = client(dict(config))
 
-    def commit(self, outputs: Sequence[Record], states: Sequence[Record],
+    def commit(self, records: Sequence[tuple[str, bytes, bytes | None]],
                offsets: Sequence[TopicPartition]) -> bool:
-        """True once every record is acknowledged, the states after the outputs; False
-        when the broker refused or did not acknowledge one."""
-        if not (self._written(outputs) and self._written(states)):
+        """True once every record is acknowledged, the last one after the others;
+        False when the broker refused or did not acknowledge one."""
+        *outputs, last = records
+        if not (self._written(outputs) and self._written([last])):
             return False
         try:
-            if offsets:
-                self.consumer.commit(offsets=list(offsets), asynchronous=False)
+            self.consumer.commit(offsets=list(offsets), asynchronous=False)
         except KafkaException as exc:  # informational: the state holds the offset
             log.warning("offset commit failed: %s", exc.args[0].str())
         return True
