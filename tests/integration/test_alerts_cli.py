@@ -42,7 +42,7 @@ def test_alerts_lists_each_alert_once(kafka_settings, unique_topics, txmon_env):
             if line.startswith("{")] == [a.id for a in alerts]
 
 
-def lines_of(proc: subprocess.Popen, errors: list[str] | None = None) -> queue.Queue[str]:
+def lines_of(proc: subprocess.Popen, errors: list[str]) -> queue.Queue[str]:
     """The process's output lines, as they come; its stderr read into `errors` as it
     comes too: an undrained pipe fills, and the process then blocks writing its logs
     and cannot exit."""
@@ -53,9 +53,7 @@ def lines_of(proc: subprocess.Popen, errors: list[str] | None = None) -> queue.Q
             lines.put(line.rstrip("\n"))
 
     def drain() -> None:
-        for line in proc.stderr:
-            if errors is not None:
-                errors.append(line)
+        errors.extend(proc.stderr)
 
     threading.Thread(target=pump, daemon=True).start()
     threading.Thread(target=drain, daemon=True).start()

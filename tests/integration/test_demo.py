@@ -17,6 +17,7 @@ import pytest
 
 from devstack.monitoring import alertmanager_binary, prometheus_binary
 from devstack.processes import free_ports, pid_alive, port_free
+from txmon.contracts import minute_key
 
 PORT_VARS = ("TXMON_API_PORT", "TXMON_PROCESSOR_METRICS_PORT", "TXMON_EXPORTER_PORT",
              "TXMON_NOTIFY_PORT", "TXMON_PROMETHEUS_PORT", "TXMON_ALERTMANAGER_PORT")
@@ -61,14 +62,15 @@ def alive(pid: int) -> bool:
 
 
 def live_minute(out: str, before: datetime) -> str:
-    """The minute id ("2026-12-06T00:01") the live stream began in: the demo's log says
-    only its time of day, and the stream began before `before`, maybe the day before."""
+    """The minute, as the API shows it (`minute_key`), the live stream began in: the
+    demo's log says only its time of day, and the stream began before `before`, maybe
+    the day before."""
     hh, mm = map(int, re.search(r"^\[(\d\d):(\d\d):\d\d [^]]*\] produce\s+streaming in "
                                 r"real", out, re.M).groups())
     began = before.replace(hour=hh, minute=mm, second=0, microsecond=0)
     if began > before:
         began -= timedelta(days=1)
-    return f"{began:%Y-%m-%dT%H:%M}"
+    return minute_key(began)
 
 
 def test_the_live_minute_is_read_across_midnight():
