@@ -9,6 +9,7 @@ import signal
 import subprocess
 import threading
 import time
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -75,14 +76,31 @@ def first_new(kafka_settings, topic: str, lines: queue.Queue[str]) -> str | None
     return None
 
 
+@contextmanager
+def ctrl_c_reaches_children():
+    """A child inherits an ignored SIGINT, and Python then installs no KeyboardInterrupt:
+    under a suite started in the background by a script (`make test &`: the shell
+    ignores SIGINT for it) the follower was deaf to Ctrl-C, unless an earlier test in
+    the same worker happened to set a handler. A handler set here is reset to the
+    default in the child, as a terminal gives it."""
+    before = signal.getsignal(signal.SIGINT)
+    if before is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, before)
+
+
 @pytest.mark.parametrize("from_start", [False, True])
 def test_alerts_follow_prints_new_alerts(kafka_settings, unique_topics, txmon_env,
                                          from_start):
     old = history()
     produce(kafka_settings, unique_topics.alerts, old, key=alert_key)
-    proc = subprocess.Popen([TXMON, "alerts", "--follow"] + ["--from-start"] * from_start,
-                            env=txmon_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+    with ctrl_c_reaches_children():
+        proc = subprocess.Popen([TXMON, "alerts", "--follow"] + ["--from-start"] * from_start,
+                                env=txmon_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True)
     try:
         errors: list[str] = []
         lines = lines_of(proc, errors)
