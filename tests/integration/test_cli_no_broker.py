@@ -7,7 +7,7 @@ import os
 import re
 import subprocess
 import sys
-import time
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -56,19 +56,20 @@ def test_process_waits_saying_so_once_then_every_10_s(no_broker_env, tmp_path):
     """The worker waits for its broker on purpose (services start in any order): one
     line at once, a progress line every ~10 s, then a one-line error at the deadline."""
     env = {**no_broker_env, "TXMON_KAFKA_WAIT_SECONDS": "12"}
-    started = time.monotonic()
     proc = subprocess.Popen([TXMON, "process", "--metrics-port", "0"], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        first = proc.stdout.readline()
-        first_after = time.monotonic() - started
-        rest = proc.stdout.read()
-        proc.wait(timeout=60)
+        out, _ = proc.communicate(timeout=90)
     finally:
         proc.kill()
-    lines = [first, *rest.splitlines()]
-    assert first_after < 5 and "not reachable" in first and "for up to 12s" in first
+    lines = out.splitlines()
+    assert "not reachable" in lines[0] and "for up to 12s" in lines[0], lines
     assert [line for line in lines[1:] if "still waiting" in line] == lines[1:2], lines
+    # "At once" by the worker's own clock (its log times), which a loaded machine's
+    # slow start does not move: the first line a whole 10 s step before the next.
+    first, progress = (datetime.strptime(line[:23], "%Y-%m-%d %H:%M:%S,%f")
+                       for line in lines[:2])
+    assert (progress - first).total_seconds() >= 8, lines
     assert "cannot reach Kafka" in lines[2] and len(lines) == 3, lines
     assert proc.returncode == 2
     assert not RAW_LIBRDKAFKA.search("".join(lines))
