@@ -13,7 +13,7 @@ close-all time, the idle timeout subtracted) is in bench/pipeline.py. Baselines 
 processor run interleaved `--repeat` times and the best of each counts (the machine is
 shared). `--profile` adds one more processor run recorded by py-spy and prints where its
 time goes (not counted in the figures: sampling slows it).
-Target: close every window at >= 75 % of the lean loop, every minute right. The merge's
+Target: close every window at >= 75 % of the lean loop, every minute right. Both stages'
 transactions (TXMON_PROCESSING_GUARANTEE=exactly_once, the default) are measured beside
 the same run without them (at_least_once): at least TRANSACTIONS_FLOOR tx/s with them.
 """
@@ -33,7 +33,7 @@ TARGET_RATIO = 0.75
 
 #: Keeping which terminals each window saw may cost at most a tenth of the rate.
 FLEET_RATIO = 0.9
-#: Closing every window with the merge's transactions, on the bench box.
+#: Closing every window with both stages' transactions, on the bench box.
 TRANSACTIONS_FLOOR = 200_000
 
 
@@ -71,7 +71,7 @@ def _fleet_row(n: int, terminals: int, fleet: list[dict], plain: float) -> dict:
 def _transactions_row(n: int, close: float, plain: list[dict]) -> dict:
     without = max(r["close_all_rate"] for r in plain)
     k = f"{n / 1e6:.0f}M" if n >= 950_000 else f"{n // 1000}k"
-    return row("processor", f"close every window, {k}: merge in transactions", close, "tx/s",
+    return row("processor", f"close every window, {k}: in transactions", close, "tx/s",
                "the same without (TXMON_PROCESSING_GUARANTEE=at_least_once)", without,
                f">= {TRANSACTIONS_FLOOR:,} tx/s", close >= TRANSACTIONS_FLOOR,
                note="exactly once for read_committed readers; minutes wrong without: "

@@ -191,9 +191,9 @@ class Merging:
                                 encode(minute.window)))
                 records += [(self.names.alerts, a.id.encode(), encode(a)) for a in minute.alerts]
                 emitted += 1
-        records.append((state_topic(self.cfg), MINUTES_KEY, encode(state)))
+        saved = [(state_topic(self.cfg), MINUTES_KEY, encode(state))]
         position = TopicPartition(self.names.window_partials, 0, state.last_offset + 1)
-        if self.steps.commit(records, [position]):
+        if self.steps.commit(records, saved, [position]):
             WINDOWS_EMITTED.inc(emitted)
             return emitted
         # Not known to have committed: what did is in the state topic, read_committed.

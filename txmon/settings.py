@@ -443,15 +443,15 @@ class ProcessorSettings(Group):
         "heartbeat, idle check and checkpoint (partition state saved) period")
     processing_guarantee: Literal["exactly_once", "at_least_once"] = setting(
         "TXMON_PROCESSING_GUARANTEE", "exactly_once",
-        "`exactly_once`: each merge step one Kafka transaction, so a read_committed "
-        "reader sees every minute and alert once; `at_least_once`: no transactions, a "
-        "crash may write a minute or alert again with the same id and content "
-        "(bench/README.md has the cost of each)")
+        "`exactly_once`: each counting checkpoint and each merge step one Kafka "
+        "transaction, so a read_committed reader sees every partial, dead letter, minute "
+        "and alert once; `at_least_once`: no transactions, a crash may write one again "
+        "with the same id and content (bench/README.md has the cost of each)")
     transaction_timeout_ms: Integer = setting(
         "TXMON_TRANSACTION_TIMEOUT_MS", 15_000,
-        "the merge stage's Kafka transactions: longer than a step and its commit; a "
-        "worker that dies mid-step holds up read_committed readers of the partials' "
-        "outputs at most this long, unless its successor fences it first")
+        "both stages' Kafka transactions: longer than a step and its commit; a worker "
+        "that dies mid-commit holds up read_committed readers of what it wrote at most "
+        "this long, unless its successor fences it first")
     prefetch_kbytes: Integer = setting(
         "TXMON_PREFETCH_KBYTES", 16_384,
         "the counting consumer's prefetch (librdkafka `queued.max.messages.kbytes`, "

@@ -1,9 +1,10 @@
 """Issue 16: the pipeline on a three-node cluster (replication 3, min.insync.replicas 2)
 keeps its promises when a broker dies: the broker leading a transactions partition, or
 the one leading the merge stage's partials and changelog, is SIGKILLed mid-replay and
-restarted later; nothing is lost or counted twice, no minute or alert is duplicated, and
-the in-sync replicas heal. The replay runs a day a minute (`--speed 1440`): the kill
-still lands while records flow, and four cluster tests fit CI's budget."""
+restarted later; nothing is lost or counted twice, no minute or alert is duplicated
+(nor read twice by Kafka's own Java consumer, read_committed), and the in-sync replicas
+heal. The replay runs a day a minute (`--speed 1440`): the kill still lands while
+records flow, and four cluster tests fit CI's budget."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from collections import Counter
 import pytest
 from confluent_kafka.admin import AdminClient, NewTopic
 from support.faults import pipeline_env, pivot, replay_through, run_topics, slug
-from support.kafka import consume_all, end_offsets, leaders
+from support.kafka import consume_all, end_offsets, java_read_keys, leaders
 from support.obs import wait_for
 from support.processor import TXMON
 from support.reliability import record
@@ -63,6 +64,14 @@ def kill_and_restart(cluster, node: int):
     return fault
 
 
+def read_twice_outside(settings: KafkaSettings, names) -> int:
+    """Window and alert ids that Kafka's own Java consumer, read_committed, reads more
+    than once: what a sink outside txmon would store twice."""
+    keys = java_read_keys(settings, names.window_counts, names.alerts)
+    assert keys, "the Java reader found no window or alert"
+    return len(keys) - len(set(keys))
+
+
 def heal_seconds(cluster) -> float:
     t = time.monotonic()
     wait_for(lambda: cluster.status().under_replicated == 0, 180, what="ISR healed")
@@ -80,14 +89,17 @@ def test_the_leader_of_a_transactions_partition_killed_mid_replay(
                              shared_data / SOURCE, tmp_path, speed=SPEED,
                              worker_env=WORKER_ENV)
     healed_s = heal_seconds(local_cluster)
+    twice = read_twice_outside(settings, names)
     outcome.record("test_faults_cluster", order=6, started=started,
                    fault="partition leader SIGKILLed mid-replay (3 brokers, RF 3, min ISR 2)",
                    passed="equal to the CSV and to an undisturbed run; ISR healed",
                    notes=f"{SOURCE} at --speed {SPEED}; node {victim} (leader of "
                          f"transactions-0) SIGKILLed, restarted after {DOWN_FOR_S}s (down "
                          f"{outcome.fault_s:.0f}s); ISR healed {healed_s:.0f}s after the "
-                         "replay ended")
+                         f"replay ended; ids a read_committed Java consumer read twice: "
+                         f"{twice}")
     outcome.check()
+    assert twice == 0, f"{twice} window or alert ids read twice by Kafka's Java consumer"
 
 
 def test_the_leader_of_the_partials_and_changelog_killed_while_merging(
@@ -110,6 +122,7 @@ def test_the_leader_of_the_partials_and_changelog_killed_while_merging(
                              shared_data / SOURCE, tmp_path, speed=SPEED,
                              worker_env=WORKER_ENV, app_id=app_id)
     healed_s = heal_seconds(local_cluster)
+    twice = read_twice_outside(settings, names)
     outcome.record("test_faults_cluster_merge", order=7, started=started,
                    fault="leader of the partials and the merge changelog SIGKILLed while "
                          "merging (3 brokers, RF 3, min ISR 2)",
@@ -117,8 +130,10 @@ def test_the_leader_of_the_partials_and_changelog_killed_while_merging(
                    notes=f"{SOURCE} at --speed {SPEED}; node {victim} led "
                          f"{', '.join(sorted(led))}; SIGKILLed after 10 merged minutes, "
                          f"restarted after {DOWN_FOR_S}s (down {outcome.fault_s:.0f}s); ISR "
-                         f"healed {healed_s:.0f}s after the replay ended")
+                         f"healed {healed_s:.0f}s after the replay ended; ids a "
+                         f"read_committed Java consumer read twice: {twice}")
     outcome.check()
+    assert twice == 0, f"{twice} window or alert ids read twice by Kafka's Java consumer"
 
 
 def test_three_workers_on_six_partitions_one_killed_one_added(

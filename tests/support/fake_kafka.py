@@ -100,12 +100,13 @@ class FakeProducer:
         return [m for m in self.delivered if m.topic() == topic]
 
 
-def factory(**kw) -> Callable[[dict], FakeProducer]:
-    """A client factory for txmon.kafka.produce.Sender that keeps what it made in `.made`."""
+def factory(cls: type[FakeProducer] | None = None, **kw) -> Callable[[dict], FakeProducer]:
+    """A client factory (txmon.kafka.produce.ClientFactory) making `cls` (FakeProducer
+    unless said) that keeps what it made in `.made`."""
     made: list[FakeProducer] = []
 
     def make(conf: dict) -> FakeProducer:
-        made.append(FakeProducer(conf, **kw))
+        made.append((cls or FakeProducer)(conf, **kw))
         return made[-1]
 
     make.made = made  # type: ignore[attr-defined]
@@ -129,6 +130,7 @@ class FakeConsumer:
         self.high: dict[int, int] = {}
         self.assigned: list = []
         self.commits: list = []
+        self.seeks: list = []
         self.callbacks: dict[str, Callable] = {}
         self.closed = False
         self.on_empty: Callable[[], None] | None = None
@@ -157,6 +159,12 @@ class FakeConsumer:
 
     def get_watermark_offsets(self, tp, timeout=None, cached=False) -> tuple[int, int]:
         return 0, self.high.get(tp.partition, 0)
+
+    def seek(self, tp) -> None:
+        self.seeks.append((tp.topic, tp.partition, tp.offset))
+
+    def consumer_group_metadata(self) -> str:
+        return "group-metadata"
 
     def close(self) -> None:
         self.closed = True

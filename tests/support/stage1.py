@@ -12,9 +12,14 @@ from confluent_kafka import TopicPartition
 
 from processor.counting import Counting
 from processor.windows import LATE, WINDOW_MS, PartitionWindows, window_start
-from support.fake_kafka import FakeConsumer, FakeMessage, factory
+from support.fake_kafka import (
+    FakeConsumer,
+    FakeMessage,
+    FakeProducer,
+    FakeTransactionalProducer,
+    factory,
+)
 from txmon.contracts import STATUS_INDEX, DeadLetter, Topics, WindowPartial
-from txmon.kafka.produce import Sender
 from txmon.settings import KafkaSettings, ProcessorSettings
 
 M = WINDOW_MS
@@ -22,6 +27,8 @@ M = WINDOW_MS
 T0 = window_start(int(time.time() * 1000)) - 60 * M
 NAMES = Topics()
 CFG = ProcessorSettings(app_id="unit", lateness_s=10.0, idle_timeout_s=15.0)
+#: The same without transactions (TXMON_PROCESSING_GUARANTEE=at_least_once).
+AT_LEAST_ONCE = CFG.model_copy(update={"processing_guarantee": "at_least_once"})
 
 _partial = msgspec.json.Decoder(WindowPartial)
 _state = msgspec.json.Decoder(PartitionWindows)
@@ -43,22 +50,38 @@ def counts(**by_status: int) -> list[int]:
 
 class Rig:
     """A Counting on stand-ins. `store` is where its state is read back from: by
-    default what its own producer delivered (the compacted state topic, uncompacted)."""
+    default what its own producers committed (the compacted state topic, uncompacted).
+    `cfg` chooses the processing guarantee (exactly once, in transactions, by default);
+    `producer_kw` is handed to each fake producer (a `refuse` function, a `capacity`)."""
 
-    def __init__(self, store=None, producer_kw: dict | None = None, **consumer_kw):
-        self.make = factory(**(producer_kw or {}))
-        self.sender = Sender({}, self.make)
-        self.client = self.make.made[0]
-        self.store = self.client if store is None else store
+    def __init__(self, store=None, producer_kw: dict | None = None, cfg=CFG,
+                 producer_cls=None, **consumer_kw):
+        transactional = cfg.processing_guarantee == "exactly_once"
+        self.make = factory(producer_cls or (FakeTransactionalProducer if transactional
+                                             else FakeProducer), **(producer_kw or {}))
+        self.store = self if store is None else store
         self.consumer = FakeConsumer(**consumer_kw)
         self.reads: list[str] = []
         self.offsets: dict[int, int] = {}
-        self.counting = Counting(CFG, KafkaSettings(), NAMES, consumer=self.consumer,
-                                 producer=self.sender, read=self.read)
+        self.counting = Counting(cfg, KafkaSettings(), NAMES, consumer=self.consumer,
+                                 producer=self.make, read=self.read)
 
     def read(self, settings, topic: str, purpose: str):
         self.reads.append(purpose)
         return list(self.store.on(topic))
+
+    def on(self, topic: str) -> list[FakeMessage]:
+        """What a read_committed reader finds of `topic`, from every producer made."""
+        return [m for client in self.make.made for m in client.on(topic)]
+
+    def written(self) -> list[FakeMessage]:
+        """Every record a reader finds, in the order written."""
+        return [m for client in self.make.made
+                for m in getattr(client, "committed", client.delivered)]
+
+    def transaction_offsets(self) -> list:
+        """The input offsets each committed transaction carried."""
+        return [o for client in self.make.made for o in getattr(client, "offsets", [])]
 
     def assign(self, *partitions: int) -> None:
         self.counting._on_assign(self.consumer, tps(*partitions))
@@ -74,8 +97,10 @@ class Rig:
         self.counting.process(self.msgs(partition, *values, start=start))
 
     def sent(self, topic: str) -> list[FakeMessage]:
-        self.sender.flush(1)
-        return self.client.on(topic)
+        """What is in `topic` once the outputs waiting are checkpointed."""
+        if self.counting.waiting and self.counting.states:
+            assert self.counting._checkpoint()
+        return self.on(topic)
 
     def partials(self, partition: int | None = None) -> list[WindowPartial]:
         got = [_partial.decode(m.value()) for m in self.sent(NAMES.window_partials)]
@@ -92,7 +117,7 @@ class Rig:
         return [(m.key(), _dead.decode(m.value())) for m in self.sent(NAMES.dead_letter)]
 
     def states(self) -> dict[bytes, PartitionWindows]:
-        return {m.key(): _state.decode(m.value()) for m in self.sent(NAMES.partition_state)}
+        return {m.key(): _state.decode(m.value()) for m in self.on(NAMES.partition_state)}
 
 
 def tps(*partitions: int) -> list[TopicPartition]:

@@ -3,8 +3,10 @@ reader are in-memory stand-ins (tests/support/fake_kafka.py) recording what it w
 
 What it must do: count each source partition's events into one-minute windows, send a
 partial when a window closes, dead-letter bad and late records with their reason, write
-its state only after the broker took the partials and dead letters, and come back from
-that state on a reassignment without counting a record twice."""
+them with its state and input offsets in one transaction per checkpoint (or, at least
+once, the state after the broker took the outputs), rewind to the last committed state
+when a checkpoint fails, and come back from that state on a reassignment without
+counting a record twice."""
 
 from __future__ import annotations
 
@@ -13,11 +15,12 @@ import random
 import time
 
 import pytest
-from confluent_kafka import OFFSET_BEGINNING, KafkaError
-from support.fake_kafka import FakeMessage
-from support.stage1 import CFG, NAMES, T0, M, Rig, counts, tps, tx
+from confluent_kafka import OFFSET_BEGINNING, KafkaError, KafkaException
+from support.fake_kafka import FakeMessage, FakeTransactionalProducer
+from support.stage1 import AT_LEAST_ONCE, CFG, NAMES, T0, M, Rig, counts, tps, tx
 
-from processor.counting import DeliveryFailed
+from processor import counting
+from processor.counting import StepFailed
 
 
 def test_windows_are_counted_per_partition_and_sent_when_they_close():
@@ -92,13 +95,16 @@ def test_consumer_errors_and_records_of_partitions_not_owned_are_passed_over():
     assert rig.dead() == []
 
 
-def test_a_checkpoint_writes_partials_and_dead_letters_before_the_state():
+def test_outputs_wait_for_the_checkpoint_and_commit_with_state_and_offsets():
     rig = Rig(partitions=[0, 1])
     rig.assign(0, 1)
     rig.feed(0, tx(T0 + 5_000), b"nope", tx(T0 + M + 15_000))
+    assert rig.written() == [], "nothing is visible before its checkpoint"
     rig.consumer.high = {0: 3, 1: 0}
     rig.counting.tick()
-    topics = [m.topic() for m in rig.sent(NAMES.partition_state) and rig.client.delivered]
+    [client] = rig.make.made
+    assert client.transactions == 1 and client.aborted == []
+    topics = [m.topic() for m in rig.written()]
     first_state = topics.index(NAMES.partition_state)
     assert set(topics[first_state:]) == {NAMES.partition_state}
     assert {NAMES.window_partials, NAMES.dead_letter} <= set(topics[:first_state])
@@ -106,26 +112,87 @@ def test_a_checkpoint_writes_partials_and_dead_letters_before_the_state():
     assert states.keys() == {b"0", b"1"}
     assert (states[b"0"].last_offset, states[b"1"].last_offset) == (2, -1)
     assert states[b"0"].open == {T0 + M: counts(approved=1)}
-    # Offsets committed for the exporter's lag, only where something was applied.
-    assert rig.consumer.commits == [[(NAMES.transactions, 0, 3)]]
+    # The input offsets go in the transaction, only where something was applied.
+    assert rig.transaction_offsets() == [[(NAMES.transactions, 0, 3)]]
+    assert rig.consumer.commits == []
     # The tick is also each partition's heartbeat: a partial each, not idle yet.
     heartbeat = rig.partials()[-2:]
     assert sorted(p.partition for p in heartbeat) == [0, 1]
     assert not any(p.idle for p in heartbeat)
 
 
-def test_a_failed_delivery_stops_the_checkpoint_before_the_state():
-    def refuse_dead(topic, key, value):
-        return KafkaError(KafkaError.MSG_SIZE_TOO_LARGE) if topic == NAMES.dead_letter else None
+def test_at_least_once_the_state_is_written_after_the_outputs_are_acknowledged():
+    rig = Rig(partitions=[0, 1], cfg=AT_LEAST_ONCE)
+    rig.assign(0, 1)
+    rig.feed(0, tx(T0 + 5_000), b"nope", tx(T0 + M + 15_000))
+    rig.consumer.high = {0: 3, 1: 0}
+    rig.counting.tick()
+    topics = [m.topic() for m in rig.written()]
+    first_state = topics.index(NAMES.partition_state)
+    assert set(topics[first_state:]) == {NAMES.partition_state}
+    assert {NAMES.window_partials, NAMES.dead_letter} <= set(topics[:first_state])
+    assert rig.consumer.commits == [[(NAMES.transactions, 0, 3)]]
 
-    rig = Rig(producer_kw={"refuse": refuse_dead})
+
+def refuse_dead(topic, key, value):
+    return KafkaError(KafkaError.MSG_SIZE_TOO_LARGE) if topic == NAMES.dead_letter else None
+
+
+@pytest.mark.parametrize("cfg", [CFG, AT_LEAST_ONCE], ids=["exactly_once", "at_least_once"])
+def test_a_refused_record_fails_the_checkpoint_before_the_state_and_rewinds(cfg):
+    rig = Rig(producer_kw={"refuse": refuse_dead}, cfg=cfg)
     rig.assign(0)
     rig.feed(0, tx(T0 + 5_000), b"nope")
     rig.consumer.high = {0: 2}
-    with pytest.raises(DeliveryFailed, match="1 refused"):
-        rig.counting.tick()
+    rig.counting.tick()
     assert rig.states() == {}, "no state may claim the refused dead letter was written"
-    assert rig.consumer.commits == []
+    assert rig.transaction_offsets() == [] and rig.consumer.commits == []
+    # Back to the last committed state (none): the records are read and counted again.
+    assert rig.consumer.seeks == [(NAMES.transactions, 0, OFFSET_BEGINNING)]
+    assert rig.counting.states[0].last_offset == -1 and rig.counting.waiting == 0
+    if cfg is CFG:
+        assert rig.written() == [], "the transaction was aborted whole"
+
+
+def test_checkpoints_that_keep_failing_stop_the_worker():
+    rig = Rig(producer_kw={"refuse": refuse_dead})
+    rig.assign(0)
+    for attempt in range(counting.CHECKPOINT_TRIES):
+        rig.feed(0, tx(T0 + 5_000), b"nope", start=0)
+        if attempt < counting.CHECKPOINT_TRIES - 1:
+            assert rig.counting.tick() is None
+    with pytest.raises(StepFailed, match="checkpoints in a row"):
+        rig.counting.tick()
+
+
+class AbortOnce(FakeTransactionalProducer):
+    """The first commit fails as a broker gone mid-transaction does: abort required."""
+
+    failed_once = False
+
+    def commit_transaction(self, timeout: float = -1) -> None:
+        if not AbortOnce.failed_once:
+            AbortOnce.failed_once = True
+            raise KafkaException(KafkaError(KafkaError._TRANSPORT, "broker gone",  # noqa: SLF001
+                                            txn_requires_abort=True))
+        super().commit_transaction(timeout)
+
+
+def test_a_checkpoint_that_did_not_commit_is_counted_again_and_written_once(monkeypatch):
+    monkeypatch.setattr(AbortOnce, "failed_once", False)
+    rig = Rig(producer_cls=AbortOnce)
+    rig.assign(0)
+    values = [tx(T0 + 5_000), tx(T0 + 9_000, "denied", 1), tx(T0 + M + 15_000, i=2)]
+    rig.feed(0, *values)
+    rig.consumer.high = {0: 3}
+    rig.counting.tick()
+    assert rig.written() == [] and rig.counting.states[0].last_offset == -1
+    rig.feed(0, *values, start=0)  # the consumer, sought back, reads them again
+    rig.counting.tick()
+    assert len(rig.make.made) == 2, "a new producer after the failed transaction"
+    assert rig.windows(0) == {T0: counts(approved=1, denied=1)}
+    assert [p.windows for p in rig.partials(0)].count({T0: counts(approved=1, denied=1)}) == 1
+    assert rig.transaction_offsets() == [[(NAMES.transactions, 0, 3)]]
 
 
 def test_state_is_restored_on_reassignment_and_applied_records_are_not_counted_again():
@@ -138,7 +205,7 @@ def test_state_is_restored_on_reassignment_and_applied_records_are_not_counted_a
     stored = first.states()
     assert stored[b"0"].last_offset == 4 and stored[b"1"].last_offset == -1
 
-    second = Rig(store=first.client, partitions=[0, 1])
+    second = Rig(store=first, partitions=[0, 1])
     second.assign(0, 1)
     assert second.reads == ["unit-state"]
     assert second.consumer.assigned == [(NAMES.transactions, 0, 5),
@@ -154,14 +221,28 @@ def test_state_is_restored_on_reassignment_and_applied_records_are_not_counted_a
     assert second.counting.states[0].open == {T0: counts(approved=4, denied=2, failed=1)}
 
 
-def test_a_lost_partition_is_dropped_without_writing_its_state():
+def test_a_lost_partition_is_dropped_without_writing_its_outputs_or_state():
     rig = Rig(partitions=[0, 1])
     rig.assign(0, 1)
-    rig.feed(1, tx(T0 + 5_000))
+    rig.feed(1, tx(T0 + 5_000), b"nope")
     rig.counting._on_lost(rig.consumer, tps(1))
     rig.counting._on_revoke(rig.consumer, tps(1))  # no longer ours: nothing to write
     assert list(rig.counting.states) == [0] and 1 not in rig.counting.last_arrival
-    assert rig.states() == {}
+    assert rig.counting.waiting == 0
+    rig.counting.tick()
+    assert rig.states().keys() == {b"0"} and rig.dead() == []
+
+
+def test_a_flood_of_dead_letters_is_checkpointed_before_its_tick(monkeypatch):
+    monkeypatch.setattr(counting, "CHECKPOINT_RECORDS", 3)
+    rig = Rig()
+    rig.consumer.batches = [rig.msgs(0, *[b"nope"] * 4), rig.msgs(0, tx(T0 + 1_000))]
+    rig.consumer.on_empty = rig.counting.stop_event.set
+    rig.counting.run()
+    [client] = rig.make.made
+    assert client.transactions == 2, "one early checkpoint, one on the way out"
+    assert client.offsets[0] == [(NAMES.transactions, 0, 4)]
+    assert len(rig.dead()) == 4
 
 
 def test_an_idle_partition_closes_its_last_minute_by_the_clock():
@@ -196,13 +277,14 @@ def test_run_consumes_until_stopped_and_checkpoints_on_the_way_out():
     assert rig.counting.error is None
 
 
-def test_run_remembers_why_it_stopped():
+def test_run_remembers_why_it_stopped(monkeypatch):
+    monkeypatch.setattr(counting, "CHECKPOINT_TRIES", 1)
     rig = Rig(producer_kw={"refuse": lambda *_: KafkaError(KafkaError._MSG_TIMED_OUT)})
     rig.consumer.batches = [rig.msgs(0, tx(T0 + 1_000))]
     rig.consumer.on_empty = rig.counting.stop_event.set
-    with pytest.raises(DeliveryFailed):
+    with pytest.raises(StepFailed):
         rig.counting.run()
-    assert isinstance(rig.counting.error, DeliveryFailed) and rig.consumer.closed
+    assert isinstance(rig.counting.error, StepFailed) and rig.consumer.closed
 
 
 def test_what_is_sent_does_not_depend_on_how_the_records_were_batched():

@@ -118,11 +118,11 @@ def test_a_step_whose_call_never_returns_is_given_up_and_its_client_left_alone(m
     steps = Steps({"transactional.id": "m", "transaction.timeout.ms": 100}, Group(), make)
     offsets = [TopicPartition("partials", 0, 5)]
     try:
-        assert steps.commit([("out", b"k", b"v")], offsets) is False
+        assert steps.commit([("out", b"k", b"v")], [], offsets) is False
         assert len(made) == 2 and steps.producer is made[1], "a new producer took over"
         assert made[0].calls_after == [], "nothing else asked of the hung client"
         assert made[0].on("out") == []
-        assert steps.commit([("out", b"k", b"v")], offsets) is True
+        assert steps.commit([("out", b"k", b"v")], [], offsets) is True
         assert [m.value() for m in made[1].on("out")] == [b"v"]
         steps.close()
         assert made[0].calls_after == []

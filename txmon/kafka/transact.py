@@ -40,12 +40,14 @@ from confluent_kafka import KafkaError, KafkaException, Producer, TopicPartition
 
 from txmon.kafka.produce import ClientFactory
 
-__all__ = ["Outcome", "PlainSteps", "StepFailed", "Steps", "TransactionalWriter",
+__all__ = ["Outcome", "PlainSteps", "Record", "StepFailed", "Steps", "TransactionalWriter",
            "transactional_id"]
 
 log = logging.getLogger(__name__)
 
 Records = Mapping[str, Sequence[tuple[bytes, bytes]]]
+#: One record of a step: (topic, key, value).
+Record = tuple[str, bytes, bytes | None]
 
 #: Batches grouped into one transaction at most: bounds the records a failed
 #: transaction takes down with it and the time before its callers hear.
@@ -369,10 +371,10 @@ class Steps:
                 f"no answer {self.timeout_s + HUNG_MARGIN_S:.0f} s into a call with a "
                 f"{self.timeout_s:.0f} s timeout: client abandoned")) from None
 
-    def commit(self, records: Sequence[tuple[str, bytes, bytes | None]],
+    def commit(self, outputs: Sequence[Record], states: Sequence[Record],
                offsets: Sequence[TopicPartition]) -> bool:
-        """Writes `records` (topic, key, value) and commits `offsets`: True once
-        committed. False when it may not have been: aborted, or its outcome unknown (a
+        """Writes `outputs` and then `states` (topic, key, value) and commits `offsets`:
+        True once committed. False when it may not have been: aborted, or its outcome unknown (a
         commit unanswered past the transaction's timeout, a producer fenced meanwhile).
         A new producer then settles it, so the caller's state read back from Kafka,
         read_committed, is the truth either way (the generation in the offsets keeps
@@ -381,7 +383,7 @@ class Steps:
         producer = self.producer
         try:
             producer.begin_transaction()
-            for topic, key, value in records:
+            for topic, key, value in (*outputs, *states):
                 while True:
                     try:
                         producer.produce(topic, value, key)
@@ -422,8 +424,8 @@ class Steps:
 
 class PlainSteps:
     """Steps without transactions (TXMON_PROCESSING_GUARANTEE=at_least_once): the
-    step's records but the last are acknowledged first, then the last (the loop's
-    state), then the offsets are committed. A crash between the two can only write a
+    step's outputs are acknowledged first, then its states, then the offsets are
+    committed. A crash between the two can only write a
     step's outputs again, with the same keys and content; what it saves is the
     transaction's round trips (bench/README.md compares the two)."""
 
@@ -432,15 +434,15 @@ class PlainSteps:
         self.consumer, self.timeout_s = consumer, timeout_s
         self.producer = client(dict(config))
 
-    def commit(self, records: Sequence[tuple[str, bytes, bytes | None]],
+    def commit(self, outputs: Sequence[Record], states: Sequence[Record],
                offsets: Sequence[TopicPartition]) -> bool:
-        """True once every record is acknowledged, the last one after the others;
-        False when the broker refused or did not acknowledge one."""
-        *outputs, last = records
-        if not (self._written(outputs) and self._written([last])):
+        """True once every record is acknowledged, the states after the outputs; False
+        when the broker refused or did not acknowledge one."""
+        if not (self._written(outputs) and self._written(states)):
             return False
         try:
-            self.consumer.commit(offsets=list(offsets), asynchronous=False)
+            if offsets:
+                self.consumer.commit(offsets=list(offsets), asynchronous=False)
         except KafkaException as exc:  # informational: the state holds the offset
             log.warning("offset commit failed: %s", exc.args[0].str())
         return True
