@@ -1,21 +1,26 @@
 """txmon.kafka.transact on the real broker: a batch is visible to read_committed readers
-whole or not at all, concurrent batches share transactions, and a writer whose id was
-taken over is fenced."""
+whole or not at all, concurrent batches share transactions, a writer whose id was taken
+over is fenced, and a step of a member whose partitions moved on is refused."""
 
 from __future__ import annotations
 
 import concurrent.futures
 import os
+import uuid
 
+from confluent_kafka import Consumer, Producer, TopicPartition
 from support.kafka import consume_all
+from support.obs import wait_for
 
-from txmon.kafka.produce import REQUEST, producer_config
-from txmon.kafka.transact import TransactionalWriter, transactional_id
+from txmon.kafka.produce import PIPELINE, REQUEST, producer_config
+from txmon.kafka.transact import Steps, TransactionalWriter, transactional_id
 
 #: Over the broker's message.max.bytes (1 MB) and incompressible: the broker refuses it
 #: at once, where a record for a missing topic waits for the topic as long as the
 #: transaction may last, and the coordinator's timeout then races the abort.
 TOO_LARGE = os.urandom(1_200_000)
+#: A member that does not poll this long leaves its group (max.poll.interval.ms).
+MAX_POLL_S = 7.0
 
 
 def writer(settings, tid: str | None = None, **kw) -> TransactionalWriter:
@@ -84,3 +89,42 @@ def test_batches_from_many_threads_share_transactions(kafka_settings, unique_top
     w.close()
     assert all(o.committed for o in outcomes)
     assert sorted(values(kafka_settings, topic), key=int) == [b"%d" % i for i in range(200)]
+
+
+def test_a_member_whose_partitions_moved_on_cannot_commit_a_step(kafka_settings, unique_topics):
+    """EOS v2's fencing, which stage 1 relies on (each worker's transactional.id is its
+    own, so no producer epoch fences a zombie): a member that stopped polling past
+    max.poll.interval.ms lost its partitions to a successor, and the step it then tries
+    carries a stale group generation; the broker refuses its offsets and nothing of the
+    step becomes visible."""
+    source, out = unique_topics.transactions, unique_topics.window_partials
+    seed = Producer(kafka_settings.confluent())
+    for i in range(3):
+        seed.produce(source, b"%d" % i)
+    assert seed.flush(30) == 0
+    group = f"zombie-{uuid.uuid4().hex[:8]}"
+    zombie = member(kafka_settings, group, source)
+    steps = Steps(producer_config(kafka_settings, PIPELINE, **{
+        "transactional.id": transactional_id("zombie"), "transaction.timeout.ms": 10_000}),
+        zombie)
+    assert steps.commit([(out, b"k", b"before")], [], [TopicPartition(source, 0, 1)])
+    successor = member(kafka_settings, group, source)  # joins once the zombie is out
+    zombie_wrote = steps.commit([(out, b"k", b"zombie")], [], [TopicPartition(source, 0, 3)])
+    steps.close()
+    zombie.close()
+    successor.close()
+    assert zombie_wrote is False
+    assert values(kafka_settings, out) == [b"before"]
+
+
+def member(settings, group: str, topic: str) -> Consumer:
+    """A group member that holds `topic`'s partition, then polls no more: after
+    MAX_POLL_S it is out of the group, as a paused or stuck worker would be."""
+    consumer = Consumer(settings.confluent(**{
+        "group.id": group, "enable.auto.commit": False, "auto.offset.reset": "earliest",
+        "session.timeout.ms": 6000, "heartbeat.interval.ms": 500,
+        "max.poll.interval.ms": int(MAX_POLL_S * 1000)}))
+    consumer.subscribe([topic])
+    wait_for(lambda: (consumer.poll(0.2), consumer.assignment())[1], 60,
+             what=f"{topic} assigned in {group}")
+    return consumer
