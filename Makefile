@@ -22,8 +22,10 @@ $(VENV)/.installed: pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
 	  || { echo "make: $(PYTHON) must be Python 3.11+ (set PYTHON=...)" >&2; exit 1; }
 	$(PYTHON) -m venv $(VENV)
-	$(VENV)/bin/pip install --quiet --upgrade pip
-	$(VENV)/bin/pip install --quiet -e '.[dev]'
+	@# uv resolves and installs in parallel: ~20 s where pip took 1 to 4 minutes of the
+	@# suite's 15 on a loaded 2-core box.
+	$(VENV)/bin/pip install --quiet 'uv>=0.13,<0.14'
+	$(VENV)/bin/uv pip install --quiet --python $(PY) -e '.[dev]'
 	touch $@
 
 # JDK 17+, Maven, Prometheus and Alertmanager from Debian when missing (needs root;

@@ -1,11 +1,12 @@
 """The worker SIGKILLed at random points of a reference day and restarted gives the
-same windows and alerts as an undisturbed run, 10 trials, and none of them twice: the
+same windows and alerts as an undisturbed run, 6 trials, and none of them twice: the
 merge commits each step's minutes and alerts in one transaction with its state, so Kafka's
 own Java consumer, read_committed, finds every window and alert id exactly once.
 
 The day's afternoon (12:00-18:59, its incidents included) is replayed once into one
 transactions topic: the crashes are the point, and seven hours of minutes give them as
-many places to land as the test can use while ten trials still fit CI's budget.
+many places to land as the test can use while six trials still fit CI's budget (issue
+24 asks for three; ten made the suite overrun its 15 minutes on a loaded box).
 
 The truth for counts is the CSV's pandas pivot; the truth for alerts (and for every
 window's full content, scores included) is one undisturbed worker. Each trial is a fresh
@@ -45,8 +46,8 @@ from txmon.kafka.admin import ensure_topics, pipeline_topics
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1500)]
 
-TRIALS = int(os.environ.get("TXMON_FAULT_TRIALS", "10"))
-PARALLEL = int(os.environ.get("TXMON_FAULT_PARALLEL", "5"))
+TRIALS = int(os.environ.get("TXMON_FAULT_TRIALS", "6"))
+PARALLEL = int(os.environ.get("TXMON_FAULT_PARALLEL", "3"))
 SEED = int(os.environ.get("TXMON_FAULT_SEED", "20260302"))  # trial n uses SEED + n
 SOURCE = "transactions_1.csv"
 #: Reference-format minutes ("HHh MM") kept from SOURCE.
@@ -151,7 +152,7 @@ def test_sigkilled_worker_equals_an_undisturbed_run(day, kafka_settings, tmp_pat
         return r
 
     # Trials are independent worker groups, so several run at once: a worker spends much
-    # of its time waiting on the broker, and the wall time of 10 trials matters in CI.
+    # of its time waiting on the broker, and the wall time of the trials matters in CI.
     with ThreadPoolExecutor(PARALLEL) as pool:
         results = list(pool.map(trial, range(TRIALS)))
     crashes = sum(r["kills"] for r in results)
