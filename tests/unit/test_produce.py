@@ -18,9 +18,7 @@ from txmon.contracts import DeadLetter, DeadLetterReason
 from txmon.kafka.aio import PRODUCER_CONFIG, AsyncProducer
 from txmon.kafka.produce import (
     PIPELINE,
-    REPORT_MARGIN_S,
     REQUEST,
-    SETTLE_SLICE_S,
     DeliveryFailed,
     Sender,
     bulk,
@@ -102,31 +100,6 @@ def test_settle_raises_for_each_new_failure_once():
         sender.settle(1)
     sender.produce("t", b"fine again")
     sender.settle(1)  # the failure was reported; what came after it was delivered
-
-
-def test_settle_waits_out_a_broker_away_for_longer_than_one_wait(caplog):
-    """Records still queued are not lost: a broker restart longer than one wait is waited
-    out, saying so (a fixed 60 s limit stopped a worker in CI run18), within the time
-    librdkafka takes to report on every record."""
-    make = factory()
-    sender = Sender({"message.timeout.ms": 600_000}, make)
-    client = make.made[0]
-    client.stuck = True
-    sender.send("t", *records(3))
-    waits, real = [], client.flush
-
-    def flush(timeout: float = 0.0) -> int:
-        waits.append(timeout)
-        client.stuck = len(waits) < 3  # the broker is back at the third wait
-        return real(timeout)
-
-    client.flush = flush
-    with caplog.at_level(logging.WARNING):
-        sender.settle()
-    assert len(client.delivered) == 3 and len(waits) == 3
-    assert all(w == pytest.approx(SETTLE_SLICE_S, abs=1) for w in waits), waits
-    assert caplog.text.count("waiting for Kafka to acknowledge 3 records") == 2
-    assert Sender({}, factory()).reported_within_s == 300 + REPORT_MARGIN_S
 
 
 def test_records_still_queued_at_close_count_as_failed():

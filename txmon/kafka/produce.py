@@ -12,7 +12,6 @@ DeliveryFailed), the producer CLI reports how many (`close`), the API answers 50
 
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -20,8 +19,6 @@ from typing import Any
 from confluent_kafka import Producer
 
 from txmon.settings import KafkaSettings, ProducerSettings
-
-log = logging.getLogger(__name__)
 
 #: Every txmon producer: idempotent, so a retry never writes a record twice and a
 #: partition keeps its order (which needs acks=all: nothing is acknowledged that a
@@ -94,12 +91,6 @@ class Tally:
 
 #: How long one wait for room in a full queue serves delivery reports.
 FULL_WAIT_S = 0.05
-#: librdkafka's default message.timeout.ms: every record is reported on by then.
-LIBRDKAFKA_TIMEOUT_MS = 300_000
-#: How late past that a report may still come (the poll that serves it).
-REPORT_MARGIN_S = 5.0
-#: How often `settle` says it is still waiting.
-SETTLE_SLICE_S = 10.0
 
 #: confluent_kafka.Producer, or a test's stand-in with its produce/poll/flush/__len__.
 ClientFactory = Callable[[dict[str, object]], Any]
@@ -120,9 +111,6 @@ class Sender:
         self.undelivered = 0
         self._wait = wait or self._serve
         self._failed_settled = 0
-        timeout_ms = conf.get("message.timeout.ms", conf.get("delivery.timeout.ms",
-                                                              LIBRDKAFKA_TIMEOUT_MS))
-        self.reported_within_s = int(timeout_ms) / 1000 + REPORT_MARGIN_S
 
     def _serve(self) -> None:
         self.client.poll(FULL_WAIT_S)
@@ -198,17 +186,10 @@ class Sender:
         """Wait for the reports of everything queued; returns how many are still out."""
         return self.client.flush(timeout)
 
-    def settle(self, timeout: float | None = None) -> None:
+    def settle(self, timeout: float = 60.0) -> None:
         """Everything queued is acknowledged, or DeliveryFailed: what a checkpoint
-        needs before it writes the state that says those records were sent. By default
-        it waits as long as librdkafka may take to report on a record (its
-        message.timeout.ms): a record still queued is not lost, and a broker restart
-        that outlasts a shorter wait would stop a worker that only had to wait."""
-        deadline = time.monotonic() + (self.reported_within_s if timeout is None else timeout)
-        remaining = self.client.flush(min(SETTLE_SLICE_S, max(deadline - time.monotonic(), 0)))
-        while remaining and time.monotonic() < deadline:
-            log.warning("waiting for Kafka to acknowledge %d records", remaining)
-            remaining = self.client.flush(min(SETTLE_SLICE_S, deadline - time.monotonic()))
+        needs before it writes the state that says those records were sent."""
+        remaining = self.client.flush(timeout)
         failed = self.tally.failed - self._failed_settled
         self._failed_settled = self.tally.failed
         if remaining or failed:
