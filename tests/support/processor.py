@@ -82,6 +82,23 @@ class Worker:
         """Until its counting consumer owns partitions (its log says `assigned {...}`)."""
         self.wait_logged("INFO] assigned {", timeout)
 
+    def merging(self) -> bool:
+        """Whether its merge stage owns the partials partition (it logs where it resumes)."""
+        return self.log.exists() and "merging from partial" in self.log.read_text(
+            errors="replace")
+
+
+def wait_ready(workers: list[Worker], timeout: float = 120.0) -> None:
+    """Until every worker counts and one of them merges: on a loaded machine a worker's
+    start can outlast a fast replay, whose records then all wait for it."""
+    for w in workers:
+        w.wait_assigned(timeout)
+    deadline = time.monotonic() + timeout
+    while not any(w.merging() for w in workers):
+        assert any(w.alive() for w in workers) and time.monotonic() < deadline, (
+            "no worker merges:\n" + "\n".join(w.tail() for w in workers))
+        time.sleep(0.2)
+
     def tail(self, n: int = 40) -> str:
         if not self.log.exists():
             return ""
