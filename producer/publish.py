@@ -24,6 +24,8 @@ log = logging.getLogger(__name__)
 #: A producer whose queue stays full this long says why it is not moving, then again
 #: every as long while it stays blocked.
 BLOCKED_REPORT_S = 5.0
+#: `close` waits this long past message.timeout.ms for librdkafka's last reports.
+CLOSE_MARGIN_S = 5.0
 
 
 @dataclass
@@ -40,8 +42,9 @@ class Publisher:
     _reported_at: float | None = field(default=None, repr=False)
 
     def __post_init__(self):
-        self._sender = Sender(producer_config(self.settings, bulk(), **self.overrides),
-                              self.client, wait=self._wait_for_room)
+        config = producer_config(self.settings, bulk(), **self.overrides)
+        self._message_timeout_s = int(config["message.timeout.ms"]) / 1000
+        self._sender = Sender(config, self.client, wait=self._wait_for_room)
 
     @property
     def sent(self) -> int:
@@ -87,6 +90,13 @@ class Publisher:
             raise RuntimeError("no dead-letter topic configured")
         self.send([key or b""], [encode(letter)], topic=self.dead_letter_topic)
 
-    def close(self, timeout: float = 60.0) -> int:
-        """Wait for every delivery; returns how many failed (undelivered ones included)."""
-        return self._sender.close(timeout)
+    def close(self, timeout: float | None = None) -> int:
+        """Wait for every delivery; returns how many failed (undelivered ones included).
+        By default as long as librdkafka may keep a record (message.timeout.ms) and a
+        margin: it reports each record it gives up on by then, while a shorter wait would
+        call failed what a broker back in a moment still takes (a replay ending while
+        its broker restarts). The wait says, as sending does, that nothing is acknowledged."""
+        if timeout is None:
+            timeout = self._message_timeout_s + CLOSE_MARGIN_S
+        return self._sender.close(timeout, every=BLOCKED_REPORT_S,
+                                  waiting=self._watch)

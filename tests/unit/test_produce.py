@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
+import time
 
 import pytest
 from confluent_kafka import KafkaException
@@ -149,6 +151,28 @@ def test_publisher_says_when_the_brokers_stop_and_resume_acknowledging(monkeypat
         pub.send(*records(1, "i"))
         assert "acknowledges again" in caplog.text
     assert pub.close(1) == 0
+
+
+def test_publisher_close_waits_as_long_as_librdkafka_keeps_a_record(monkeypatch, caplog):
+    monkeypatch.setattr(publish, "BLOCKED_REPORT_S", 0.0)
+    monkeypatch.setattr(publish, "CLOSE_MARGIN_S", 0.0)
+    make = factory()
+    pub = Publisher(SETTINGS, "tx", overrides={"message.timeout.ms": 1500}, client=make)
+    client = make.made[0]
+    client.stuck = True
+    pub.send(*records(3))
+    threading.Timer(0.5, lambda: setattr(client, "stuck", False)).start()
+    with caplog.at_level(logging.WARNING, logger="producer.publish"):
+        assert pub.close() == 0  # the broker came back within message.timeout.ms
+    assert "acknowledged nothing" in caplog.text and len(client.on("tx")) == 3
+
+    pub = Publisher(SETTINGS, "tx", overrides={"message.timeout.ms": 200}, client=make)
+    make.made[1].stuck = True
+    pub.send(*records(2))
+    started = time.monotonic()
+    assert pub.close() == 2
+    assert time.monotonic() - started < 5, "bounded by message.timeout.ms, not a fixed wait"
+    assert pub.first_error == "2 still queued after 0 s"  # 0.2 s, rounded
 
 
 def test_async_producer_answers_a_batch_once_every_record_is_reported():

@@ -12,6 +12,7 @@ DeliveryFailed), the producer CLI reports how many (`close`), the API answers 50
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -196,13 +197,17 @@ class Sender:
             raise DeliveryFailed(f"{remaining} undelivered, {failed} refused "
                                  f"(first: {self.tally.first_error})")
 
-    def close(self, timeout: float = 60.0) -> int:
+    def close(self, timeout: float = 60.0, *, every: float = math.inf,
+              waiting: Callable[[], None] | None = None) -> int:
         """Wait up to `timeout` for every delivery; returns how many failed, those
-        still queued then included."""
+        still queued then included. `waiting` is called every `every` seconds while
+        records are still out, so a long wait can say why."""
         deadline = time.monotonic() + timeout
-        remaining = self.client.flush(timeout)
+        remaining = self.client.flush(min(timeout, every))
         while remaining and time.monotonic() < deadline:
-            remaining = self.client.flush(max(0.1, deadline - time.monotonic()))
+            if waiting is not None:
+                waiting()
+            remaining = self.client.flush(max(0.1, min(every, deadline - time.monotonic())))
         if remaining and self.tally.first_error is None:
             self.tally.first_error = f"{remaining} still queued after {timeout:.0f} s"
         self.undelivered += remaining
