@@ -46,6 +46,8 @@ from txmon.settings import KafkaSettings  # noqa: E402
 
 TXMON = str(Path(sys.executable).with_name("txmon"))
 WINDOW_MS = 60_000
+#: How long a background reader may take to close on a loaded machine.
+STOP_WAIT_S = 60
 
 
 def settings_for(bootstrap: str) -> KafkaSettings:
@@ -228,8 +230,12 @@ class TopicWatcher(threading.Thread):
         return out
 
     def stop(self) -> None:
+        """Until the reader is closed: a librdkafka client that a daemon thread still
+        holds when the interpreter exits can crash it."""
         self.stop_event.set()
-        self.join(10)
+        self.join(STOP_WAIT_S)
+        if self.is_alive():
+            raise RuntimeError(f"the reader of {self.topic} did not stop in {STOP_WAIT_S} s")
 
 
 def compare_windows(windows: dict[str, tuple[WindowCount, float, float]],
