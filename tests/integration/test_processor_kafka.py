@@ -11,7 +11,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from confluent_kafka import Producer
-from support.faults import DAY, pivot
+from support.faults import DAY, day_slice, pivot
 from support.kafka import end_offsets
 from support.processor import (
     TXMON,
@@ -112,7 +112,8 @@ def test_sigkill_mid_stream_gives_the_same_windows_and_alerts(shared_data, kafka
     """Two workers read the same transactions as they arrive: one runs undisturbed, the
     other is killed with SIGKILL twice while it works. Their outputs must be the same,
     record for record, and equal to the file."""
-    source = shared_data / "transactions_1.csv"
+    # Six hours with the day's incidents: an hour of warm-up, then minutes that alert.
+    source = day_slice(shared_data / "transactions_1.csv", tmp_path, "12h 00", "17h 59")
     expected = pivot(source)
     last = minute_id(int(expected.index[-1].timestamp() * 1000))
     env = processor_env(txmon_env, TXMON_WARMUP_WINDOWS="60")
@@ -121,12 +122,12 @@ def test_sigkill_mid_stream_gives_the_same_windows_and_alerts(shared_data, kafka
         calm_env[f"TXMON_TOPIC_{topic}"] = env[f"TXMON_TOPIC_{topic}"] + "-calm"
     calm = Worker(calm_env, tmp_path, "calm").start()
     victim = Worker(env, tmp_path, "victim").start()
-    # 50 minutes of the day a second: both stages are mid-stream when the kills land.
-    feeder = subprocess.Popen([TXMON, "replay", str(source), "--speed", "3000",
+    # 12.5 minutes of the day a second: both stages are mid-stream when the kills land.
+    feeder = subprocess.Popen([TXMON, "replay", str(source), "--speed", "750",
                                "--no-progress"], env=env, stdout=subprocess.DEVNULL)
     kills = 0
     try:
-        for target in (150, 700):
+        for target in (100, 250):
             deadline = time.monotonic() + 120
             while len(unique_by_id(read_windows(kafka_settings, unique_topics.window_counts),
                                    "window")) < target:

@@ -72,6 +72,17 @@ def pivot(path: Path, day: str = DAY) -> pd.DataFrame:
     return table.reindex(minutes, fill_value=0).reindex(columns=list(STATUSES), fill_value=0)
 
 
+def day_slice(source: Path, into: Path, first: str, last: str) -> Path:
+    """The minutes `first`..`last` ("HHh MM") of a reference file, in its own format, under
+    `into`: a fault test needs records flowing when its fault lands, not the whole day,
+    and every transaction a test replays is counted twice (disturbed and undisturbed) on
+    a machine the whole suite shares."""
+    rows = pd.read_csv(source)
+    path = into / f"{source.stem}-{first[:2]}-{last[:2]}.csv"
+    rows[(rows["time"] >= first) & (rows["time"] <= last)].to_csv(path, index=False)
+    return path
+
+
 @dataclasses.dataclass
 class Tally:
     """How a run's records compare with the truth."""
@@ -186,6 +197,10 @@ class WindowWatch(threading.Thread):
                 assert time.monotonic() < deadline, f"only {len(self.ids)} windows of {count}"
                 assert alive(), "worker died"
                 self.changed.wait(0.2)
+            return len(self.ids)
+
+    def count(self) -> int:
+        with self.changed:
             return len(self.ids)
 
     def longest_pause(self, since: float) -> float:
@@ -332,7 +347,7 @@ def replay_through(fault, settings: KafkaSettings, names: Topics, source: Path, 
     calm_in_day = [w for w in calm_windows if pd.Timestamp(w.start) <= last]
     end = max(w.start for w in calm_in_day)
     return ReplayOutcome(
-        produced=json.loads(report.read_text())["totals"],
+        produced={s: n for s, n in json.loads(report.read_text())["totals"].items() if n},
         want={s: int(v) for s, v in truth.sum().items() if v},
         counts=tally_windows(windows, truth), windows=tally_records(in_day, calm_in_day),
         alerts=tally_records([a for a in alerts if a.window_start <= end],
