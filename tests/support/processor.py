@@ -44,9 +44,11 @@ class Worker:
         self.log = self.dir / "worker.log"
         self.proc: subprocess.Popen | None = None
         self.starts = 0
+        self.log_from = 0  # where the latest start's lines begin: the log spans restarts
 
     def start(self) -> Worker:
         self.starts += 1
+        self.log_from = self.log.stat().st_size if self.log.exists() else 0
         with open(self.log, "ab") as out:  # the child keeps its own copy of the fd
             self.proc = subprocess.Popen(
                 [TXMON, "process", "--metrics-port", str(self.metrics_port)], env=self.env,
@@ -71,10 +73,19 @@ class Worker:
             except subprocess.TimeoutExpired:
                 self.kill()
 
+    def logged(self) -> str:
+        """Its log since its latest start."""
+        if not self.log.exists():
+            return ""
+        with open(self.log, "rb") as f:
+            f.seek(self.log_from)
+            return f.read().decode(errors="replace")
+
     def wait_logged(self, text: str, timeout: float = 120.0) -> None:
-        """Until its log has `text`, failing with the log if it dies or the time runs out."""
+        """Until its latest start logged `text`, failing with the log if it dies or the
+        time runs out."""
         deadline = time.monotonic() + timeout
-        while text not in (self.log.read_text(errors="replace") if self.log.exists() else ""):
+        while text not in self.logged():
             assert self.alive() and time.monotonic() < deadline, self.tail()
             time.sleep(0.2)
 
@@ -84,8 +95,7 @@ class Worker:
 
     def merging(self) -> bool:
         """Whether its merge stage owns the partials partition (it logs where it resumes)."""
-        return self.log.exists() and "merging from partial" in self.log.read_text(
-            errors="replace")
+        return "merging from partial" in self.logged()
 
 
 def wait_ready(workers: list[Worker], timeout: float = 120.0) -> None:
