@@ -24,6 +24,11 @@ fitted model's public attributes (`estimators_`, `estimators_features_`, `max_sa
 each tree's `tree_` arrays) and the published formula, so a scikit-learn upgrade cannot
 break it silently through a private helper; the test against `score_samples` would catch
 a change of convention.
+
+A saved model holds those arrays, not the scikit-learn objects, so a worker loads it
+without importing scikit-learn (with scipy.stats and pandas, most of a worker's start);
+only training (`Detector.fit`) imports it. Files saved with the forests themselves still
+load: unpickling imports scikit-learn for them.
 """
 
 from __future__ import annotations
@@ -34,11 +39,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import joblib
 import numpy as np
-import sklearn
-from sklearn.ensemble import IsolationForest
 
 from processor.features import (
     FAULT_Z,
@@ -52,6 +56,9 @@ from processor.features import (
 from processor.slices import Terminals
 from processor.sources import Quiet
 from txmon.contracts import GROUPS, SCORE_THRESHOLD, MinuteCounts
+
+if TYPE_CHECKING:
+    from sklearn.ensemble import IsolationForest
 
 DEFAULT_FALSE_ALARM_RATE = 0.002
 N_ESTIMATORS = 100
@@ -208,12 +215,12 @@ class Detector:
     score over its threshold: the minute is anomalous from SCORE_THRESHOLD, whatever
     the model."""
 
-    model: dict[str, IsolationForest]
+    flat: dict[str, FlatForest]
     baseline: Baseline
     meta: dict
+    model: dict[str, IsolationForest] | None = None  # after fit only: never saved
 
     def __post_init__(self):
-        self.flat = {g: FlatForest(m) for g, m in self.model.items()}
         self.group_thresholds = self.meta["group_thresholds"]
 
     @property
@@ -230,6 +237,9 @@ class Detector:
         source: str = "",
     ) -> Detector:
         """Fit on history: (window start ms, counts) pairs, ideally whole clean days."""
+        import sklearn
+        from sklearn.ensemble import IsolationForest
+
         if len(windows) < 10:
             raise ValueError(f"need at least 10 windows of history, got {len(windows)}")
         windows = sorted((s, MinuteCounts.of(c).statuses) for s, c in windows)
@@ -240,11 +250,11 @@ class Detector:
             rows.append(evidence(baseline, start, counts, recent).vector)
             recent = [*recent[-LEVEL_MINUTES:], (start, counts)]
         x = np.array(rows)
-        models, thresholds = {}, {}
+        models, flat, thresholds = {}, {}, {}
         for group, cols in GROUP_FEATURES.items():
             model = IsolationForest(n_estimators=N_ESTIMATORS, random_state=seed).fit(x[:, cols])
-            scores = FlatForest(model).score(x[:, cols])
-            models[group] = model
+            models[group], flat[group] = model, FlatForest(model)
+            scores = flat[group].score(x[:, cols])
             # Per group, so that the groups share the false-alarm budget.
             thresholds[group] = float(np.quantile(scores, 1.0 - false_alarm_rate
                                                   / len(GROUP_FEATURES)))
@@ -271,7 +281,7 @@ class Detector:
                 "numpy": np.__version__,
             },
         }
-        return cls(model=models, baseline=baseline, meta=meta)
+        return cls(flat=flat, baseline=baseline, meta=meta, model=models)
 
     def score(self, start_ms: int, counts: list[int], recent: list,
               paused: frozenset[int] = frozenset(),
@@ -319,7 +329,7 @@ class Detector:
         tmp = path.with_suffix(path.suffix + ".tmp")
         joblib.dump(
             # "threshold" for the readers of files older than SCORE_THRESHOLD.
-            {"model": self.model, "baseline": self.baseline, "threshold": SCORE_THRESHOLD,
+            {"flat": self.flat, "baseline": self.baseline, "threshold": SCORE_THRESHOLD,
              "meta": self.meta},
             tmp,
         )
@@ -328,7 +338,8 @@ class Detector:
     @classmethod
     def load(cls, path: str | Path) -> Detector:
         data = joblib.load(path)
-        return cls(data["model"], data["baseline"], data["meta"])  # "threshold": always 1.0
+        flat = data.get("flat") or {g: FlatForest(m) for g, m in data["model"].items()}
+        return cls(flat, data["baseline"], data["meta"])  # "threshold": always 1.0
 
 
 def _iso(ms: int) -> str:

@@ -33,8 +33,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
-from scipy.special import gammainc, gammaincc
-from scipy.stats import binom
+from scipy.special import bdtrc, gammainc, gammaincc
 
 from processor.features import FAULT_Z, RISE_MIN_RATIO, VOLUME_MAX_RATIO, _z
 from processor.sketch import HeavyHitters, Hitter
@@ -247,7 +246,7 @@ def _strongest(found: list[Slice], crowd: list[Slice], tested: int) -> tuple[Sli
     stronger evidence, the crowd, each with the crowd's z."""
     found.sort(key=lambda s: -s.z)
     best = found[0].z if found else 0.0
-    z_crowd = _z(float(binom.sf(len(crowd) - 1, tested, ALPHA))) if crowd else 0.0
+    z_crowd = _z(float(bdtrc(len(crowd) - 1, tested, ALPHA))) if crowd else 0.0
     if z_crowd > best:
         crowd.sort(key=lambda s: -(s.observed - s.expected))
         return tuple(Slice(s.terminal, s.observed, s.expected, z_crowd) for s in crowd)

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from datetime import UTC, datetime
 
+import joblib
 import numpy as np
 import pytest
 
@@ -122,6 +125,27 @@ def test_scoring_is_deterministic_and_survives_save_load(detector, tmp_path):
     b = verdicts(again, windows)
     assert a == b
     assert again.version == detector.version
+
+
+def test_a_model_saved_with_its_forests_still_loads(detector, tmp_path):
+    """Files from before the forests were saved as arrays hold scikit-learn objects."""
+    windows = day(206, incidents=[parse_incident("denied:x3:20m@3h")], hours=2)
+    path = tmp_path / "old.joblib"
+    joblib.dump({"model": detector.model, "baseline": detector.baseline, "threshold": 1.0,
+                 "meta": detector.meta}, path)
+    assert verdicts(Detector.load(path), windows) == verdicts(detector, windows)
+
+
+def test_a_worker_loads_and_scores_without_scikit_learn(detector, tmp_path):
+    """scikit-learn's import (with scipy.stats and pandas) was most of a worker's start."""
+    path = tmp_path / "model.joblib"
+    detector.save(path)
+    probe = ("import sys; import processor.app; from processor.detector import Detector; "
+             f"d = Detector.load({str(path)!r}); d.score(0, [1] * 7, []); "
+             "print(sorted(m for m in ('sklearn', 'pandas', 'scipy.stats') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                         check=True, timeout=120)
+    assert out.stdout.strip() == "[]", out.stderr
 
 
 def test_quasi_poisson_tails():
