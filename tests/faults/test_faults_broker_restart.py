@@ -11,7 +11,7 @@ import time
 
 import pandas as pd
 import pytest
-from support.faults import day_slice, replay_through, run_topics
+from support.faults import AFTERNOON, replay_through, run_topics
 from support.processor import Worker, processor_env, read_windows
 
 from txmon.kafka.admin import ensure_topics, pipeline_topics
@@ -19,22 +19,10 @@ from txmon.settings import KafkaSettings
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
-SOURCE = "transactions_2.csv"
-#: The afternoon with the day's incidents (failed and denied from 16h14): an hour of
-#: warm-up, then minutes that alert. Four hours in 48 s of wall time: the fault lands
-#: while records flow, at a quarter of the whole day's work.
-SLICE = ("15h 00", "18h 59")
-SPEED = "300"
-REPLAYED = f"{SOURCE} {SLICE[0]}-{SLICE[1]}"
 
 DOWN_AFTER_WINDOWS = 10  # closed by the worker before the broker stops
 DOWN_FOR_S = 5  # plus the broker's own start time
 WORKER_ENV = {"TXMON_WARMUP_WINDOWS": "60", "TXMON_SESSION_TIMEOUT_MS": "6000"}
-
-
-def afternoon(shared_data, tmp_path):
-    """SLICE of SOURCE, in the reference format, under tmp_path."""
-    return day_slice(shared_data / SOURCE, tmp_path, *SLICE)
 
 
 def test_broker_restart_mid_replay_loses_and_duplicates_nothing(
@@ -50,8 +38,9 @@ def test_broker_restart_mid_replay_loses_and_duplicates_nothing(
         time.sleep(DOWN_FOR_S)
         kafka.up(timeout=180)
 
-    outcome = replay_through(restart, settings, names, afternoon(shared_data, tmp_path), tmp_path,
-                             speed=SPEED, after_windows=DOWN_AFTER_WINDOWS,
+    source = AFTERNOON.write(shared_data, tmp_path)
+    outcome = replay_through(restart, settings, names, source, tmp_path, speed=AFTERNOON.speed,
+                             after_windows=DOWN_AFTER_WINDOWS,
                              worker_env=WORKER_ENV)
     ok = outcome.clean()
     print(f"\nbroker out {outcome.fault_s:.1f}s; windows re-emitted {outcome.windows.reemitted}"
@@ -60,7 +49,7 @@ def test_broker_restart_mid_replay_loses_and_duplicates_nothing(
                    fault="broker stop + restart mid-replay",
                    passed="replay and worker resumed by themselves; equal to an undisturbed "
                           "run",
-                   notes=f"{REPLAYED} at --speed {SPEED}; broker stopped once the worker had "
+                   notes=f"{AFTERNOON}; broker stopped once the worker had "
                          f"closed {DOWN_AFTER_WINDOWS} windows, unreachable "
                          f"{outcome.fault_s:.0f}s (stop, {DOWN_FOR_S}s, start); "
                          "TXMON_PRODUCER_TIMEOUT_MS default 120000"

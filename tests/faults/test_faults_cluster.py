@@ -16,7 +16,7 @@ from collections import Counter
 
 import pytest
 from confluent_kafka.admin import AdminClient, NewTopic
-from support.faults import day_slice, pipeline_env, pivot, replay_through, run_topics, slug
+from support.faults import AFTERNOON, pipeline_env, pivot, replay_through, run_topics, slug
 from support.kafka import consume_all, end_offsets, java_read_keys, leaders
 from support.obs import wait_for
 from support.processor import TXMON
@@ -28,22 +28,10 @@ from txmon.settings import KafkaSettings, ProcessorSettings
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1200)]
 
-SOURCE = "transactions_2.csv"
-#: The afternoon with the day's incidents (failed and denied from 16h14): an hour of
-#: warm-up, then minutes that alert. Four hours in 48 s of wall time: the fault lands
-#: while records flow, at a quarter of the whole day's work.
-SLICE = ("15h 00", "18h 59")
-SPEED = "300"
-REPLAYED = f"{SOURCE} {SLICE[0]}-{SLICE[1]}"
 
 MERGE_VICTIM = 3  # any node; not necessarily the controller or a transactions leader
 DOWN_FOR_S = 10
 WORKER_ENV = {"TXMON_WARMUP_WINDOWS": "60", "TXMON_SESSION_TIMEOUT_MS": "6000"}
-
-
-def afternoon(shared_data, tmp_path):
-    """SLICE of SOURCE, in the reference format, under tmp_path."""
-    return day_slice(shared_data / SOURCE, tmp_path, *SLICE)
 
 
 def leader_of(settings: KafkaSettings, topic: str, partition: int = 0) -> int:
@@ -97,14 +85,15 @@ def test_the_leader_of_a_transactions_partition_killed_mid_replay(
     ensure_topics(settings, pipeline_topics(names))
     victim = leader_of(settings, names.transactions)
     outcome = replay_through(kill_and_restart(local_cluster, victim), settings, names,
-                             afternoon(shared_data, tmp_path), tmp_path, speed=SPEED,
+                             AFTERNOON.write(shared_data, tmp_path), tmp_path,
+                             speed=AFTERNOON.speed,
                              worker_env=WORKER_ENV)
     healed_s = heal_seconds(local_cluster)
     twice = read_twice_outside(settings, names)
     outcome.record("test_faults_cluster", order=6, started=started,
                    fault="partition leader SIGKILLed mid-replay (3 brokers, RF 3, min ISR 2)",
                    passed="equal to the CSV and to an undisturbed run; ISR healed",
-                   notes=f"{REPLAYED} at --speed {SPEED}; node {victim} (leader of "
+                   notes=f"{AFTERNOON}; node {victim} (leader of "
                          f"transactions-0) SIGKILLed, restarted after {DOWN_FOR_S}s (down "
                          f"{outcome.fault_s:.0f}s); ISR healed {healed_s:.0f}s after the "
                          f"replay ended; ids a read_committed Java consumer read twice: "
@@ -130,7 +119,8 @@ def test_the_leader_of_the_partials_and_changelog_killed_while_merging(
     led = {s.name: leader_of(settings, s.name) for s in merge_topics}
     assert set(led.values()) == {victim}, led
     outcome = replay_through(kill_and_restart(local_cluster, victim), settings, names,
-                             afternoon(shared_data, tmp_path), tmp_path, speed=SPEED,
+                             AFTERNOON.write(shared_data, tmp_path), tmp_path,
+                             speed=AFTERNOON.speed,
                              worker_env=WORKER_ENV, app_id=app_id)
     healed_s = heal_seconds(local_cluster)
     twice = read_twice_outside(settings, names)
@@ -138,7 +128,7 @@ def test_the_leader_of_the_partials_and_changelog_killed_while_merging(
                    fault="leader of the partials and the merge changelog SIGKILLed while "
                          "merging (3 brokers, RF 3, min ISR 2)",
                    passed="equal to the CSV and to an undisturbed run; ISR healed",
-                   notes=f"{REPLAYED} at --speed {SPEED}; node {victim} led "
+                   notes=f"{AFTERNOON}; node {victim} led "
                          f"{', '.join(sorted(led))}; SIGKILLed after 10 merged minutes, "
                          f"restarted after {DOWN_FOR_S}s (down {outcome.fault_s:.0f}s); ISR "
                          f"healed {healed_s:.0f}s after the replay ended; ids a "
@@ -162,13 +152,14 @@ def test_three_workers_on_six_partitions_one_killed_one_added(
         workers[1].kill()
         start("joined")
 
-    outcome = replay_through(kill_one_add_one, settings, names, afternoon(shared_data, tmp_path),
-                             tmp_path, speed=SPEED, workers=3,
+    source = AFTERNOON.write(shared_data, tmp_path)
+    outcome = replay_through(kill_one_add_one, settings, names, source, tmp_path,
+                             speed=AFTERNOON.speed, workers=3,
                              worker_env={**WORKER_ENV, "TXMON_PARTITIONS": "6"})
     outcome.record("test_faults_cluster_workers", order=9, started=started,
                    fault="3 workers on 6 partitions (3 brokers): one SIGKILLed, one added "
                          "mid-replay",
-                   notes=f"{REPLAYED} at --speed {SPEED}; worker 2 of 3 SIGKILLed after 10 "
+                   notes=f"{AFTERNOON}; worker 2 of 3 SIGKILLed after 10 "
                          "windows, a fourth started at once")
     outcome.check()
 
@@ -182,11 +173,11 @@ def test_min_insync_unmet_blocks_producers_and_loses_nothing(
     settings = KafkaSettings(bootstrap=local_cluster.bootstrap)
     names = run_topics("t-minisr")
     ensure_topics(settings, pipeline_topics(names))
-    source = afternoon(shared_data, tmp_path)
+    source = AFTERNOON.write(shared_data, tmp_path)
     want = {s: int(v) for s, v in pivot(source).sum().items() if v}
     log_path = tmp_path / "replay.log"
     with open(log_path, "wb") as log:
-        feeder = subprocess.Popen([TXMON, "replay", str(source), "--speed", SPEED,
+        feeder = subprocess.Popen([TXMON, "replay", str(source), "--speed", AFTERNOON.speed,
                                    "--no-progress"], env=pipeline_env(settings, names),
                                   stdout=log, stderr=subprocess.STDOUT)
     try:
@@ -219,7 +210,7 @@ def test_min_insync_unmet_blocks_producers_and_loses_nothing(
            outcome="replay blocked, said so, resumed; topic exact" if (
                dict(got) == want and not duplicated) else "FAILED: topic differs",
            seconds=round(time.monotonic() - started),
-           notes=f"{REPLAYED} at --speed {SPEED}; nodes {down} SIGKILLed, restarted once the "
+           notes=f"{AFTERNOON}; nodes {down} SIGKILLed, restarted once the "
                  f"replay reported the stall; acknowledgements stalled {stalled}s; replay "
                  f"done {recovered_s:.0f}s after the kill")
     assert "Kafka acknowledges again" in text, text[-2000:]

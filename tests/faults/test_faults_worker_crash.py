@@ -28,8 +28,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from support.faults import (
+    Slice,
     WindowWatch,
-    day_slice,
     fresh_outputs,
     pipeline_env,
     pivot,
@@ -58,9 +58,8 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(1500)]
 TRIALS = int(os.environ.get("TXMON_FAULT_TRIALS", "6"))
 PARALLEL = int(os.environ.get("TXMON_FAULT_PARALLEL", "3"))
 SEED = int(os.environ.get("TXMON_FAULT_SEED", "20260302"))  # trial n uses SEED + n
-SOURCE = "transactions_1.csv"
-#: Reference-format minutes ("HHh MM") kept from SOURCE.
-SLICE = ("13h 30", "17h 29")
+#: Four hours of the first day, replayed into the topic before the workers start.
+SLICE = Slice("transactions_1.csv", "13h 30", "17h 29")
 #: Faster restarts: the killed member leaves the group after this, not the default 10 s.
 WORKER_ENV = {"TXMON_WARMUP_WINDOWS": "60", "TXMON_SESSION_TIMEOUT_MS": "6000"}
 
@@ -68,7 +67,7 @@ WORKER_ENV = {"TXMON_WARMUP_WINDOWS": "60", "TXMON_SESSION_TIMEOUT_MS": "6000"}
 @pytest.fixture(scope="module")
 def day(shared_data_module, kafka_settings, tmp_path_factory):
     """The reference day in a transactions topic, and the undisturbed run's output."""
-    source = day_slice(shared_data_module / SOURCE, tmp_path_factory.mktemp("day"), *SLICE)
+    source = SLICE.write(shared_data_module, tmp_path_factory.mktemp("day"))
     names = run_topics("t-crash")
     ensure_topics(kafka_settings, pipeline_topics(names))
     base = pipeline_env(kafka_settings, names)
@@ -177,7 +176,7 @@ def test_sigkilled_worker_equals_an_undisturbed_run(day, kafka_settings, tmp_pat
             r["counts"].clean() and r["windows"].clean() and r["alerts"].clean()
             for r in results) else "FAILED: differs from the CSV or the undisturbed run"),
         seconds=round(time.monotonic() - started),
-        notes=f"{SOURCE} {SLICE[0]}-{SLICE[1]} ({day['truth'].to_numpy().sum()} transactions, "
+        notes=f"{SLICE} ({day['truth'].to_numpy().sum()} transactions, "
               f"{len(day['truth'])} minutes) replayed once; seed {SEED}; the undisturbed "
               f"worker's {day['span']:.0f} s from ready to its last window; kills (s after "
               "ready, windows out then) "
