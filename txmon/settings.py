@@ -372,6 +372,12 @@ class TopicLayout(Group):
         "idempotency topic's retention, and the API's memory of it)")
 
 
+#: kafka-run-class.sh's KAFKA_JVM_PERFORMANCE_OPTS.
+KAFKA_JVM_PERFORMANCE_OPTS = ("-server -XX:+UseG1GC -XX:MaxGCPauseMillis=20 "
+                              "-XX:InitiatingHeapOccupancyPercent=35 "
+                              "-XX:+ExplicitGCInvokesConcurrent -Djava.awt.headless=true")
+
+
 class BrokerSettings(Group):
     """The local broker `txmon kafka` runs."""
 
@@ -385,6 +391,10 @@ class BrokerSettings(Group):
     data_dir: Path = setting("TXMON_KAFKA_DATA_DIR", None, "local broker data (`--data-dir`)",
                              derive=lambda env: _state(env) / "kafka",
                              shown="$TXMON_STATE_DIR/kafka")
+    jvm_flags: str = setting(
+        "TXMON_KAFKA_JVM_FLAGS", KAFKA_JVM_PERFORMANCE_OPTS,
+        "the local broker JVM's tuning flags, as Kafka's KAFKA_JVM_PERFORMANCE_OPTS (the "
+        "default is kafka-server-start.sh's)")
     cds: Boolean = setting("TXMON_KAFKA_CDS", True,
                         "reuse a JVM class-data archive for faster broker starts")
     tls_cert: Path | None = setting(
@@ -404,6 +414,12 @@ class TestSuite(Group):
     __test__ = False  # not a pytest class
 
     kafka_heap: str = setting("TXMON_TEST_KAFKA_HEAP", "384m", "heap of the test session's broker")
+    kafka_jvm_flags: str = setting(
+        "TXMON_TEST_KAFKA_JVM_FLAGS", "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC "
+        "-Djava.awt.headless=true",
+        "TXMON_KAFKA_JVM_FLAGS for every broker the tests start, unless that is set: the "
+        "C1 compiler alone and the serial collector halve a broker's CPU, and the suite "
+        "runs up to a dozen brokers on 2 cores")
     ci: Boolean = setting("CI", False, "`true` makes tests that need the reference data or "
                        "Prometheus fail instead of skip", shown="unset")
 

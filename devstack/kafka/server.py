@@ -16,6 +16,7 @@ import hashlib
 import logging
 import os
 import re
+import shlex
 import subprocess
 import sys
 import time
@@ -48,15 +49,6 @@ _ARGFILE_ESCAPES = str.maketrans(
 # Generous: on a shared 2-core machine under heavy load a start can take ~40 s.
 START_TIMEOUT_S = 120.0
 STOP_TIMEOUT_S = 30.0
-# The JVM flags of Kafka's own kafka-server-start.sh, minus the 1 GiB heap.
-JVM_FLAGS = (
-    "-server",
-    "-XX:+UseG1GC",
-    "-XX:MaxGCPauseMillis=20",
-    "-XX:InitiatingHeapOccupancyPercent=35",
-    "-XX:+ExplicitGCInvokesConcurrent",
-    "-Djava.awt.headless=true",
-)
 _HEAP_RE = re.compile(r"^\d+[kKmMgG]?$")
 
 log = logging.getLogger(__name__)
@@ -183,6 +175,7 @@ class LocalKafka:
         self.port = port or env.port
         self.controller_port = controller_port or env.controller_port
         self.heap = options.heap or env.heap
+        self.jvm_flags = shlex.split(env.jvm_flags)
         if not _HEAP_RE.match(self.heap):
             raise UserError(f"bad heap size {self.heap!r}: use a JVM size such as 512m or 1g")
         if self.port == self.controller_port:
@@ -424,7 +417,8 @@ class LocalKafka:
             log.info("starting Kafka %s on %s (data %s)", self.version, self.bootstrap,
                      self.data_dir)
             cmd = [
-                java, f"-Xmx{self.heap}", f"-Xms{self.heap}", *JVM_FLAGS, *self._cds_flags(java),
+                java, f"-Xmx{self.heap}", f"-Xms{self.heap}", *self.jvm_flags,
+                *self._cds_flags(java),
                 f"-Dlog4j2.configurationFile={self.log4j_file}",
                 f"-Dkafka.logs.dir={self.log_dir}",
                 "-cp", f"{libs}/*", MAIN_CLASS, str(self.properties_file),

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shlex
 import shutil
 import signal
 import socket
@@ -102,6 +103,8 @@ def test_up_twice_status_logs_down(tmp_path: Path, kafka_libs: Path) -> None:
     pid = int((data / "kafka.pid").read_text())
     assert broker_pids(data / "server.properties") == [pid]
     assert f"(pid {pid}" in first.stdout and f"(pid {pid}" in second.stdout
+    jvm = Path(f"/proc/{pid}/cmdline").read_text().split("\0")
+    assert set(shlex.split(os.environ["TXMON_KAFKA_JVM_FLAGS"])) <= set(jvm)  # conftest's
 
     status = txmon("kafka", "status", *where)
     assert status.returncode == 0 and f"pid {pid}" in status.stdout
