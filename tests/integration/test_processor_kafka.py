@@ -11,7 +11,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from confluent_kafka import Producer
-from support.faults import DAY, day_slice, pivot
+from support.faults import DAY, Slice, pivot
 from support.kafka import end_offsets
 from support.processor import (
     TXMON,
@@ -113,7 +113,7 @@ def test_sigkill_mid_stream_gives_the_same_windows_and_alerts(shared_data, kafka
     other is killed with SIGKILL twice while it works. Their outputs must be the same,
     record for record, and equal to the file."""
     # Six hours with the day's incidents: an hour of warm-up, then minutes that alert.
-    source = day_slice(shared_data / "transactions_1.csv", tmp_path, "12h 00", "17h 59")
+    source = Slice("transactions_1.csv", "12h 00", "17h 59").write(shared_data, tmp_path)
     expected = pivot(source)
     last = minute_id(int(expected.index[-1].timestamp() * 1000))
     env = processor_env(txmon_env, TXMON_WARMUP_WINDOWS="60")
