@@ -52,9 +52,10 @@ def _start_order(item: pytest.Item) -> int:
 
 
 # A test broker needs less than the demo's; several sessions may share the machine.
-TEST_HEAP = TestSuite.from_env().kafka_heap
+SUITE = TestSuite.from_env()
+TEST_HEAP = SUITE.kafka_heap
 # In os.environ, so that the brokers the CLI starts (demo, cluster, bench) use them too.
-os.environ.setdefault("TXMON_KAFKA_JVM_FLAGS", TestSuite.from_env().kafka_jvm_flags)
+os.environ.setdefault("TXMON_KAFKA_JVM_FLAGS", SUITE.kafka_jvm_flags)
 
 
 def _start_broker(data_dir: Path, **kw) -> LocalKafka:

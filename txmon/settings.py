@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import shlex
 import ssl
 import sys
 from collections.abc import Callable, Mapping
@@ -74,6 +75,16 @@ def _port(raw: str) -> int:
     return port
 
 
+def _words(raw: str) -> str:
+    """Kept as text (the README shows it so); checked here so that a launcher splitting it
+    later cannot fail with a traceback."""
+    try:
+        shlex.split(raw)
+    except ValueError:
+        raise _not("shell words (a quote is not closed)") from None
+    return raw
+
+
 def _text(parse: Callable[[str], Any]) -> BeforeValidator:
     return BeforeValidator(lambda value: parse(value) if isinstance(value, str) else value)
 
@@ -83,6 +94,7 @@ Number = Annotated[float, _text(_number)]
 Boolean = Annotated[bool, _text(_boolean)]
 Port = Annotated[int, _text(_port)]
 Upper = Annotated[str, _text(str.upper)]
+Words = Annotated[str, _text(_words)]
 
 Derive = Callable[[Mapping[str, str]], Any]
 #: Defaults that depend on other variables (the state dir), by variable. Not kept in the
@@ -391,7 +403,7 @@ class BrokerSettings(Group):
     data_dir: Path = setting("TXMON_KAFKA_DATA_DIR", None, "local broker data (`--data-dir`)",
                              derive=lambda env: _state(env) / "kafka",
                              shown="$TXMON_STATE_DIR/kafka")
-    jvm_flags: str = setting(
+    jvm_flags: Words = setting(
         "TXMON_KAFKA_JVM_FLAGS", KAFKA_JVM_PERFORMANCE_OPTS,
         "the local broker JVM's tuning flags, as Kafka's KAFKA_JVM_PERFORMANCE_OPTS (the "
         "default is kafka-server-start.sh's)")
@@ -414,7 +426,7 @@ class TestSuite(Group):
     __test__ = False  # not a pytest class
 
     kafka_heap: str = setting("TXMON_TEST_KAFKA_HEAP", "384m", "heap of the test session's broker")
-    kafka_jvm_flags: str = setting(
+    kafka_jvm_flags: Words = setting(
         "TXMON_TEST_KAFKA_JVM_FLAGS", "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC "
         "-Djava.awt.headless=true",
         "TXMON_KAFKA_JVM_FLAGS for every broker the tests start, unless that is set: the "

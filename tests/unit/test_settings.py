@@ -99,6 +99,8 @@ def test_false(raw):
     (ApiSettings, "TXMON_API_PORT", "70000", "TXMON_API_PORT='70000' is not a port (0-65535)"),
     (ApiSettings, "TXMON_API_PORT", "-1", "TXMON_API_PORT='-1' is not a port"),
     (ApiSettings, "TXMON_API_PORT", "http", "TXMON_API_PORT='http' is not an integer"),
+    (BrokerSettings, "TXMON_KAFKA_JVM_FLAGS", '"-Xss1m', "TXMON_KAFKA_JVM_FLAGS='\"-Xss1m' is "
+     "not shell words (a quote is not closed)"),
 ])
 def test_a_bad_value_is_one_line_naming_the_variable(group, var, raw, message):
     with pytest.raises(UserError) as err:
